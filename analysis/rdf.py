@@ -1,0 +1,308 @@
+"""Radial distribution functions of periodic trajectories (fixed cell), pure numpy.
+
+Definition / normalisation (the same as ``ase.geometry.rdf.get_rdf`` in ASE >= 3.27,
+which agrees with LAMMPS ``compute rdf``):
+
+* Bins: ``n_bins`` equal bins of width ``dr = r_max / n_bins`` on ``[0, r_max]``; a pair at
+  distance ``d`` goes into bin ``k = ceil(d / dr)`` (1-based), i.e. bin ``k`` is the half-open
+  interval ``((k-1)·dr, k·dr]``. Pairs with ``d == 0`` (including an atom with itself) and
+  ``d > r_max`` are not counted. ``r_A`` are the bin midpoints.
+* Counts are over *ordered* pairs ``(i, j)`` and over every periodic image of ``j`` (including
+  images of ``i`` itself), so nothing is lost when ``r_max`` exceeds half the cell width.
+* Partial ``"A-B"``: ``g_AB(r_k) = n_AB(k) / (N_A · ρ_B · V_shell(k))`` with ``n_AB(k)`` the
+  number of ordered pairs (centre of element A, neighbour of element B) in bin ``k``,
+  ``ρ_B = N_B / V_cell`` and ``V_shell(k) = 4π/3 (r_k³ − r_{k-1}³)`` the exact shell volume.
+  Hence ``g_AB == g_BA`` and ``g = Σ_AB c_A c_B g_AB``.
+* Total: the same with all atoms as centres and neighbours, ``N · (N / V_cell)``.
+* Several frames: the mean of the per-frame RDFs (ASE's convention). With a fixed cell the
+  normalisation is the same for every frame, so this equals total counts / n_frames / norm.
+
+The computation is split, like MDAnalysis ``InterRDF._single_frame`` / ``_conclude``, into
+:func:`accumulate_pair_counts` (histogram counts of a block of frames, summable over
+blocks) and :func:`normalise_pair_counts` (counts -> g(r)), so a streaming caller can feed
+frames in chunks and normalise once at the end. :func:`rdf` is the one-shot wrapper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "RDF",
+    "rdf",
+    "rdf_mae",
+    "accumulate_pair_counts",
+    "normalise_pair_counts",
+    "species_indices",
+    "perpendicular_widths_A",
+    "image_shifts",
+    "CHEMICAL_SYMBOLS",
+]
+
+# Index = atomic number (index 0 is a placeholder), as in ase.data.chemical_symbols.
+CHEMICAL_SYMBOLS: tuple[str, ...] = tuple(
+    "X H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn "
+    "Ga Ge As Se Br Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce "
+    "Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn "
+    "Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl "
+    "Mc Lv Ts Og".split()
+)
+
+# Upper bound on the number of pair-image vectors materialised at once (memory ~ 50 B each).
+_MAX_VECTORS_PER_CHUNK = 500_000
+
+
+@dataclass(frozen=True)
+class RDF:
+    """Radial distribution functions on a common grid.
+
+    r_A: [n_bins] bin centres in Å.
+    g: label -> [n_bins]; "total" plus partials "A-B" (element symbols, caller's order).
+    """
+
+    r_A: np.ndarray
+    g: dict[str, np.ndarray]
+
+
+# --------------------------------------------------------------------------- geometry helpers
+
+
+def _validated_cell(cell_A) -> np.ndarray:
+    cell = np.asarray(cell_A, dtype=float)
+    if cell.shape != (3, 3):
+        raise ValueError(f"cell_A must be [3, 3] (rows = lattice vectors), got {cell.shape}")
+    if not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) < 1e-10:
+        raise ValueError("cell_A must be finite with non-zero volume")
+    return cell
+
+
+def _validated_positions(positions_A) -> np.ndarray:
+    pos = np.asarray(positions_A, dtype=float)
+    if pos.ndim != 3 or pos.shape[2] != 3:
+        raise ValueError(f"positions_A must be [n_frames, n_atoms, 3], got {pos.shape}")
+    if pos.shape[0] == 0 or pos.shape[1] == 0:
+        raise ValueError("positions_A has no frames or no atoms")
+    n_bad = int(np.count_nonzero(~np.isfinite(pos)))
+    if n_bad:
+        raise ValueError(f"positions_A contains {n_bad} non-finite value(s)")
+    return pos
+
+
+def perpendicular_widths_A(cell_A) -> np.ndarray:
+    """[3] distances between opposite faces of the cell, h_i = V / |a_j × a_k|.
+
+    A fractional coordinate difference along axis i of a vector of length L is at most
+    L / h_i, because it equals the dot product with the reciprocal vector b_i (|b_i| = 1/h_i).
+    """
+    cell = _validated_cell(cell_A)
+    return 1.0 / np.linalg.norm(np.linalg.inv(cell).T, axis=1)
+
+
+def image_shifts(cell_A, cutoff_A: float) -> np.ndarray:
+    """[n_images, 3] integer lattice translations needed to find every image within cutoff_A.
+
+    Valid for fractional pair differences already wrapped into [-0.5, 0.5]: a vector with
+    fractional components f_i + n_i and length <= cutoff has |f_i + n_i| <= cutoff / h_i, so
+    |n_i| <= cutoff / h_i + 0.5. Correct for any (triclinic) cell; more images for skewed
+    or small cells.
+    """
+    widths = perpendicular_widths_A(cell_A)
+    n_max = np.floor(cutoff_A / widths + 0.5).astype(int)
+    axes = [np.arange(-n, n + 1) for n in n_max]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3).astype(float)
+
+
+def species_indices(numbers) -> tuple[np.ndarray, np.ndarray]:
+    """Return (unique atomic numbers sorted, per-atom index into them)."""
+    numbers = np.asarray(numbers)
+    if numbers.ndim != 1:
+        raise ValueError(f"numbers must be 1-D, got shape {numbers.shape}")
+    unique, inverse = np.unique(numbers.astype(int), return_inverse=True)
+    return unique, inverse
+
+
+def _symbol_to_number(symbol: str) -> int:
+    try:
+        return CHEMICAL_SYMBOLS.index(symbol, 1)
+    except ValueError:
+        raise ValueError(f"unknown element symbol {symbol!r}") from None
+
+
+# --------------------------------------------------------------------------- accumulate / normalise
+
+
+def accumulate_pair_counts(
+    positions_A, cell_A, species, n_species: int, r_max_A: float, n_bins: int
+) -> np.ndarray:
+    """Histogram counts of one block of frames (the "single frame" step).
+
+    positions_A: [n_frames, n_atoms, 3] Cartesian (wrapped or not); cell_A: [3, 3] rows are
+    lattice vectors; species: [n_atoms] integer species index in [0, n_species).
+    Returns counts[a, b, k]: number of ordered pairs (i of species a, j of species b, any
+    periodic image of j, i != j or a non-zero image) with distance in bin k (binning
+    ``ceil(d / dr)`` as in the module docstring), summed over the frames of the block.
+    Results of several blocks can simply be added.
+    """
+    pos = _validated_positions(positions_A)
+    cell = _validated_cell(cell_A)
+    species = np.asarray(species, dtype=int)
+    n_frames, n_atoms, _ = pos.shape
+    if species.shape != (n_atoms,):
+        raise ValueError(f"species must have shape ({n_atoms},), got {species.shape}")
+    if r_max_A <= 0 or n_bins < 1:
+        raise ValueError("r_max_A must be > 0 and n_bins >= 1")
+    dr = float(r_max_A / n_bins)
+
+    # Unordered pairs i <= j. i < j stands for the two ordered pairs (i, j) and (j, i): it is
+    # counted once in hist[s_i, s_j] and the transpose below adds hist[s_j, s_i]. For i == j
+    # (self images) both +n and -n appear, so weight 1/2 before the symmetrisation.
+    i_idx, j_idx = np.triu_indices(n_atoms)
+    pair_weight = np.where(i_idx == j_idx, 0.5, 1.0)
+    pair_key = species[i_idx] * n_species + species[j_idx]
+
+    shifts = image_shifts(cell, r_max_A)  # [n_images, 3] fractional
+    shifts_cart = shifts @ cell
+    shift_norm2 = np.einsum("ix,ix->i", shifts_cart, shifts_cart)
+    n_pairs, n_images = len(i_idx), len(shifts)
+    frames_per_chunk = max(1, _MAX_VECTORS_PER_CHUNK // (n_pairs * n_images))
+
+    frac = pos @ np.linalg.inv(cell)
+    hist = np.zeros(n_species * n_species * (n_bins + 2))
+    # flat bin index: key * (n_bins + 2) + bin, bin in 0..n_bins+1 (0 and n_bins+1 = discarded)
+    key_offset = (pair_key * (n_bins + 2))[:, None]
+    r_max2 = r_max_A * r_max_A
+    for start in range(0, n_frames, frames_per_chunk):
+        f = frac[start : start + frames_per_chunk]
+        df = f[:, j_idx, :] - f[:, i_idx, :]  # [c, n_pairs, 3]
+        df -= np.round(df)
+        d0 = df @ cell  # [c, n_pairs, 3]
+        # |d0 + s|^2 = |d0|^2 + 2 d0.s + |s|^2, without materialising the image vectors
+        d2 = np.einsum("cpx,cpx->cp", d0, d0)[:, :, None] + shift_norm2
+        d2 += 2.0 * (d0 @ shifts_cart.T)  # [c, n_pairs, n_images]
+        np.maximum(d2, 0.0, out=d2)
+        keep = d2 <= r_max2 * (1.0 + 1e-12)
+        dist = np.sqrt(d2[keep])
+        bins = np.minimum(np.ceil(dist / dr).astype(np.int64), n_bins + 1)
+        flat = np.broadcast_to(key_offset[None], d2.shape)[keep] + bins
+        weights = np.broadcast_to(pair_weight[None, :, None], d2.shape)[keep]
+        hist += np.bincount(flat, weights=weights, minlength=hist.size)
+
+    hist = hist.reshape(n_species, n_species, n_bins + 2)
+    counts = hist + hist.transpose(1, 0, 2)
+    return counts[:, :, 1 : n_bins + 1]
+
+
+def normalise_pair_counts(
+    counts, n_frames: int, n_per_species, volume_A3: float, r_max_A: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Turn accumulated ordered-pair counts into g(r) (the "conclude" step).
+
+    counts: [n_species, n_species, n_bins] from (a sum of) :func:`accumulate_pair_counts`;
+    n_frames: number of frames that went into it; n_per_species: [n_species] atom counts.
+    Returns (r_A [n_bins] bin centres, g [n_species + 1, n_species + 1, n_bins]) where
+    g[a, b] is the partial RDF with centres a and neighbours b, and g[-1, -1] is the total RDF
+    (the other entries of the last row/column are unused and set to NaN).
+    """
+    counts = np.asarray(counts, dtype=float)
+    n_species, _, n_bins = counts.shape
+    n_per_species = np.asarray(n_per_species, dtype=float)
+    if n_frames < 1:
+        raise ValueError("n_frames must be >= 1")
+    edges = np.linspace(0.0, r_max_A, n_bins + 1)
+    shell_vol = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)
+    r = 0.5 * (edges[:-1] + edges[1:])
+
+    g = np.full((n_species + 1, n_species + 1, n_bins), np.nan)
+    pair_norm = n_per_species[:, None] * n_per_species[None, :] / volume_A3  # N_a * rho_b
+    g[:n_species, :n_species] = counts / n_frames / (pair_norm[:, :, None] * shell_vol)
+    n_total = n_per_species.sum()
+    g[-1, -1] = counts.sum(axis=(0, 1)) / n_frames / (n_total * n_total / volume_A3 * shell_vol)
+    return r, g
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def rdf(
+    positions_A,
+    cell_A,
+    numbers,
+    r_max_A: float,
+    n_bins: int,
+    pairs: Sequence[tuple[str, str]] = (),
+    frame_stride: int = 1,
+) -> RDF:
+    """Frame-averaged total and partial RDFs of a fixed-cell periodic trajectory.
+
+    positions_A [n_frames, n_atoms, 3] (wrapped or not), cell_A [3, 3] (rows are lattice
+    vectors), numbers [n_atoms] atomic numbers. Frames ``0, frame_stride, 2·frame_stride, …``
+    are used. Returns "total" plus one partial per requested (A, B) pair, labelled "A-B".
+    Normalisation as ``ase.geometry.rdf.get_rdf`` (see module docstring); all periodic images
+    within ``r_max_A`` are included, so r_max may exceed half the cell's width.
+    """
+    pos = _validated_positions(positions_A)
+    cell = _validated_cell(cell_A)
+    if frame_stride < 1:
+        raise ValueError("frame_stride must be >= 1")
+    numbers = np.asarray(numbers)
+    if numbers.shape != (pos.shape[1],):
+        raise ValueError(f"numbers must have shape ({pos.shape[1]},), got {numbers.shape}")
+    unique, species = species_indices(numbers)
+
+    pair_indices = []
+    for a, b in pairs:
+        idx = []
+        for symbol in (a, b):
+            z = _symbol_to_number(symbol)
+            if z not in unique:
+                raise ValueError(f"element {symbol} of pair {a}-{b} is not in the structure")
+            idx.append(int(np.searchsorted(unique, z)))
+        pair_indices.append((f"{a}-{b}", idx[0], idx[1]))
+
+    frames = pos[::frame_stride]
+    counts = accumulate_pair_counts(frames, cell, species, len(unique), r_max_A, n_bins)
+    n_per_species = np.bincount(species, minlength=len(unique))
+    volume = abs(float(np.linalg.det(cell)))
+    r, g = normalise_pair_counts(counts, len(frames), n_per_species, volume, r_max_A)
+
+    out = {"total": g[-1, -1].copy()}
+    for label, ia, ib in pair_indices:
+        out[label] = g[ia, ib].copy()
+    return RDF(r_A=r, g=out)
+
+
+def rdf_mae(g: RDF, reference: RDF) -> float:
+    """The project's RDF-MAE between an RDF and a reference RDF.
+
+    Definition: for every label L present in ``g`` ("total" and any partials),
+    MAE_L = mean over bins k of |g_L(r_k) − g_ref,L(r_k)|; the RDF-MAE is the mean of MAE_L
+    over those labels (each label weighted equally; all share the same bins, so this is also
+    the mean over all (label, bin) values). Labels only in ``reference`` are ignored.
+    The paper counts an MD run as stable when this is < 0.02 (``stability.RDF_MAE_STABLE``).
+
+    Raises ValueError if the r grids differ (length or values beyond 1e-9 Å), if a label of
+    ``g`` is missing from ``reference``, if ``g`` has no labels, or on non-finite values.
+    """
+    r = np.asarray(g.r_A, dtype=float)
+    r_ref = np.asarray(reference.r_A, dtype=float)
+    if r.shape != r_ref.shape or not np.allclose(r, r_ref, rtol=0.0, atol=1e-9):
+        raise ValueError("RDF grids differ: compute both with the same r_max_A and n_bins")
+    if not g.g:
+        raise ValueError("RDF has no labels")
+    missing = sorted(set(g.g) - set(reference.g))
+    if missing:
+        raise ValueError(f"labels missing from the reference RDF: {missing}")
+    per_label = []
+    for label, values in g.g.items():
+        values = np.asarray(values, dtype=float)
+        ref = np.asarray(reference.g[label], dtype=float)
+        if values.shape != r.shape or ref.shape != r.shape:
+            raise ValueError(f"label {label!r}: g has shape {values.shape}, grid {r.shape}")
+        n_bad = int(np.count_nonzero(~np.isfinite(values)) + np.count_nonzero(~np.isfinite(ref)))
+        if n_bad:
+            raise ValueError(f"label {label!r}: {n_bad} non-finite value(s)")
+        per_label.append(np.mean(np.abs(values - ref)))
+    return float(np.mean(per_label))

@@ -1,0 +1,184 @@
+"""The ``campaign`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from campaign.spec import CampaignSpec, SpecError, load_spec
+from campaign.store import StoreError, open_store
+from campaign.tasks import STAGES, count_by_stage, expand
+
+STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED", "DEFUSED", "PAUSED")
+
+
+def _load(spec_path: str) -> tuple[CampaignSpec, Path]:
+    try:
+        return load_spec(spec_path), Path(spec_path).resolve().parent
+    except SpecError as err:
+        raise click.ClickException(str(err)) from None
+
+
+def _launch_root(spec: CampaignSpec, base_dir: Path) -> Path:
+    return (base_dir / spec.campaign.workdir / "launches").resolve()
+
+
+@click.group()
+def main() -> None:
+    """Benchmark machine-learning force fields: spec -> FireWorks -> train -> MD -> analysis -> results."""
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(dir_okay=False))
+def validate(spec_path: str) -> None:
+    """Check SPEC and print the tasks it expands to; writes nothing."""
+    spec, base_dir = _load(spec_path)
+    tasks = expand(spec, base_dir)
+    click.echo(f"{spec_path}: valid campaign {spec.campaign.name!r} ({spec.spec_hash()[:12]})")
+    for stage, count in count_by_stage(tasks).items():
+        click.echo(f"  {stage:<10} {count:>6}")
+    click.echo(f"  {'total':<10} {len(tasks):>6}")
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(dir_okay=False))
+@click.option("--no-run", is_flag=True, help="Only add the work to the store; do not launch rockets.")
+def submit(spec_path: str, no_run: bool) -> None:
+    """Add SPEC's new work to the store and, with the local launcher, run it to the end."""
+    from campaign.submission import add_tasks
+
+    spec, base_dir = _load(spec_path)
+    tasks = expand(spec, base_dir)
+    store = open_store(spec.campaign.store, base_dir)
+    try:
+        with store.write() as launchpad:
+            added = add_tasks(launchpad, tasks, spec.campaign.name, spec.spec_hash())
+    except StoreError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"campaign {spec.campaign.name!r}: {len(added)} new task(s), {len(tasks) - len(added)} already stored")
+    if not no_run:
+        _run(spec, base_dir)
+
+
+def _run(spec: CampaignSpec, base_dir: Path) -> None:
+    from launchers.local import LauncherBusy, run_local
+
+    store = open_store(spec.campaign.store, base_dir)
+    try:
+        report = run_local(store, spec.campaign.name, _launch_root(spec, base_dir), echo=click.echo)
+    except LauncherBusy as err:
+        raise click.ClickException(str(err)) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: finished work is kept; run the same command again to continue", err=True)
+        sys.exit(130)
+    click.echo(f"done: {len(report.completed)} completed, {len(report.fizzled)} failed")
+    if report.fizzled:
+        raise click.ClickException(f"failed: {', '.join(report.fizzled)}; see `campaign status` for where")
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(dir_okay=False))
+def run(spec_path: str) -> None:
+    """Run SPEC's ready work with the local launcher (continues an interrupted run)."""
+    spec, base_dir = _load(spec_path)
+    _run(spec, base_dir)
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(dir_okay=False))
+def status(spec_path: str) -> None:
+    """Firework counts per stage and state, and where failures are."""
+    spec, base_dir = _load(spec_path)
+    counts = {stage: dict.fromkeys(STATES, 0) for stage in STAGES}
+    failed = []
+    with open_store(spec.campaign.store, base_dir).read() as launchpad:
+        for doc in launchpad.fireworks.find({"spec._campaign.name": spec.campaign.name}, {"state": 1, "spec._campaign": 1, "name": 1, "fw_id": 1}):
+            counts[doc["spec"]["_campaign"]["stage"]][doc["state"]] += 1
+            if doc["state"] == "FIZZLED":
+                failed.append(doc)
+        shown = [s for s in STATES if any(counts[stage][s] for stage in STAGES)] or ["COMPLETED"]
+        click.echo(f"campaign {spec.campaign.name!r}")
+        click.echo(f"  {'stage':<10}" + "".join(f"{s:>11}" for s in shown))
+        for stage in STAGES:
+            click.echo(f"  {stage:<10}" + "".join(f"{counts[stage][s]:>11}" for s in shown))
+        for doc in failed:
+            launch = launchpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
+            click.echo(f"  FIZZLED {doc['name']} (fw {doc['fw_id']}): {launch['launch_dir'] if launch else '?'}")
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--model", "models", multiple=True, help="Only this model (repeatable); `reference` for the reference row.")
+@click.option("--material", "materials", multiple=True, help="Only this material (repeatable).")
+def results(spec_path: str, fmt: str, models: tuple[str, ...], materials: tuple[str, ...]) -> None:
+    """The model x material results table (the paper's Table 2 with its error columns)."""
+    from campaign.results import format_rows, results_rows
+
+    spec, base_dir = _load(spec_path)
+    with open_store(spec.campaign.store, base_dir).read() as launchpad:
+        rows = results_rows(launchpad, spec.campaign.name, list(models), list(materials))
+    click.echo(format_rows(rows, fmt))
+
+
+@main.command()
+@click.argument("trajectory", type=click.Path(exists=True, dir_okay=False))
+@click.option("--reference", type=click.Path(exists=True, dir_okay=False), help="Reference trajectory for the RDF MAE.")
+@click.option("--temperature-K", "temperature_K", type=float, required=True, help="Temperature of the run in K.")
+@click.option("--timestep-fs", "timestep_fs", type=float, help="Time between frames in fs (for files without times).")
+@click.option("--specie", default="Li", show_default=True, help="Diffusing element.")
+@click.option("--discard-ps", type=float, default=0.0, show_default=True, help="Initial time to discard, ps.")
+@click.option("--r-max-A", "r_max_A", type=float, default=6.0, show_default=True)
+@click.option("--n-bins", type=int, default=120, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def analyze(trajectory, reference, temperature_K, timestep_fs, specie, discard_ps, r_max_A, n_bins, as_json) -> None:
+    """Analyse one trajectory file: RDF (MAE), stability, MSD -> D -> sigma (same code as the campaign)."""
+    import tempfile
+
+    from analysis.stability import FUSION_DISTANCE_A, RDF_MAE_STABLE
+    from mlff.reference import import_reference
+    from mlff.trajectory import SUFFIX
+    from workflows.stages import analyze as analyze_stage
+
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = []
+        for index, path in enumerate([trajectory, reference]):
+            if path is not None and not path.endswith(SUFFIX):
+                if timestep_fs is None:
+                    raise click.ClickException(f"{path}: --timestep-fs is needed for a file that carries no times")
+                converted = str(Path(scratch) / f"input{index}{SUFFIX}")
+                try:
+                    import_reference(path, converted, timestep_fs=timestep_fs)
+                except ValueError as err:
+                    raise click.ClickException(str(err)) from None
+                path = converted
+            paths.append(path)
+        entry = {"temperature_K": temperature_K, "repetition": 0}
+        try:
+            outcome = analyze_stage(
+                source="adhoc",
+                material=Path(trajectory).stem,
+                runs=[{"path": paths[0], **entry}],
+                references=[{"path": paths[1], **entry}] if reference else [],
+                discard_ps=discard_ps,
+                rdf={"r_max_A": r_max_A, "n_bins": n_bins, "pairs": [], "frame_stride": 1},
+                rdf_mae_threshold=RDF_MAE_STABLE,
+                fusion_distance_A=FUSION_DISTANCE_A,
+                diffusing_specie=specie,
+                target_temperature_K=temperature_K,
+                out_dir=scratch,
+            )
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
+    run = outcome["results"][0]
+    fields = ("diffusivity_cm2_s", "conductivity_mS_cm", "rdf_mae", "stability", "min_distance_A", "analysed_ps",
+              "n_nonfinite_frames")
+    report = {name: run[name] for name in fields}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            click.echo(f"{key:>22}: {value}")

@@ -1,0 +1,198 @@
+"""Typed result documents, how they enter the store, and the campaign's results table.
+
+Firetasks return result documents in ``FWAction.stored_data["results"]``; when the login node folds a
+finished launch back (launchers/offline.py), ``store_results`` validates each document against its
+model and upserts it into the results collection under a deterministic ``_id``, so folding the same
+launch twice changes nothing. Documents hold summaries only; trajectories and per-frame arrays stay
+in files, referenced by path and sha256.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Literal
+
+from fireworks import Firework, LaunchPad
+from pydantic import BaseModel, ConfigDict, Field
+from tabulate import tabulate
+
+from campaign.store import results_collection
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    package_versions: dict[str, str] = Field(..., description="Versions of the packages that decide the result.")
+    device: str | None = Field(None, description="Torch device the work ran on.")
+    seed: int | None = Field(None, description="Seed of the run.")
+    engine: str | None = Field(None, description="MD engine.")
+    checkpoint_sha256: str | None = Field(None, description="sha256 of the model checkpoint used.")
+    dataset_hash: str | None = Field(None, description="Hash of the training frames the model saw.")
+
+
+class ResultDoc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    source: str = Field(..., description="Model name, or `reference` for the reference trajectories.")
+    provenance: Provenance
+
+
+class TrainingResult(ResultDoc):
+    kind: Literal["training"] = "training"
+    epochs_run: int
+    best_epoch: int
+    validation_energy_mae_eV_atom: float = Field(..., description="Best-checkpoint validation energy MAE, eV/atom.")
+    validation_force_mae_eV_A: float = Field(..., description="Best-checkpoint validation force MAE, eV/Å.")
+    n_parameters: int
+    wall_s: float = Field(..., description="Training wall time, s.")
+    checkpoint_path: str
+
+
+class PredictionResult(ResultDoc):
+    kind: Literal["prediction"] = "prediction"
+    material: str
+    n_frames: int = Field(..., description="Held-out frames scored.")
+    energy_mae_eV_atom: float = Field(..., description="Energy MAE per atom, eV/atom.")
+    energy_r2: float = Field(..., description="R² of total energies.")
+    force_mae_eV_A: float = Field(..., description="Force-component MAE, eV/Å.")
+    force_r2: float = Field(..., description="R² of force components.")
+    parity_path: str = Field(..., description="npz file with predicted and reference energies and forces.")
+    parity_sha256: str
+
+
+class RunResult(ResultDoc):
+    kind: Literal["run"] = "run"
+    material: str
+    temperature_K: float
+    repetition: int = Field(..., description="Repetition (MD) or run (reference) index.")
+    trajectory_path: str
+    trajectory_sha256: str
+    completed: bool = Field(..., description="False when the run stopped early on a physical instability.")
+    stopped_early_reason: str | None = None
+    collapse_time_ps: float | None = Field(None, description="Production time of the instability, ps.")
+    analysed_ps: float = Field(..., description="Production time analysed after the discard, ps.")
+    n_nonfinite_frames: int = Field(..., description="Frames with non-finite positions, excluded from analysis.")
+    rdf_mae: float | None = Field(None, description="RDF MAE against the reference at this temperature.")
+    min_distance_A: float = Field(..., description="Smallest interatomic distance seen, Å.")
+    stability: str = Field(..., description="stable, lattice_mismatch or atom_fusion.")
+    diffusivity_cm2_s: float | None = Field(None, description="Tracer diffusivity of the diffusing specie, cm²/s.")
+    conductivity_mS_cm: float | None = Field(None, description="Nernst–Einstein conductivity, mS/cm.")
+
+
+class TemperatureResult(ResultDoc):
+    kind: Literal["temperature"] = "temperature"
+    material: str
+    temperature_K: float
+    n_runs: int
+    stable_fraction: float = Field(..., description="Fraction of runs classed stable.")
+    rdf_mae_mean: float | None = None
+    diffusivity_cm2_s_mean: float | None = Field(None, description="Mean over runs, cm²/s.")
+    diffusivity_cm2_s_std: float | None = Field(None, description="Standard deviation over runs, cm²/s.")
+    conductivity_mS_cm_mean: float | None = Field(None, description="Mean over runs, mS/cm.")
+
+
+class MaterialResult(ResultDoc):
+    kind: Literal["material"] = "material"
+    material: str
+    temperatures_K: list[float]
+    stable_fraction: float = Field(..., description="Fraction of all runs classed stable.")
+    rdf_mae_mean: float | None = None
+    activation_energy_eV: float | None = Field(None, description="Arrhenius activation energy of D, eV.")
+    target_temperature_K: float
+    conductivity_target_mS_cm: float | None = Field(None, description="Extrapolated σ at the target temperature, mS/cm.")
+    neg_log10_conductivity_target: float | None = Field(
+        None, description="−log10 of σ(target) in mS/cm, the paper's Table 2 quantity."
+    )
+
+
+RESULT_MODELS = {m.model_fields["kind"].default: m for m in (TrainingResult, PredictionResult, RunResult, TemperatureResult, MaterialResult)}
+
+
+def result_id(campaign: str, doc: dict) -> str:
+    """Deterministic document id: campaign/kind/source[/material[/temperature[/repetition]]]."""
+    parts = [campaign, doc["kind"], doc["source"]]
+    for key in ("material", "temperature_K", "repetition"):
+        if key in doc:
+            parts.append(f"{doc[key]:g}K" if key == "temperature_K" else str(doc[key]))
+    return "/".join(parts)
+
+
+def store_results(launchpad: LaunchPad, firework: Firework, launch) -> int:
+    """Upsert the result documents of a completed launch; returns how many were stored."""
+    identity = firework.spec["_campaign"]
+    docs = (launch.action.stored_data or {}).get("results", []) if launch.action else []
+    collection = results_collection(launchpad)
+    for doc in docs:
+        model = RESULT_MODELS.get(doc.get("kind"))
+        if model is None:
+            raise ValueError(f"firework {firework.fw_id} returned a result of unknown kind {doc.get('kind')!r}")
+        validated = model.model_validate(doc).model_dump(mode="json")
+        validated.update(
+            campaign=identity["name"],
+            task_key=identity["key"],
+            task_digest=identity["digest"],
+            spec_hash=identity["spec_hash"],
+            fw_id=firework.fw_id,
+            launch_id=launch.launch_id,
+        )
+        collection.replace_one({"_id": result_id(identity["name"], doc)}, {"_id": result_id(identity["name"], doc), **validated}, upsert=True)
+    return len(docs)
+
+
+TABLE_COLUMNS = (
+    ("model", "model"),
+    ("material", "material"),
+    ("force_mae_eV_A", "force MAE (eV/Å)"),
+    ("force_r2", "force R²"),
+    ("rdf_mae", "RDF MAE"),
+    ("stable_fraction", "stable"),
+    ("neg_log10_sigma_300K", "−log10 σ(300 K) [mS/cm]"),
+    ("activation_energy_eV", "Ea (eV)"),
+)
+
+
+def results_rows(launchpad: LaunchPad, campaign: str, models: list[str] = (), materials: list[str] = ()) -> list[dict]:
+    """One row per (source, material), the reference first: the paper's Table 2 with its error columns."""
+    query = {"campaign": campaign}
+    if models:
+        query["source"] = {"$in": list(models)}
+    if materials:
+        query["material"] = {"$in": list(materials)}
+    collection = results_collection(launchpad)
+    rows: dict[tuple[str, str], dict] = {}
+    for doc in collection.find({**query, "kind": {"$in": ["material", "prediction"]}}):
+        row = rows.setdefault((doc["source"], doc["material"]), {"model": doc["source"], "material": doc["material"]})
+        if doc["kind"] == "prediction":
+            row.update(force_mae_eV_A=doc["force_mae_eV_A"], force_r2=doc["force_r2"])
+        else:
+            row.update(
+                rdf_mae=doc["rdf_mae_mean"],
+                stable_fraction=doc["stable_fraction"],
+                neg_log10_sigma_300K=doc["neg_log10_conductivity_target"],
+                activation_energy_eV=doc["activation_energy_eV"],
+            )
+    order = lambda key: (key[0] != "reference", key[0], key[1])  # noqa: E731
+    return [{name: rows[key].get(name) for name, _ in TABLE_COLUMNS} for key in sorted(rows, key=order)]
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_rows(rows: list[dict], fmt: Literal["table", "json", "csv"]) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=[name for name, _ in TABLE_COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+    headers = [title for _, title in TABLE_COLUMNS]
+    return tabulate([[_cell(row[name]) for name, _ in TABLE_COLUMNS] for row in rows], headers=headers)

@@ -1,0 +1,283 @@
+"""The campaign spec: one validated model of the YAML file a user writes.
+
+Every field has a description and its unit in its name. ``load_spec`` reads the file with
+``yaml.safe_load`` and turns every problem into one ``SpecError`` that names the file, the YAML
+path of each bad value and what was expected, before anything is written anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+Temperature_K = Annotated[float, Field(gt=0, le=5000)]
+CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MATERIAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
+
+
+class SpecError(ValueError):
+    """A campaign spec that cannot be used; the message lists every problem with its YAML path."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StoreSpec(Strict):
+    """Where the FireWorks LaunchPad and the results live. Give exactly one of the three."""
+
+    embedded: str | None = Field(
+        None, description="Path of the file-backed embedded store (no server needed), relative to the spec file."
+    )
+    launchpad: str | None = Field(
+        None, description="Path of a FireWorks my_launchpad.yaml for a real MongoDB, relative to the spec file."
+    )
+    uri: str | None = Field(None, description="MongoDB connection URI, e.g. mongodb://user@host:27017/mlff.")
+    database: str = Field("mlff_campaign", description="Database name used with `uri` when the URI names none.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StoreSpec:
+        given = [name for name in ("embedded", "launchpad", "uri") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of embedded, launchpad, uri (got {given or 'none'})")
+        if self.uri and not self.uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("uri must start with mongodb:// or mongodb+srv://")
+        return self
+
+
+class CampaignSection(Strict):
+    name: str = Field(..., pattern=CAMPAIGN_NAME_PATTERN, description="Campaign name; scopes everything stored.")
+    store: StoreSpec = Field(
+        default_factory=lambda: StoreSpec(embedded="campaign-store.json"),
+        description="Where workflows and results are stored.",
+    )
+    launcher: Literal["local"] = Field("local", description="How rockets run: `local` runs them on this machine.")
+    workdir: str = Field("campaign-runs", description="Directory for all files the campaign writes, relative to the spec.")
+    seed: int = Field(0, ge=0, description="Base seed; every task derives its own recorded seed from it.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device; auto picks CUDA when present.")
+
+
+class GeneratedReference(Strict):
+    """Reference MD run by an ASE calculator with the paper's protocol, at every MD temperature."""
+
+    calculator: str = Field(
+        "chgnet", description="`chgnet` or an ASE calculator class as `package.module:ClassName`."
+    )
+    runs: int = Field(1, ge=1, le=100, description="Independent runs per temperature (the paper: 3).")
+    ramp_ps: float = Field(5.0, ge=0, description="Velocity-scaling ramp from md.ramp.start_K to T, in ps.")
+    production_ps: PositiveFloat = Field(50.0, description="Nosé–Hoover NVT length kept as reference frames, in ps.")
+    save_every_steps: int = Field(1, ge=1, description="Keep every n-th production step.")
+
+
+class ImportedReference(Strict):
+    path: str = Field(..., description="extxyz, ASE .traj, vasprun.xml or XDATCAR file, relative to the spec.")
+    temperature_K: Temperature_K = Field(..., description="Temperature the trajectory was run at.")
+    timestep_fs: PositiveFloat = Field(..., description="Time between the file's frames, in fs.")
+
+
+class MaterialSpec(Strict):
+    structure: str = Field(
+        ..., description="Built-in `LGPS` or `Li2S`, or a structure file (CIF, POSCAR, extxyz) relative to the spec."
+    )
+    generate: GeneratedReference | None = Field(None, description="Generate reference trajectories by MD.")
+    imported: list[ImportedReference] | None = Field(
+        None, alias="import", description="Import reference trajectories, one entry per run."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MaterialSpec:
+        if (self.generate is None) == (self.imported is None):
+            raise ValueError("give exactly one of `generate` or `import` for the reference trajectories")
+        if self.imported is not None and not self.imported:
+            raise ValueError("`import` lists no trajectories")
+        return self
+
+
+class TrainingSpec(Strict):
+    material: str = Field(..., description="The material whose reference frames train every model.")
+    temperatures_K: list[Temperature_K] = Field(
+        ..., min_length=1, description="Reference temperatures whose frames train the models (paper: 800-1200 K)."
+    )
+    n_train_per_run: int = Field(2000, ge=1, description="Training frames drawn from each reference run.")
+    n_validation_per_run: int = Field(500, ge=1, description="Validation frames drawn from each reference run.")
+    energy_weight: PositiveFloat = Field(1.0, description="Loss weight of energy errors (paper 1).")
+    force_weight: PositiveFloat = Field(1000.0, description="Loss weight of force errors (paper 1000).")
+    learning_rate: PositiveFloat = Field(1e-3, description="Adam learning rate.")
+    batch_size: int = Field(8, ge=1, description="Structures per optimisation step.")
+    max_epochs: int = Field(100, ge=1, description="Upper bound on epochs.")
+    max_wall_minutes: PositiveFloat | None = Field(
+        600.0, description="Training wall-time budget in minutes (paper 10 h); null for none."
+    )
+
+
+class PredictionSpec(Strict):
+    n_frames: int = Field(2000, ge=1, description="Held-out frames per material scored for energy and force errors.")
+
+
+class RampSpec(Strict):
+    start_K: Temperature_K = Field(100.0, description="Temperature the velocity-scaling ramp starts from.")
+    ramp_ps: float = Field(5.0, ge=0, description="Ramp length in ps.")
+
+
+class MDSpec(Strict):
+    engine: Literal["ase"] = Field("ase", description="MD engine.")
+    temperatures_K: list[Temperature_K] = Field(..., min_length=1, description="Target temperatures.")
+    repetitions: int = Field(6, ge=1, le=1000, description="Independent runs per model, material and temperature.")
+    timestep_fs: PositiveFloat = Field(2.0, le=10.0, description="Integration time step in fs.")
+    ramp: RampSpec = Field(default_factory=RampSpec, description="Velocity-scaling ramp before NVT.")
+    production_ps: PositiveFloat = Field(50.0, description="Nosé–Hoover NVT length in ps.")
+    discard_ps: float = Field(15.0, ge=0, description="Production time discarded as equilibration before analysis.")
+    save_every_steps: int = Field(1, ge=1, description="Write every n-th production step to the trajectory.")
+
+    @field_validator("temperatures_K")
+    @classmethod
+    def _distinct(cls, temperatures: list[float]) -> list[float]:
+        if len(set(temperatures)) != len(temperatures):
+            raise ValueError("temperatures must be distinct")
+        return sorted(temperatures)
+
+    @model_validator(mode="after")
+    def _discard_within_production(self) -> MDSpec:
+        if self.discard_ps >= self.production_ps:
+            raise ValueError(f"discard_ps ({self.discard_ps}) must be shorter than production_ps ({self.production_ps})")
+        return self
+
+
+class RDFSpec(Strict):
+    r_max_A: PositiveFloat = Field(6.0, le=20.0, description="Largest pair distance of the RDF in Å.")
+    n_bins: int = Field(120, ge=10, le=5000, description="Number of RDF bins.")
+    pairs: list[tuple[str, str]] = Field(
+        default_factory=list, description="Partial RDFs to compute as [element, element] pairs; the total is always."
+    )
+    frame_stride: int = Field(1, ge=1, description="Use every n-th frame for the RDF.")
+
+
+class AnalysisSpec(Strict):
+    rdf: RDFSpec = Field(default_factory=RDFSpec, description="Radial distribution function settings.")
+    rdf_mae_threshold: PositiveFloat = Field(
+        0.02, description="A run is stable when its RDF MAE against the reference is below this (paper 0.02)."
+    )
+    fusion_distance_A: PositiveFloat = Field(1.0, description="A minimum interatomic distance below this is atom fusion.")
+    diffusing_specie: str = Field("Li", description="Element whose MSD gives the diffusivity and conductivity.")
+    target_temperature_K: Temperature_K = Field(300.0, description="Arrhenius extrapolation temperature.")
+
+
+class CampaignSpec(Strict):
+    campaign: CampaignSection
+    materials: dict[Annotated[str, Field(pattern=MATERIAL_NAME_PATTERN)], MaterialSpec] = Field(..., min_length=1)
+    training: TrainingSpec
+    models: dict[str, dict[str, int | float | str | bool | None]] = Field(
+        ..., min_length=1, description="Model name from the registry -> hyperparameter overrides."
+    )
+    prediction: PredictionSpec = Field(default_factory=PredictionSpec)
+    md: MDSpec
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: dict) -> dict:
+        from mlff.models import MODELS, build_model
+
+        for name, hparams in models.items():
+            if name not in MODELS:
+                raise ValueError(f"unknown model {name!r}; registered models are {sorted(MODELS)}")
+            try:
+                build_model(name, **hparams)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"model {name!r}: bad hyperparameters: {err}") from err
+        return models
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> CampaignSpec:
+        from ase.data import atomic_numbers
+
+        if self.training.material not in self.materials:
+            raise ValueError(
+                f"training.material: {self.training.material!r} is not one of materials {sorted(self.materials)}"
+            )
+        for name, material in self.materials.items():
+            if material.generate is not None:
+                if material.generate.production_ps <= self.md.discard_ps:
+                    raise ValueError(
+                        f"materials.{name}.generate.production_ps: {material.generate.production_ps} must be "
+                        f"longer than md.discard_ps ({self.md.discard_ps}), which analysis discards"
+                    )
+                continue
+            have = {entry.temperature_K for entry in material.imported}
+            missing = [t for t in self.reference_temperatures_K(name) if t not in have]
+            if missing:
+                raise ValueError(
+                    f"materials.{name}.import: no reference trajectory at {missing} K (each MD temperature "
+                    "needs a reference to compare the RDF with, and training needs its temperatures)"
+                )
+        symbols = [self.analysis.diffusing_specie, *(s for pair in self.analysis.rdf.pairs for s in pair)]
+        unknown = sorted({s for s in symbols if s not in atomic_numbers})
+        if unknown:
+            raise ValueError(f"analysis: unknown element symbols {unknown} (diffusing_specie, rdf.pairs)")
+        return self
+
+    def reference_temperatures_K(self, material: str) -> list[float]:
+        """Temperatures a material needs reference runs at: every MD temperature, plus training's."""
+        needed = set(self.md.temperatures_K)
+        if material == self.training.material:
+            needed |= set(self.training.temperatures_K)
+        return sorted(needed)
+
+    def spec_hash(self) -> str:
+        """sha256 of the canonical JSON of the validated spec."""
+        canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _yaml_path(location: tuple) -> str:
+    path = ""
+    for part in location:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _describe(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (check its spelling against the documented keys)"
+    if error["type"] == "missing":
+        return "required key is missing"
+    expected = error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    if isinstance(given, (str, int, float, bool)) and error["type"] != "value_error":
+        return f"{expected} (got {given!r})"
+    return expected
+
+
+def parse_spec(data: object, source: str = "<spec>") -> CampaignSpec:
+    """Validate an already-loaded YAML document."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a YAML mapping at the top level, got {type(data).__name__}")
+    try:
+        return CampaignSpec.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for error in err.errors():
+            location = tuple(part for part in error["loc"] if not str(part).startswith(("function-", "tagged-")))
+            path = _yaml_path(location)
+            lines.append(f"  {path}: {_describe(error)}" if path else f"  {_describe(error)}")
+        raise SpecError(f"{source}: invalid campaign spec\n" + "\n".join(lines)) from None
+
+
+def load_spec(path: str | Path) -> CampaignSpec:
+    """Read and validate a campaign YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read the spec file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError(f"{path}: not valid YAML: {err}") from None
+    return parse_spec(data, source=str(path))

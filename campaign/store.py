@@ -1,0 +1,176 @@
+"""The campaign store: a FireWorks LaunchPad plus the results collection, embedded or on MongoDB.
+
+The embedded store needs no server. It is one JSON file in mongomock-persistence's layout (so stock
+``lpad`` reads it with ``MONGOMOCK_SERVERSTORE_FILE=<file>``). mongomock keeps the whole database in
+the memory of one process, so concurrent writers would lose each other's work. Therefore every
+write session holds an exclusive file lock from load to save, and the save is atomic (temp file,
+fsync, rename). A session that raises saves nothing, so nothing half-written reaches the file.
+Readers take a shared lock, load a snapshot, and never save.
+
+On MongoDB the server handles concurrency; ``read`` and ``write`` both hand out a LaunchPad.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import bson.json_util
+import mongomock
+import mongomock_persistence  # noqa: F401  (adds to_dict/from_dict to mongomock's store classes)
+from fireworks import LaunchPad
+from mongomock.store import DatabaseStore, ServerStore
+
+from campaign.spec import StoreSpec
+
+DATABASE = "fireworks"
+RESULTS_COLLECTION = "campaign_results"
+FIREWORKS_COLLECTIONS = ("fireworks", "launches", "offline_runs", "fw_id_assigner", "workflows")
+LOG_LEVEL = "WARNING"
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened, read or saved."""
+
+
+class EmbeddedLaunchPad(LaunchPad):
+    """A LaunchPad over an in-memory mongomock server."""
+
+    def __init__(self, server: ServerStore):
+        # LaunchPad.__init__ builds a pymongo client; connect=False keeps it from ever connecting.
+        super().__init__(
+            host="mongodb://localhost:1/",
+            uri_mode=True,
+            name=DATABASE,
+            mongoclient_kwargs={"connect": False},
+            strm_lvl=LOG_LEVEL,
+        )
+        self.connection.close()
+        self.connection = mongomock.MongoClient(_store=server)
+        self.db = self.connection[DATABASE]
+        for name in FIREWORKS_COLLECTIONS:
+            setattr(self, name, self.db[name])
+
+
+def _initialise(launchpad: LaunchPad) -> None:
+    """Give an empty database FireWorks' id counters; never touches a database that holds work."""
+    if launchpad.fw_id_assigner.count_documents({}) == 0:
+        if launchpad.fireworks.count_documents({}) or launchpad.workflows.count_documents({}):
+            raise StoreError("the database holds fireworks but no fw_id_assigner; it was not made by FireWorks")
+        launchpad.reset("", require_password=False)
+
+
+class EmbeddedStore:
+    """The file-backed store at ``path``; see the module docstring for the locking rules."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path).resolve()
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    def describe(self) -> str:
+        return f"embedded store {self.path}"
+
+    @contextlib.contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_path, "a") as lock:
+            fcntl.flock(lock, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _load(self) -> ServerStore:
+        server = ServerStore.__new__(ServerStore)  # skip its __init__, which reads an environment variable
+        server._databases = {}
+        if self.path.exists():
+            try:
+                data = bson.json_util.loads(self.path.read_text())
+            except (OSError, ValueError) as err:
+                raise StoreError(f"{self.path}: cannot read the embedded store ({err})") from err
+            server._databases = {name: DatabaseStore.from_dict(db) for name, db in data.items()}
+        return server
+
+    def _save(self, server: ServerStore) -> None:
+        text = bson.json_util.dumps(server.to_dict())
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException as err:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            if isinstance(err, OSError):
+                raise StoreError(f"{self.path}: could not save the store, nothing was changed ({err})") from err
+            raise
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[LaunchPad]:
+        """An exclusive session; its changes are saved atomically when the block exits cleanly."""
+        with self._locked(fcntl.LOCK_EX):
+            server = self._load()
+            launchpad = EmbeddedLaunchPad(server)
+            _initialise(launchpad)
+            yield launchpad
+            self._save(server)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[LaunchPad]:
+        """A snapshot for reading; changes made through it are thrown away."""
+        with self._locked(fcntl.LOCK_SH):
+            server = self._load()
+        yield EmbeddedLaunchPad(server)
+
+
+class MongoStore:
+    """A real MongoDB, by URI or by a FireWorks launchpad YAML."""
+
+    def __init__(self, uri: str | None = None, database: str = DATABASE, launchpad_file: str | None = None):
+        self.uri, self.database, self.launchpad_file = uri, database, launchpad_file
+
+    def describe(self) -> str:
+        return f"MongoDB launchpad file {self.launchpad_file}" if self.launchpad_file else "MongoDB at the given URI"
+
+    def _connect(self) -> LaunchPad:
+        if self.launchpad_file:
+            try:
+                launchpad = LaunchPad.from_file(self.launchpad_file)
+            except OSError as err:
+                raise StoreError(f"{self.launchpad_file}: cannot read the launchpad file ({err})") from err
+        else:
+            launchpad = LaunchPad(host=self.uri, uri_mode=True, name=self.database, strm_lvl=LOG_LEVEL)
+        _initialise(launchpad)
+        return launchpad
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[LaunchPad]:
+        launchpad = self._connect()
+        try:
+            yield launchpad
+        finally:
+            launchpad.connection.close()
+
+    read = write
+
+
+def open_store(store: StoreSpec, base_dir: Path) -> EmbeddedStore | MongoStore:
+    """The store a spec names; relative paths are taken from the spec file's directory."""
+    logging.getLogger("launchpad").setLevel(LOG_LEVEL)
+    if store.embedded:
+        return EmbeddedStore(base_dir / store.embedded)
+    if store.launchpad:
+        return MongoStore(launchpad_file=str(base_dir / store.launchpad))
+    return MongoStore(uri=store.uri, database=store.database)
+
+
+def results_collection(launchpad: LaunchPad):
+    """The collection holding the typed result documents, next to FireWorks' own."""
+    return launchpad.db[RESULTS_COLLECTION]

@@ -1,0 +1,252 @@
+"""Expand a campaign spec into tasks: a pure function, no database, no files written.
+
+A task is one unit of work (one firework). Its ``digest`` hashes its own settings together with its
+parents' digests, so a task's identity changes exactly when anything it depends on changes. Submit
+compares digests with what the store already holds and adds only tasks that are new.
+
+Stages and keys (temperatures written like ``800K``):
+
+- ``reference/<material>/<T>/run<i>``: generate (or import) one reference trajectory
+- ``train/<model>``: train on the training material's reference frames
+- ``predict/<model>/<material>``: energy and force errors on held-out reference frames
+- ``md/<model>/<material>/<T>/rep<r>``: one MLFF-MD run
+- ``analyze/<source>/<material>``: RDF, stability, diffusion and Arrhenius over all runs of one model
+  (or of the reference itself, source ``reference``) on one material
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from campaign.spec import CampaignSpec
+
+STAGES = ("reference", "train", "predict", "md", "analyze")
+REFERENCE_SOURCE = "reference"
+BUILTIN_STRUCTURES = ("LGPS", "Li2S")
+SECONDS_PER_MINUTE = 60.0
+
+
+@dataclass(frozen=True)
+class Task:
+    key: str
+    stage: str
+    inputs: dict  # JSON-serialisable arguments of the stage function
+    parents: tuple[str, ...] = ()
+    digest: str = ""
+    labels: dict = field(default_factory=dict)  # model, material, temperature_K, repetition where they apply
+
+
+def derive_seed(base_seed: int, label: str) -> int:
+    """A stable 31-bit seed for ``label``, derived from the campaign's base seed."""
+    return int(hashlib.sha256(f"{base_seed}:{label}".encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def temperature_label(temperature_K: float) -> str:
+    return f"{temperature_K:g}K"
+
+
+class _Planner:
+    def __init__(self, spec: CampaignSpec, base_dir: Path):
+        self.spec = spec
+        self.base_dir = base_dir
+        self.workdir = (base_dir / spec.campaign.workdir).resolve()
+        self.tasks: dict[str, Task] = {}
+
+    def add(self, key: str, stage: str, config: dict, parents: list[str], outputs: dict, labels: dict) -> Task:
+        """Add a task: ``config`` decides its digest; ``outputs`` name files under its own directory."""
+        parent_digests = [self.tasks[p].digest for p in parents]
+        blob = json.dumps({"stage": stage, "config": config, "parents": parent_digests}, sort_keys=True)
+        digest = hashlib.sha256(blob.encode()).hexdigest()
+        directory = self.workdir / key / digest[:12]
+        inputs = {**config, **{name: str(directory / filename) for name, filename in outputs.items()}}
+        task = Task(key, stage, inputs, tuple(parents), digest, labels)
+        self.tasks[key] = task
+        return task
+
+    def resolve(self, path: str) -> str:
+        return str((self.base_dir / path).resolve())
+
+    def structure(self, material: str) -> str:
+        source = self.spec.materials[material].structure
+        return source if source in BUILTIN_STRUCTURES else self.resolve(source)
+
+    def device(self) -> str:
+        return self.spec.campaign.device
+
+    def protocol(self, temperature_K: float, ramp_ps: float, production_ps: float, save_every_steps: int) -> dict:
+        md = self.spec.md
+        return {
+            "temperature_K": temperature_K,
+            "timestep_fs": md.timestep_fs,
+            "ramp_start_K": md.ramp.start_K,
+            "ramp_ps": ramp_ps,
+            "production_ps": production_ps,
+            "save_every_steps": save_every_steps,
+        }
+
+    def references(self, material: str) -> list[Task]:
+        spec = self.spec.materials[material]
+        tasks = []
+        if spec.generate is not None:
+            gen = spec.generate
+            for temperature_K in self.spec.reference_temperatures_K(material):
+                for run in range(gen.runs):
+                    key = f"reference/{material}/{temperature_label(temperature_K)}/run{run}"
+                    config = {
+                        "mode": "generate",
+                        "material": material,
+                        "structure": self.structure(material),
+                        "calculator": gen.calculator,
+                        "protocol": self.protocol(temperature_K, gen.ramp_ps, gen.production_ps, gen.save_every_steps),
+                        "seed": derive_seed(self.spec.campaign.seed, key),
+                        "device": self.device(),
+                    }
+                    labels = {"material": material, "temperature_K": temperature_K, "run": run}
+                    tasks.append(self.add(key, "reference", config, [], {"out_path": "reference.frames"}, labels))
+        else:
+            runs_at: dict[float, int] = {}
+            for entry in spec.imported:
+                run = runs_at[entry.temperature_K] = runs_at.get(entry.temperature_K, -1) + 1
+                key = f"reference/{material}/{temperature_label(entry.temperature_K)}/run{run}"
+                config = {
+                    "mode": "import",
+                    "material": material,
+                    "source_path": self.resolve(entry.path),
+                    "temperature_K": entry.temperature_K,
+                    "timestep_fs": entry.timestep_fs,
+                }
+                labels = {"material": material, "temperature_K": entry.temperature_K, "run": run}
+                tasks.append(self.add(key, "reference", config, [], {"out_path": "reference.frames"}, labels))
+        return tasks
+
+    def split(self) -> dict:
+        training = self.spec.training
+        return {
+            "n_train_per_run": training.n_train_per_run,
+            "n_validation_per_run": training.n_validation_per_run,
+            "split_seed": derive_seed(self.spec.campaign.seed, f"split/{training.material}"),
+        }
+
+    def analysis_settings(self) -> dict:
+        analysis = self.spec.analysis
+        return {
+            "discard_ps": self.spec.md.discard_ps,
+            "rdf": analysis.rdf.model_dump(mode="json"),
+            "rdf_mae_threshold": analysis.rdf_mae_threshold,
+            "fusion_distance_A": analysis.fusion_distance_A,
+            "diffusing_specie": analysis.diffusing_specie,
+            "target_temperature_K": analysis.target_temperature_K,
+        }
+
+
+def _run_entry(task: Task) -> dict:
+    entry = {"path": task.inputs["out_path"], "temperature_K": task.labels["temperature_K"]}
+    entry.update({k: task.labels[k] for k in ("run", "repetition") if k in task.labels})
+    entry["seed"] = task.inputs.get("seed")
+    return entry
+
+
+def expand(spec: CampaignSpec, base_dir: Path) -> list[Task]:
+    """All tasks of a campaign in dependency order (parents before children)."""
+    plan = _Planner(spec, Path(base_dir).resolve())
+    training = spec.training
+    references = {material: plan.references(material) for material in spec.materials}
+    training_refs = [t for t in references[training.material] if t.labels["temperature_K"] in training.temperatures_K]
+
+    for material, refs in references.items():
+        config = {
+            "source": REFERENCE_SOURCE,
+            "material": material,
+            "runs": [_run_entry(t) for t in refs if t.labels["temperature_K"] in spec.md.temperatures_K],
+            "references": [_run_entry(t) for t in refs],
+            **plan.analysis_settings(),
+        }
+        labels = {"model": REFERENCE_SOURCE, "material": material}
+        plan.add(f"analyze/{REFERENCE_SOURCE}/{material}", "analyze", config, [t.key for t in refs], {"out_dir": "."}, labels)
+
+    md_spec = spec.md
+    for model, hparams in spec.models.items():
+        train_key = f"train/{model}"
+        train_config = {
+            "model": model,
+            "hparams": hparams,
+            "references": [_run_entry(t) for t in training_refs],
+            **plan.split(),
+            "energy_weight": training.energy_weight,
+            "force_weight": training.force_weight,
+            "learning_rate": training.learning_rate,
+            "batch_size": training.batch_size,
+            "max_epochs": training.max_epochs,
+            "max_wall_s": None if training.max_wall_minutes is None else training.max_wall_minutes * SECONDS_PER_MINUTE,
+            "seed": derive_seed(spec.campaign.seed, train_key),
+            "device": plan.device(),
+        }
+        train = plan.add(
+            train_key, "train", train_config, [t.key for t in training_refs], {"out_dir": "."}, {"model": model}
+        )
+        checkpoint = str(Path(train.inputs["out_dir"]) / "best.pt")
+
+        for material, refs in references.items():
+            predict_config = {
+                "model": model,
+                "material": material,
+                "checkpoint": checkpoint,
+                "references": [_run_entry(t) for t in refs],
+                "n_frames": spec.prediction.n_frames,
+                "held_out_split": plan.split() if material == training.material else None,
+                "training_references": [_run_entry(t) for t in training_refs] if material == training.material else [],
+                "seed": derive_seed(spec.campaign.seed, f"predict/{model}/{material}"),
+                "device": plan.device(),
+            }
+            plan.add(
+                f"predict/{model}/{material}",
+                "predict",
+                predict_config,
+                [train.key, *(t.key for t in refs)],
+                {"out_dir": "."},
+                {"model": model, "material": material},
+            )
+
+            md_tasks = []
+            for temperature_K in md_spec.temperatures_K:
+                for repetition in range(md_spec.repetitions):
+                    key = f"md/{model}/{material}/{temperature_label(temperature_K)}/rep{repetition}"
+                    md_config = {
+                        "model": model,
+                        "material": material,
+                        "checkpoint": checkpoint,
+                        "structure": plan.structure(material),
+                        "protocol": plan.protocol(
+                            temperature_K, md_spec.ramp.ramp_ps, md_spec.production_ps, md_spec.save_every_steps
+                        ),
+                        "engine": md_spec.engine,
+                        "fusion_distance_A": spec.analysis.fusion_distance_A,
+                        "seed": derive_seed(spec.campaign.seed, key),
+                        "device": plan.device(),
+                    }
+                    labels = {"model": model, "material": material, "temperature_K": temperature_K, "repetition": repetition}
+                    md_tasks.append(plan.add(key, "md", md_config, [train.key], {"out_path": "trajectory.frames"}, labels))
+
+            analyze_config = {
+                "source": model,
+                "material": material,
+                "runs": [_run_entry(t) for t in md_tasks],
+                "references": [_run_entry(t) for t in refs],
+                **plan.analysis_settings(),
+            }
+            plan.add(
+                f"analyze/{model}/{material}",
+                "analyze",
+                analyze_config,
+                [*(t.key for t in md_tasks), *(t.key for t in refs)],
+                {"out_dir": "."},
+                {"model": model, "material": material},
+            )
+    return list(plan.tasks.values())
+
+
+def count_by_stage(tasks: list[Task]) -> dict[str, int]:
+    return {stage: sum(t.stage == stage for t in tasks) for stage in STAGES}

@@ -1,0 +1,96 @@
+"""Offline rockets: reserve on the login node, run without database access, fold back.
+
+This is how every rocket of ours runs, locally or on a compute node: only the login-node
+``campaign`` process ever writes the store (see campaign/store.py for why).
+
+1. ``reserve`` (login node, store locked): a READY firework becomes RESERVED with a launch directory
+   holding ``FW.json`` and ``FW_offline.json``.
+2. ``run_rocket`` (anywhere, no store): FireWorks' own Rocket in offline mode runs the firetasks and
+   writes the outcome to ``FW_offline.json``.
+3. ``fold`` (login node, store locked): ``recover_offline`` completes or fizzles the launch, and the
+   result documents the firetask returned are upserted into the results collection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import fireworks.core.rocket
+from fireworks import FWorker, LaunchPad
+from fireworks.core.rocket import Rocket
+from monty.io import zopen
+
+from campaign.results import store_results
+
+OFFLINE_FILE = "FW_offline.json"
+
+
+def _zopen_text_by_default(filename, mode="rt", **kwargs):
+    return zopen(filename, mode, **kwargs)
+
+
+# FireWorks' offline Rocket calls monty.io.zopen(path) without a mode, which current monty rejects
+# ("zopen() missing 1 required positional argument: 'mode'"). The Rocket only ever reads text that
+# way, so its module-level name is pointed at a zopen whose mode defaults to "rt".
+fireworks.core.rocket.zopen = _zopen_text_by_default
+
+
+def campaign_worker(campaign: str, category: str | None = None) -> FWorker:
+    """A FWorker that only takes fireworks of ``campaign`` (and of ``category`` when given)."""
+    return FWorker(name=f"campaign-{campaign}", category=category or "", query={"spec._campaign.name": campaign})
+
+
+def reserve(launchpad: LaunchPad, worker: FWorker, launch_dir: Path) -> tuple[int, int] | None:
+    """Reserve the next READY firework into ``launch_dir``; (fw_id, launch_id), or None when none is ready."""
+    launch_dir.mkdir(parents=True, exist_ok=True)
+    firework, launch_id = launchpad.reserve_fw(worker, str(launch_dir))
+    if firework is None:
+        launch_dir.rmdir()
+        return None
+    firework.to_file(str(launch_dir / "FW.json"), indent=2)
+    (launch_dir / OFFLINE_FILE).write_text(json.dumps({"launch_id": launch_id}))
+    launchpad.add_offline_run(launch_id, firework.fw_id, firework.name)
+    return firework.fw_id, launch_id
+
+
+def run_rocket(launch_dir: Path, worker: FWorker) -> None:
+    """Run the reserved firework in ``launch_dir`` with FireWorks' offline Rocket."""
+    with contextlib.chdir(launch_dir):
+        Rocket(None, worker, None).run()
+
+
+def outcome(launch_dir: Path) -> str | None:
+    """The final state an offline rocket wrote (COMPLETED, FIZZLED, ...), or None while unfinished."""
+    path = Path(launch_dir) / OFFLINE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("state") if "fwaction" in data else None
+
+
+def fold(launchpad: LaunchPad, launch_id: int) -> str:
+    """Record a finished offline launch in the store; returns the firework's new state."""
+    launch = launchpad.get_launch_by_id(launch_id)
+    if outcome(launch.launch_dir) is None:
+        raise RuntimeError(f"launch {launch_id} in {launch.launch_dir} has not finished; nothing to fold")
+    launchpad.recover_offline(launch_id)
+    firework = launchpad.get_fw_by_id(launch.fw_id)
+    if firework.state == "COMPLETED":
+        store_results(launchpad, firework, launchpad.get_launch_by_id(launch_id))
+    return firework.state
+
+
+def unfinished_launches(launchpad: LaunchPad, campaign: str) -> list[dict]:
+    """Offline runs of ``campaign`` that were reserved but never folded back."""
+    fw_ids = [doc["fw_id"] for doc in launchpad.fireworks.find({"spec._campaign.name": campaign}, {"fw_id": 1})]
+    return list(launchpad.offline_runs.find({"completed": False, "deprecated": {"$ne": True}, "fw_id": {"$in": fw_ids}}))
+
+
+def requeue(launchpad: LaunchPad, run: dict) -> None:
+    """Put the firework of an abandoned offline run back to READY (it resumes from its checkpoints)."""
+    launchpad.forget_offline(run["launch_id"], launch_mode=True)
+    launchpad.rerun_fw(run["fw_id"])

@@ -1,0 +1,231 @@
+"""The trajectory file every stage writes and reads: reference data, MLFF-MD output, analysis input.
+
+Layout of a ``.frames`` file::
+
+    8 bytes   magic b"MLFFTRJ1"
+    8 bytes   little-endian uint64: length of the JSON header in bytes (padded to a multiple of 8)
+    header    JSON: numbers, cell_A, pbc, fields, metadata
+    records   one fixed-size record per frame (numpy structured dtype built from ``fields``)
+
+Positions are always stored wrapped into the cell (fractional coordinates in [0, 1)); analysis
+unwraps them explicitly. The cell is fixed for the whole file (NVT). Appending a frame is one
+``write`` of one record, so a killed writer leaves at most one partial record at the end, which
+``read_trajectory`` reports instead of guessing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"MLFFTRJ1"
+SUFFIX = ".frames"
+OPTIONAL_FIELDS = ("energy_eV", "forces_eV_A", "temperature_K")
+
+
+class TrajectoryError(ValueError):
+    """A trajectory file is missing, corrupt, truncated or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Frames of one fixed-cell system. Optional arrays are None when not recorded."""
+
+    numbers: np.ndarray  # [n_atoms] atomic numbers
+    cell_A: np.ndarray  # [3, 3] rows are lattice vectors
+    positions_A: np.ndarray  # [n_frames, n_atoms, 3] wrapped into the cell
+    step: np.ndarray  # [n_frames] MD step index
+    time_fs: np.ndarray  # [n_frames]
+    energy_eV: np.ndarray | None = None  # [n_frames] potential energy
+    forces_eV_A: np.ndarray | None = None  # [n_frames, n_atoms, 3]
+    temperature_K: np.ndarray | None = None  # [n_frames] instantaneous kinetic temperature
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.positions_A)
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.numbers)
+
+    def select(self, frames: np.ndarray | slice) -> Trajectory:
+        """A new Trajectory holding only ``frames`` (an index array or a slice)."""
+        pick = lambda a: None if a is None else a[frames]  # noqa: E731
+        return Trajectory(
+            numbers=self.numbers,
+            cell_A=self.cell_A,
+            positions_A=self.positions_A[frames],
+            step=self.step[frames],
+            time_fs=self.time_fs[frames],
+            energy_eV=pick(self.energy_eV),
+            forces_eV_A=pick(self.forces_eV_A),
+            temperature_K=pick(self.temperature_K),
+            metadata=self.metadata,
+        )
+
+
+def _record_dtype(n_atoms: int, fields: list[str]) -> np.dtype:
+    layout = [("step", "<i8"), ("time_fs", "<f8"), ("positions_A", "<f8", (n_atoms, 3))]
+    shapes = {"energy_eV": (), "forces_eV_A": (n_atoms, 3), "temperature_K": ()}
+    for name in fields:
+        if name not in shapes:
+            raise TrajectoryError(f"unknown trajectory field {name!r}; expected some of {OPTIONAL_FIELDS}")
+        layout.append((name, "<f8", shapes[name]) if shapes[name] else (name, "<f8"))
+    return np.dtype(layout)
+
+
+def wrap_positions_A(positions_A: np.ndarray, cell_A: np.ndarray) -> np.ndarray:
+    """Positions [..., n_atoms, 3] mapped into the cell: fractional coordinates in [0, 1)."""
+    fractional = positions_A @ np.linalg.inv(cell_A)
+    fractional -= np.floor(fractional)
+    fractional[fractional >= 1.0] = 0.0  # -1e-17 wraps to exactly 1.0 in floating point
+    return fractional @ cell_A
+
+
+class TrajectoryWriter:
+    """Append frames to a ``.frames`` file. Use as a context manager.
+
+    ``append=True`` continues an existing file (after a restart): the header must match, and a
+    partial last record left by a killed writer is cut off first.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        numbers: np.ndarray,
+        cell_A: np.ndarray,
+        fields: list[str],
+        metadata: dict | None = None,
+        append: bool = False,
+    ):
+        self.path = Path(path)
+        self.numbers = np.asarray(numbers, dtype=np.int64)
+        self.cell_A = np.asarray(cell_A, dtype=np.float64)
+        self.fields = list(fields)
+        self._dtype = _record_dtype(len(self.numbers), self.fields)
+        header = {
+            "numbers": self.numbers.tolist(),
+            "cell_A": self.cell_A.tolist(),
+            "fields": self.fields,
+            "metadata": metadata or {},
+        }
+        if append and self.path.exists():
+            existing = _read_header(self.path)
+            if existing["numbers"] != header["numbers"] or existing["fields"] != header["fields"]:
+                raise TrajectoryError(f"{self.path}: cannot append, the existing file holds a different system")
+            offset = existing["_data_offset"]
+            n_complete = (self.path.stat().st_size - offset) // self._dtype.itemsize
+            self._file = open(self.path, "r+b")
+            self._file.truncate(offset + n_complete * self._dtype.itemsize)
+            self._file.seek(0, os.SEEK_END)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "wb")
+            blob = json.dumps(header).encode()
+            blob += b" " * (-len(blob) % 8)
+            self._file.write(MAGIC + struct.pack("<Q", len(blob)) + blob)
+
+    def append(
+        self,
+        step: int,
+        time_fs: float,
+        positions_A: np.ndarray,
+        energy_eV: float | None = None,
+        forces_eV_A: np.ndarray | None = None,
+        temperature_K: float | None = None,
+    ) -> None:
+        record = np.zeros((), dtype=self._dtype)
+        record["step"] = step
+        record["time_fs"] = time_fs
+        record["positions_A"] = wrap_positions_A(np.asarray(positions_A, dtype=np.float64), self.cell_A)
+        given = {"energy_eV": energy_eV, "forces_eV_A": forces_eV_A, "temperature_K": temperature_K}
+        for name in self.fields:
+            if given[name] is None:
+                raise TrajectoryError(f"{self.path}: field {name!r} is recorded in this file but was not given")
+            record[name] = given[name]
+        self._file.write(record.tobytes())
+
+    def flush(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_header(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            start = fh.read(16)
+            if len(start) < 16 or start[:8] != MAGIC:
+                raise TrajectoryError(f"{path}: not a trajectory file (expected magic {MAGIC!r} at the start)")
+            (length,) = struct.unpack("<Q", start[8:])
+            blob = fh.read(length)
+    except FileNotFoundError as err:
+        raise TrajectoryError(f"{path}: trajectory file does not exist") from err
+    if len(blob) != length:
+        raise TrajectoryError(f"{path}: header truncated ({len(blob)} of {length} bytes)")
+    try:
+        header = json.loads(blob)
+    except json.JSONDecodeError as err:
+        raise TrajectoryError(f"{path}: header is not valid JSON ({err})") from err
+    header["_data_offset"] = 16 + length
+    return header
+
+
+def read_trajectory(path: str | os.PathLike, allow_partial: bool = False) -> Trajectory:
+    """Read a ``.frames`` file.
+
+    A file whose size is not a whole number of frames was cut short (a killed writer or a full
+    disk): that raises TrajectoryError naming the file, unless ``allow_partial`` drops the partial
+    last frame.
+    """
+    path = Path(path)
+    header = _read_header(path)
+    numbers = np.asarray(header["numbers"], dtype=np.int64)
+    dtype = _record_dtype(len(numbers), header["fields"])
+    n_bytes = path.stat().st_size - header["_data_offset"]
+    n_frames, remainder = divmod(n_bytes, dtype.itemsize)
+    if remainder and not allow_partial:
+        raise TrajectoryError(
+            f"{path}: truncated — {n_frames} complete frames followed by {remainder} bytes of a partial "
+            f"frame ({dtype.itemsize} bytes per frame)"
+        )
+    records = np.fromfile(path, dtype=dtype, count=n_frames, offset=header["_data_offset"])
+    optional = {name: records[name] if name in header["fields"] else None for name in OPTIONAL_FIELDS}
+    return Trajectory(
+        numbers=numbers,
+        cell_A=np.asarray(header["cell_A"], dtype=np.float64),
+        positions_A=records["positions_A"],
+        step=records["step"],
+        time_fs=records["time_fs"],
+        metadata=header["metadata"],
+        **optional,
+    )
+
+
+def write_trajectory(path: str | os.PathLike, trajectory: Trajectory) -> None:
+    """Write a whole Trajectory to ``path`` (used when importing reference data)."""
+    fields = [name for name in OPTIONAL_FIELDS if getattr(trajectory, name) is not None]
+    with TrajectoryWriter(path, trajectory.numbers, trajectory.cell_A, fields, trajectory.metadata) as writer:
+        for i in range(trajectory.n_frames):
+            writer.append(
+                step=int(trajectory.step[i]),
+                time_fs=float(trajectory.time_fs[i]),
+                positions_A=trajectory.positions_A[i],
+                **{name: getattr(trajectory, name)[i] for name in fields},
+            )

@@ -1,0 +1,376 @@
+"""The campaign's stages as plain functions: the one call each firetask makes.
+
+Each takes the JSON inputs that campaign/tasks.py built, reads its input files, calls mlff/ (models,
+training, MD) and analysis/ (pure numpy), writes its outputs into its own directory, and returns
+``{"summary": ..., "results": [...]}``: a JSON summary for the launch record and the typed result
+documents (campaign/results.py) for the results collection. They hold the glue between file formats
+and result documents, so mlff/ and analysis/ stay free of campaign concepts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis.errors import mae, r2_score
+from analysis.rdf import RDF, rdf, rdf_mae
+from analysis.stability import classify_stability, min_distance_A
+from analysis.transport import conductivity_at_mS_cm, conductivity_mS_cm, diffusivity_cm2_s, mean_square_displacement
+from campaign.results import (
+    MaterialResult,
+    PredictionResult,
+    Provenance,
+    RunResult,
+    TemperatureResult,
+    TrainingResult,
+)
+from mlff.provenance import package_versions, sha256_file
+from mlff.trajectory import Trajectory, read_trajectory
+
+FS_PER_PS = 1000.0
+# The diffusive regime is fitted from this fraction of the analysed window to its end: the first
+# part is ballistic/caged motion. Recorded in every run result via the summary.
+MSD_FIT_START_FRACTION = 0.2
+
+
+def _device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _provenance(**fields) -> dict:
+    return Provenance(package_versions=package_versions(), **fields).model_dump()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def md_summary_path(trajectory_path: str | Path) -> Path:
+    """Where an MD run writes its summary (completed, collapse time, ...) next to its trajectory."""
+    return Path(trajectory_path).with_suffix(".json")
+
+
+def reference(mode: str, material: str, out_path: str, **settings) -> dict:
+    """Generate (``mode="generate"``) or import (``mode="import"``) one reference trajectory."""
+    from mlff.md import MDProtocol
+    from mlff.reference import generate_reference, import_reference
+    from mlff.structures import load_structure
+
+    if mode == "generate":
+        summary = generate_reference(
+            load_structure(settings["structure"]),
+            settings["calculator"],
+            MDProtocol(**settings["protocol"]),
+            seed=settings["seed"],
+            out_path=out_path,
+        )
+    elif mode == "import":
+        summary = import_reference(settings["source_path"], out_path, timestep_fs=settings["timestep_fs"])
+    else:
+        raise ValueError(f"reference mode must be 'generate' or 'import', got {mode!r}")
+    _write_json(md_summary_path(out_path), summary)
+    summary = {**summary, "material": material, "out_path": out_path, "sha256": sha256_file(out_path)}
+    return {"summary": summary, "results": []}
+
+
+def _training_split(references: list[dict], n_train_per_run: int, n_validation_per_run: int, split_seed: int):
+    from mlff.data import split_frames
+
+    trajectories = [read_trajectory(entry["path"]) for entry in references]
+    return trajectories, split_frames(trajectories, n_train_per_run, n_validation_per_run, split_seed)
+
+
+def train(
+    model: str,
+    hparams: dict,
+    references: list[dict],
+    n_train_per_run: int,
+    n_validation_per_run: int,
+    split_seed: int,
+    out_dir: str,
+    seed: int,
+    device: str,
+    **settings,
+) -> dict:
+    """Train ``model`` on the paper's per-run split of the training references."""
+    from mlff.data import dataset_hash
+    from mlff.training import train as train_model
+
+    trajectories, split = _training_split(references, n_train_per_run, n_validation_per_run, split_seed)
+    train_set, validation_set = split.subsets(trajectories, "train"), split.subsets(trajectories, "validation")
+    data_hash = dataset_hash(train_set + validation_set)
+    device = _device(device)
+    summary = train_model(
+        model, hparams, train_set, validation_set, out_dir, seed=seed, device=device, dataset_hash=data_hash, **settings
+    )
+    checkpoint = summary["checkpoint_path"]
+    doc = TrainingResult(
+        source=model,
+        epochs_run=summary["epochs_run"],
+        best_epoch=summary["best_epoch"],
+        validation_energy_mae_eV_atom=summary["validation_energy_mae_eV_atom"],
+        validation_force_mae_eV_A=summary["validation_force_mae_eV_A"],
+        n_parameters=summary["n_parameters"],
+        wall_s=summary["wall_s"],
+        checkpoint_path=checkpoint,
+        provenance=_provenance(
+            device=device, seed=seed, checkpoint_sha256=sha256_file(checkpoint), dataset_hash=data_hash
+        ),
+    )
+    return {"summary": summary, "results": [doc.model_dump()]}
+
+
+def predict(
+    model: str,
+    material: str,
+    checkpoint: str,
+    references: list[dict],
+    n_frames: int,
+    held_out_split: dict | None,
+    training_references: list[dict],
+    seed: int,
+    device: str,
+    out_dir: str,
+) -> dict:
+    """Energy and force errors of a trained model on ``n_frames`` held-out frames of ``material``."""
+    from mlff.checkpoint import load_model
+    from mlff.prediction import predict as predict_frames
+
+    device = _device(device)
+    excluded: dict[str, set[int]] = {}
+    if held_out_split is not None:
+        trajectories, split = _training_split(training_references, **held_out_split)
+        for entry, used in zip(training_references, split.used_indices(), strict=True):
+            excluded[entry["path"]] = set(used.tolist())
+    pool = []  # (reference index, frame index) of every held-out frame
+    trajectories = [read_trajectory(entry["path"]) for entry in references]
+    for index, (entry, trajectory) in enumerate(zip(references, trajectories, strict=True)):
+        skip = excluded.get(entry["path"], set())
+        pool.extend((index, frame) for frame in range(trajectory.n_frames) if frame not in skip)
+    if not pool:
+        raise ValueError(f"{material}: no held-out reference frames left to score")
+    rng = np.random.default_rng(seed)
+    chosen = [pool[i] for i in np.sort(rng.choice(len(pool), size=min(n_frames, len(pool)), replace=False))]
+
+    network, _ = load_model(checkpoint, device=device)
+    predicted_E, reference_E, predicted_F, reference_F, n_atoms = [], [], [], [], []
+    for index, trajectory in enumerate(trajectories):
+        frames = np.array([frame for i, frame in chosen if i == index], dtype=np.int64)
+        if frames.size == 0:
+            continue
+        subset = trajectory.select(frames)
+        energies, forces = predict_frames(network, subset, device=device)
+        predicted_E.append(energies)
+        reference_E.append(subset.energy_eV)
+        predicted_F.append(forces.reshape(-1, 3))
+        reference_F.append(subset.forces_eV_A.reshape(-1, 3))
+        n_atoms.append(np.full(len(frames), subset.n_atoms))
+    predicted_E, reference_E = np.concatenate(predicted_E), np.concatenate(reference_E)  # [n_frames]
+    predicted_F, reference_F = np.concatenate(predicted_F), np.concatenate(reference_F)  # [n_frames * n_atoms, 3]
+    n_atoms = np.concatenate(n_atoms)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    parity = out / "parity.npz"
+    np.savez_compressed(
+        parity, predicted_energy_eV=predicted_E, reference_energy_eV=reference_E, n_atoms=n_atoms,
+        predicted_forces_eV_A=predicted_F, reference_forces_eV_A=reference_F,
+    )
+    doc = PredictionResult(
+        source=model,
+        material=material,
+        n_frames=len(chosen),
+        energy_mae_eV_atom=mae(predicted_E / n_atoms, reference_E / n_atoms),
+        energy_r2=r2_score(predicted_E, reference_E),
+        force_mae_eV_A=mae(predicted_F, reference_F),
+        force_r2=r2_score(predicted_F, reference_F),
+        parity_path=str(parity),
+        parity_sha256=sha256_file(parity),
+        provenance=_provenance(device=device, seed=seed, checkpoint_sha256=sha256_file(checkpoint)),
+    )
+    return {"summary": {"n_frames": len(chosen), "parity_path": str(parity)}, "results": [doc.model_dump()]}
+
+
+def md(
+    model: str,
+    material: str,
+    checkpoint: str,
+    structure: str,
+    protocol: dict,
+    engine: str,
+    fusion_distance_A: float,
+    seed: int,
+    device: str,
+    out_path: str,
+) -> dict:
+    """One MLFF-MD run with the paper's protocol; an instability ends it early as a result."""
+    from mlff import load_calculator
+    from mlff.md import MDProtocol, run_md
+    from mlff.structures import load_structure
+
+    if engine != "ase":
+        raise ValueError(f"unknown MD engine {engine!r}; available: ase")
+    device = _device(device)
+    calculator = load_calculator(checkpoint, device=device)
+    summary = run_md(
+        load_structure(structure), calculator, MDProtocol(**protocol), seed=seed, out_path=out_path,
+        fusion_distance_A=fusion_distance_A,
+    )
+    summary = {**summary, "device": device, "checkpoint_sha256": sha256_file(checkpoint)}
+    _write_json(md_summary_path(out_path), summary)
+    return {"summary": summary, "results": []}
+
+
+def _production(trajectory: Trajectory, discard_ps: float) -> tuple[Trajectory, int]:
+    """Frames after the discard, with non-finite frames removed; also how many were removed."""
+    kept = trajectory.select(trajectory.time_fs >= discard_ps * FS_PER_PS)
+    finite = np.isfinite(kept.positions_A).all(axis=(1, 2))
+    return kept.select(np.flatnonzero(finite)), int((~finite).sum())
+
+
+def _rdf(trajectory: Trajectory, settings: dict) -> RDF:
+    return rdf(
+        trajectory.positions_A, trajectory.cell_A, trajectory.numbers, settings["r_max_A"], settings["n_bins"],
+        pairs=[tuple(pair) for pair in settings["pairs"]], frame_stride=settings["frame_stride"],
+    )
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def analyze(
+    source: str,
+    material: str,
+    runs: list[dict],
+    references: list[dict],
+    discard_ps: float,
+    rdf: dict,
+    rdf_mae_threshold: float,
+    fusion_distance_A: float,
+    diffusing_specie: str,
+    target_temperature_K: float,
+    out_dir: str,
+) -> dict:
+    """Per-run, per-temperature and per-material results of one source (model or reference)."""
+    from ase.data import atomic_numbers
+
+    rdf_settings = rdf
+    specie = atomic_numbers[diffusing_specie]
+    reference_rdf: dict[float, RDF] = {}
+    for temperature_K in sorted({entry["temperature_K"] for entry in references}):
+        frames = [
+            _production(read_trajectory(e["path"]), discard_ps)[0] for e in references if e["temperature_K"] == temperature_K
+        ]
+        curves = [_rdf(t, rdf_settings) for t in frames if t.n_frames]
+        if curves:
+            reference_rdf[temperature_K] = RDF(
+                r_A=curves[0].r_A, g={label: np.mean([c.g[label] for c in curves], axis=0) for label in curves[0].g}
+            )
+
+    run_docs = []
+    for entry in runs:
+        trajectory = read_trajectory(entry["path"])
+        summary_file = md_summary_path(entry["path"])
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        production, n_nonfinite = _production(trajectory, discard_ps)
+        mask = production.numbers == specie
+        framework = ~mask
+        d_cm2_s = sigma = r_mae = None
+        distances = min_distance_A(trajectory.positions_A[np.isfinite(trajectory.positions_A).all(axis=(1, 2))], trajectory.cell_A)
+        smallest = float(distances.min()) if distances.size else float("nan")
+        if production.n_frames >= 3 and mask.any():
+            msd = mean_square_displacement(
+                production.positions_A, production.cell_A, coordinates="wrapped", atom_mask=mask,
+                framework_mask=framework if framework.any() else None,
+            )
+            time_fs = production.time_fs - production.time_fs[0]
+            d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, fit_start_fs=MSD_FIT_START_FRACTION * time_fs[-1])
+            volume_A3 = abs(float(np.linalg.det(production.cell_A)))
+            sigma = conductivity_mS_cm(d_cm2_s, int(mask.sum()), volume_A3, entry["temperature_K"])
+        if production.n_frames and entry["temperature_K"] in reference_rdf:
+            r_mae = rdf_mae(_rdf(production, rdf_settings), reference_rdf[entry["temperature_K"]])
+        stopped = summary.get("stopped_early_reason")
+        if stopped is not None or r_mae is None:
+            stability = "atom_fusion" if stopped is not None else classify_stability(0.0, smallest, rdf_mae_threshold, fusion_distance_A)
+        else:
+            stability = classify_stability(r_mae, smallest, rdf_mae_threshold, fusion_distance_A)
+        run_docs.append(
+            RunResult(
+                source=source,
+                material=material,
+                temperature_K=entry["temperature_K"],
+                repetition=entry.get("repetition", entry.get("run", 0)),
+                trajectory_path=entry["path"],
+                trajectory_sha256=sha256_file(entry["path"]),
+                completed=stopped is None,
+                stopped_early_reason=stopped,
+                collapse_time_ps=summary.get("collapse_time_ps"),
+                analysed_ps=float(production.time_fs[-1] - production.time_fs[0]) / FS_PER_PS if production.n_frames else 0.0,
+                n_nonfinite_frames=n_nonfinite,
+                rdf_mae=r_mae,
+                min_distance_A=smallest,
+                stability=stability,
+                diffusivity_cm2_s=d_cm2_s,
+                conductivity_mS_cm=sigma,
+                provenance=_provenance(
+                    seed=entry.get("seed"), engine=summary.get("engine"), device=summary.get("device"),
+                    checkpoint_sha256=summary.get("checkpoint_sha256"),
+                ),
+            )
+        )
+
+    temperature_docs = []
+    for temperature_K in sorted({doc.temperature_K for doc in run_docs}):
+        at_t = [doc for doc in run_docs if doc.temperature_K == temperature_K]
+        diffusivities = [doc.diffusivity_cm2_s for doc in at_t if doc.diffusivity_cm2_s is not None]
+        temperature_docs.append(
+            TemperatureResult(
+                source=source,
+                material=material,
+                temperature_K=temperature_K,
+                n_runs=len(at_t),
+                stable_fraction=sum(doc.stability == "stable" for doc in at_t) / len(at_t),
+                rdf_mae_mean=_mean([doc.rdf_mae for doc in at_t]),
+                diffusivity_cm2_s_mean=_mean(diffusivities),
+                diffusivity_cm2_s_std=float(np.std(diffusivities)) if diffusivities else None,
+                conductivity_mS_cm_mean=_mean([doc.conductivity_mS_cm for doc in at_t]),
+                provenance=_provenance(),
+            )
+        )
+
+    fit_points = [(d.temperature_K, d.diffusivity_cm2_s_mean) for d in temperature_docs if (d.diffusivity_cm2_s_mean or 0) > 0]
+    activation_eV = sigma_target = None
+    if len(fit_points) >= 2:
+        first = next(read_trajectory(e["path"]) for e in runs)
+        n_carriers = int((first.numbers == specie).sum())
+        volume_A3 = abs(float(np.linalg.det(first.cell_A)))
+        temperatures, diffusivities = zip(*fit_points, strict=True)
+        sigma_target, fit = conductivity_at_mS_cm(temperatures, diffusivities, target_temperature_K, n_carriers, volume_A3)
+        activation_eV = fit.activation_energy_eV
+    material_doc = MaterialResult(
+        source=source,
+        material=material,
+        temperatures_K=[d.temperature_K for d in temperature_docs],
+        stable_fraction=sum(doc.stability == "stable" for doc in run_docs) / len(run_docs),
+        rdf_mae_mean=_mean([doc.rdf_mae for doc in run_docs]),
+        activation_energy_eV=activation_eV,
+        target_temperature_K=target_temperature_K,
+        conductivity_target_mS_cm=sigma_target,
+        neg_log10_conductivity_target=-float(np.log10(sigma_target)) if sigma_target else None,
+        provenance=_provenance(),
+    )
+    docs = [doc.model_dump() for doc in (*run_docs, *temperature_docs, material_doc)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "results.json", {"results": docs, "msd_fit_start_fraction": MSD_FIT_START_FRACTION})
+    return {"summary": {"n_runs": len(run_docs), "results_path": str(out / "results.json")}, "results": docs}
