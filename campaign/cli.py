@@ -59,8 +59,42 @@ def submit(spec_path: str, no_run: bool) -> None:
     except StoreError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"campaign {spec.campaign.name!r}: {len(added)} new task(s), {len(tasks) - len(added)} already stored")
-    if not no_run:
+    if no_run:
+        return
+    if spec.campaign.launcher == "slurm":
+        _sync(spec, base_dir, submit=True)
+    else:
         _run(spec, base_dir)
+
+
+def _sync(spec: CampaignSpec, base_dir: Path, submit: bool) -> None:
+    """Fold finished Slurm array tasks back, requeue lost ones and, with ``submit``, submit ready work."""
+    from launchers.slurm import DispatchError, SlurmError, dispatch, sync
+
+    store_spec = spec.campaign.store
+    if store_spec.launchpad:  # array tasks of online rockets read it from anywhere
+        store_spec = store_spec.model_copy(update={"launchpad": str(base_dir / store_spec.launchpad)})
+    jobs, failure = [], None
+    try:
+        with open_store(spec.campaign.store, base_dir).write() as launchpad:
+            report = sync(launchpad, spec.campaign.name)
+            if submit:
+                try:
+                    jobs = dispatch(launchpad, spec.campaign.name, spec.resources, _launch_root(spec, base_dir), store_spec)
+                except DispatchError as err:  # keep what was submitted: the store must know those arrays
+                    jobs, failure = err.submitted, err
+    except (SlurmError, StoreError) as err:
+        raise click.ClickException(str(err)) from None
+    for name, state in report.folded.items():
+        click.echo(f"  {state:<9} {name}")
+    for name in report.lost:
+        click.echo(f"  LOST      {name}: its Slurm task ended without an outcome; requeued, resumes from its checkpoint")
+    for job in jobs:
+        click.echo(f"submitted Slurm array job {job['job_id']} ({job['category']}, {job['n_tasks']} task(s)): {job['job_dir']}")
+    if failure is not None:
+        raise click.ClickException(str(failure))
+    if submit and not jobs:
+        click.echo("no ready work to submit")
 
 
 def _run(spec: CampaignSpec, base_dir: Path) -> None:
@@ -81,17 +115,41 @@ def _run(spec: CampaignSpec, base_dir: Path) -> None:
 
 @main.command()
 @click.argument("spec_path", type=click.Path(dir_okay=False))
-def run(spec_path: str) -> None:
+@click.option("--retry-failed", is_flag=True, help="First put failed fireworks back to READY.")
+def run(spec_path: str, retry_failed: bool) -> None:
     """Run SPEC's ready work with the local launcher (continues an interrupted run)."""
+    from campaign.submission import retry_failed as requeue_failed
+
     spec, base_dir = _load(spec_path)
+    if retry_failed:
+        with open_store(spec.campaign.store, base_dir).write() as launchpad:
+            names = requeue_failed(launchpad, spec.campaign.name)
+        click.echo(f"retrying {len(names)} failed firework(s)")
     _run(spec, base_dir)
+
+
+@main.command(name="sync")
+@click.argument("spec_path", type=click.Path(dir_okay=False))
+def sync_command(spec_path: str) -> None:
+    """Fold finished Slurm array tasks back, requeue lost ones and submit the work that became ready."""
+    spec, base_dir = _load(spec_path)
+    if spec.campaign.launcher != "slurm":
+        raise click.ClickException(f"{spec_path}: `sync` is for campaign.launcher: slurm; use `campaign run`")
+    _sync(spec, base_dir, submit=True)
 
 
 @main.command()
 @click.argument("spec_path", type=click.Path(dir_okay=False))
 def status(spec_path: str) -> None:
-    """Firework counts per stage and state, and where failures are."""
+    """Firework counts per stage and state, where failures are, and the Slurm array jobs."""
+    from launchers.slurm import SlurmError, array_tasks
+
     spec, base_dir = _load(spec_path)
+    if spec.campaign.launcher == "slurm":
+        try:
+            _sync(spec, base_dir, submit=False)
+        except click.ClickException as err:
+            click.echo(f"warning: could not sync with Slurm ({err.message}); showing the stored state", err=True)
     counts = {stage: dict.fromkeys(STATES, 0) for stage in STAGES}
     failed = []
     with open_store(spec.campaign.store, base_dir).read() as launchpad:
@@ -107,6 +165,18 @@ def status(spec_path: str) -> None:
         for doc in failed:
             launch = launchpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
             click.echo(f"  FIZZLED {doc['name']} (fw {doc['fw_id']}): {launch['launch_dir'] if launch else '?'}")
+        if spec.campaign.launcher == "slurm":
+            try:
+                jobs = array_tasks(launchpad, spec.campaign.name)
+            except SlurmError as err:
+                click.echo(f"  Slurm array jobs unknown: {err}")
+                jobs = []
+            for job in jobs:
+                click.echo(
+                    f"  Slurm array job {job['job_id']} ({job['category']}, {job['n_tasks']} task(s)): "
+                    f"{job['pending']} pending, {job['running']} running, "
+                    f"{job['n_tasks'] - job['pending'] - job['running']} ended"
+                )
 
 
 @main.command()

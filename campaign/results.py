@@ -77,7 +77,7 @@ class RunResult(ResultDoc):
     analysed_ps: float = Field(..., description="Production time analysed after the discard, ps.")
     n_nonfinite_frames: int = Field(..., description="Frames with non-finite positions, excluded from analysis.")
     rdf_mae: float | None = Field(None, description="RDF MAE against the reference at this temperature.")
-    min_distance_A: float = Field(..., description="Smallest interatomic distance seen, Å.")
+    min_distance_A: float | None = Field(..., description="Smallest interatomic distance in the written frames, Å.")
     stability: str = Field(..., description="stable, lattice_mismatch or atom_fusion.")
     diffusivity_cm2_s: float | None = Field(None, description="Tracer diffusivity of the diffusing specie, cm²/s.")
     conductivity_mS_cm: float | None = Field(None, description="Nernst–Einstein conductivity, mS/cm.")
@@ -190,9 +190,9 @@ def format_rows(rows: list[dict], fmt: Literal["table", "json", "csv"]) -> str:
         return json.dumps(rows, indent=2)
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=[name for name, _ in TABLE_COLUMNS])
+        writer = csv.DictWriter(buffer, fieldnames=[name for name, _ in TABLE_COLUMNS], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        return buffer.getvalue()
+        return buffer.getvalue().removesuffix("\n")
     headers = [title for _, title in TABLE_COLUMNS]
     return tabulate([[_cell(row[name]) for name, _ in TABLE_COLUMNS] for row in rows], headers=headers)

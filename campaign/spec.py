@@ -57,7 +57,11 @@ class CampaignSection(Strict):
         default_factory=lambda: StoreSpec(embedded="campaign-store.json"),
         description="Where workflows and results are stored.",
     )
-    launcher: Literal["local"] = Field("local", description="How rockets run: `local` runs them on this machine.")
+    launcher: Literal["local", "slurm"] = Field(
+        "local",
+        description="How rockets run: `local` runs them one by one on this machine; `slurm` submits job arrays "
+        "(see the `resources` section).",
+    )
     workdir: str = Field("campaign-runs", description="Directory for all files the campaign writes, relative to the spec.")
     seed: int = Field(0, ge=0, description="Base seed; every task derives its own recorded seed from it.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device; auto picks CUDA when present.")
@@ -168,6 +172,42 @@ class AnalysisSpec(Strict):
     target_temperature_K: Temperature_K = Field(300.0, description="Arrhenius extrapolation temperature.")
 
 
+class CPUResources(Strict):
+    """Slurm settings of one category of array tasks; null leaves a directive out of the script."""
+
+    partition: str | None = Field(None, description="Slurm partition (--partition); null for the cluster default.")
+    account: str | None = Field(None, description="Slurm account charged (--account); null for the user's default.")
+    qos: str | None = Field(None, description="Slurm quality of service (--qos); null for the default.")
+    walltime_minutes: int = Field(240, ge=1, description="Time limit of one array task in minutes (--time).")
+    memory_GB: PositiveFloat = Field(8.0, description="Memory per array task in GB (--mem).")
+    cpus_per_task: int = Field(2, ge=1, description="CPU cores per array task (--cpus-per-task).")
+    warning_s: int = Field(
+        300, ge=10, description="Seconds before the time limit at which Slurm sends SIGUSR1 so the task checkpoints."
+    )
+    max_concurrent: int = Field(16, ge=1, description="Array tasks of this category running at once (the %M of --array).")
+    pre_command: str = Field(
+        "", description="Shell lines run before the rocket, e.g. `module load cuda/12.4` or `conda activate mlff`."
+    )
+
+
+class GPUResources(CPUResources):
+    gres: str | None = Field("gpu:1", description="Generic resources per array task (--gres); one GPU by default.")
+    memory_GB: PositiveFloat = Field(16.0, description="Memory per array task in GB (--mem).")
+    cpus_per_task: int = Field(4, ge=1, description="CPU cores per array task (--cpus-per-task).")
+
+
+class ResourcesSpec(Strict):
+    """Where and how Slurm runs the work (used with `campaign.launcher: slurm`)."""
+
+    rockets: Literal["offline", "online"] = Field(
+        "offline",
+        description="`offline`: work is reserved on the login node and compute nodes need no database access "
+        "(the only choice with the embedded store); `online`: array tasks pull work from the MongoDB store.",
+    )
+    gpu: GPUResources = Field(default_factory=GPUResources, description="Array tasks of reference, train, predict, md.")
+    cpu: CPUResources = Field(default_factory=CPUResources, description="Array tasks of analyze.")
+
+
 class CampaignSpec(Strict):
     campaign: CampaignSection
     materials: dict[Annotated[str, Field(pattern=MATERIAL_NAME_PATTERN)], MaterialSpec] = Field(..., min_length=1)
@@ -178,6 +218,7 @@ class CampaignSpec(Strict):
     prediction: PredictionSpec = Field(default_factory=PredictionSpec)
     md: MDSpec
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Slurm settings.")
 
     @field_validator("models")
     @classmethod
@@ -197,6 +238,11 @@ class CampaignSpec(Strict):
     def _cross_references(self) -> CampaignSpec:
         from ase.data import atomic_numbers
 
+        if self.resources.rockets == "online" and self.campaign.store.embedded:
+            raise ValueError(
+                "resources.rockets: online rockets need a MongoDB store the compute nodes reach; "
+                "the embedded store only works with offline rockets"
+            )
         if self.training.material not in self.materials:
             raise ValueError(
                 f"training.material: {self.training.material!r} is not one of materials {sorted(self.materials)}"

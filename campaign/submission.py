@@ -52,3 +52,11 @@ def add_tasks(launchpad: LaunchPad, tasks: list[Task], campaign: str, spec_hash:
     with WFLock(launchpad, anchor):
         launchpad._update_wf(workflow, updated)  # FireWorks' own append_wf path, generalised to many parents
     return new
+
+
+def retry_failed(launchpad: LaunchPad, campaign: str) -> list[str]:
+    """Put the campaign's FIZZLED fireworks back to READY (once their cause is fixed); returns their names."""
+    failed = list(launchpad.fireworks.find({"spec._campaign.name": campaign, "state": "FIZZLED"}, {"fw_id": 1, "name": 1}))
+    for doc in failed:
+        launchpad.rerun_fw(doc["fw_id"])
+    return [doc["name"] for doc in failed]

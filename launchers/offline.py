@@ -8,14 +8,16 @@ This is how every rocket of ours runs, locally or on a compute node: only the lo
 2. ``run_rocket`` (anywhere, no store): FireWorks' own Rocket in offline mode runs the firetasks and
    writes the outcome to ``FW_offline.json``.
 3. ``fold`` (login node, store locked): ``recover_offline`` completes or fizzles the launch, and the
-   result documents the firetask returned are upserted into the results collection.
+   result documents the firetask returned are upserted into the results collection. A launch that
+   was preempted goes back to READY, and one an error handler can correct is corrected and rerun
+   (``settle_failure``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
+import threading
 from pathlib import Path
 
 import fireworks.core.rocket
@@ -24,8 +26,10 @@ from fireworks.core.rocket import Rocket
 from monty.io import zopen
 
 from campaign.results import store_results
+from launchers.handlers import find_correction, write_error
 
 OFFLINE_FILE = "FW_offline.json"
+PING_JOIN_TIMEOUT_S = 10.0
 
 
 def _zopen_text_by_default(filename, mode="rt", **kwargs):
@@ -57,9 +61,16 @@ def reserve(launchpad: LaunchPad, worker: FWorker, launch_dir: Path) -> tuple[in
 
 
 def run_rocket(launch_dir: Path, worker: FWorker) -> None:
-    """Run the reserved firework in ``launch_dir`` with FireWorks' offline Rocket."""
+    """Run the reserved firework in ``launch_dir`` with FireWorks' offline Rocket.
+
+    The Rocket's ping thread writes one last FW_ping.json into the working directory after the
+    run; it is joined before leaving ``launch_dir`` so that file lands there, not in the caller's.
+    """
+    before = set(threading.enumerate())
     with contextlib.chdir(launch_dir):
         Rocket(None, worker, None).run()
+        for thread in set(threading.enumerate()) - before:
+            thread.join(PING_JOIN_TIMEOUT_S)
 
 
 def outcome(launch_dir: Path) -> str | None:
@@ -81,7 +92,38 @@ def fold(launchpad: LaunchPad, launch_id: int) -> str:
     firework = launchpad.get_fw_by_id(launch.fw_id)
     if firework.state == "COMPLETED":
         store_results(launchpad, firework, launchpad.get_launch_by_id(launch_id))
+    elif firework.state == "FIZZLED":
+        return settle_failure(launchpad, launch_id)
     return firework.state
+
+
+def settle_failure(launchpad: LaunchPad, launch_id: int) -> str:
+    """Decide what a FIZZLED launch means; returns the firework's new state.
+
+    A launch stopped by ``mlff.preemption`` (walltime warning, SIGTERM) was not a failure: its
+    firework goes back to READY and resumes from its checkpoint. Otherwise the error handlers
+    (launchers/handlers.py) may return a correction, which is applied to the firetask's inputs,
+    recorded in ``spec._corrections``, and the firework reruns. What no handler corrects stays FIZZLED.
+    """
+    launch = launchpad.get_launch_by_id(launch_id)
+    exception = ((launch.action.stored_data if launch.action else None) or {}).get("_exception") or {}
+    if (exception.get("_details") or {}).get("preempted"):
+        launchpad.rerun_fw(launch.fw_id)
+        return launchpad.get_fw_by_id(launch.fw_id).state
+    firework = launchpad.get_fw_by_id(launch.fw_id)
+    stage = firework.spec.get("_campaign", {}).get("stage", "")
+    inputs = firework.spec["_tasks"][0].get("inputs", {})
+    corrections = firework.spec.get("_corrections", [])
+    write_error(launch.launch_dir, stage, inputs, exception.get("_stacktrace") or "", corrections)
+    correction = find_correction(launch.launch_dir)
+    if correction is None or not correction["actions"]:
+        return "FIZZLED"
+    changed = {f"_tasks.0.inputs.{a['input']}": a["to"] for a in correction["actions"] if "input" in a}
+    if changed:
+        launchpad.update_spec([launch.fw_id], changed)
+    launchpad.update_spec([launch.fw_id], {"$push": {"spec._corrections": {**correction, "launch_id": launch_id}}}, mongo=True)
+    launchpad.rerun_fw(launch.fw_id)
+    return launchpad.get_fw_by_id(launch.fw_id).state
 
 
 def unfinished_launches(launchpad: LaunchPad, campaign: str) -> list[dict]:

@@ -151,6 +151,16 @@ class TrajectoryWriter:
             record[name] = given[name]
         self._file.write(record.tobytes())
 
+    def truncate(self, n_frames: int) -> None:
+        """Keep only the first ``n_frames`` frames: a run resumed from a checkpoint drops frames written after it."""
+        self._file.flush()
+        offset = _read_header(self.path)["_data_offset"]
+        n_present = (self._file.seek(0, os.SEEK_END) - offset) // self._dtype.itemsize
+        if not 0 <= n_frames <= n_present:
+            raise TrajectoryError(f"{self.path}: cannot keep {n_frames} frames, the file holds {n_present}")
+        self._file.truncate(offset + n_frames * self._dtype.itemsize)
+        self._file.seek(0, os.SEEK_END)
+
     def flush(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())

@@ -36,11 +36,9 @@ MSD_FIT_START_FRACTION = 0.2
 
 
 def _device(device: str) -> str:
-    import torch
+    from mlff.models.base import resolve_device
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return str(resolve_device(None if device == "auto" else device))
 
 
 def _provenance(**fields) -> dict:
@@ -58,6 +56,11 @@ def md_summary_path(trajectory_path: str | Path) -> Path:
     return Path(trajectory_path).with_suffix(".json")
 
 
+def md_checkpoint_path(trajectory_path: str | Path) -> Path:
+    """Where an MD run keeps its checkpoint; a rerun (after preemption or a lost job) resumes from it."""
+    return Path(trajectory_path).with_suffix(".checkpoint.npz")
+
+
 def reference(mode: str, material: str, out_path: str, **settings) -> dict:
     """Generate (``mode="generate"``) or import (``mode="import"``) one reference trajectory."""
     from mlff.md import MDProtocol
@@ -71,6 +74,7 @@ def reference(mode: str, material: str, out_path: str, **settings) -> dict:
             MDProtocol(**settings["protocol"]),
             seed=settings["seed"],
             out_path=out_path,
+            device=_device(settings["device"]),
         )
     elif mode == "import":
         summary = import_reference(settings["source_path"], out_path, timestep_fs=settings["timestep_fs"])
@@ -105,19 +109,20 @@ def train(
     from mlff.training import train as train_model
 
     trajectories, split = _training_split(references, n_train_per_run, n_validation_per_run, split_seed)
-    train_set, validation_set = split.subsets(trajectories, "train"), split.subsets(trajectories, "validation")
+    train_set, validation_set = split.select(trajectories, "train"), split.select(trajectories, "validation")
     data_hash = dataset_hash(train_set + validation_set)
     device = _device(device)
     summary = train_model(
-        model, hparams, train_set, validation_set, out_dir, seed=seed, device=device, dataset_hash=data_hash, **settings
+        model, hparams, train_set, validation_set, out_dir, seed=seed, device=device, dataset_hash=data_hash,
+        resume=True, **settings
     )
-    checkpoint = summary["checkpoint_path"]
+    checkpoint = summary["checkpoint"]
     doc = TrainingResult(
         source=model,
         epochs_run=summary["epochs_run"],
         best_epoch=summary["best_epoch"],
-        validation_energy_mae_eV_atom=summary["validation_energy_mae_eV_atom"],
-        validation_force_mae_eV_A=summary["validation_force_mae_eV_A"],
+        validation_energy_mae_eV_atom=summary["best_validation_energy_mae_eV_atom"],
+        validation_force_mae_eV_A=summary["best_validation_force_mae_eV_A"],
         n_parameters=summary["n_parameters"],
         wall_s=summary["wall_s"],
         checkpoint_path=checkpoint,
@@ -145,16 +150,15 @@ def predict(
     from mlff.prediction import predict as predict_frames
 
     device = _device(device)
-    excluded: dict[str, set[int]] = {}
+    held_out: dict[str, np.ndarray] = {}  # training runs: only their test frames are held out
     if held_out_split is not None:
-        trajectories, split = _training_split(training_references, **held_out_split)
-        for entry, used in zip(training_references, split.used_indices(), strict=True):
-            excluded[entry["path"]] = set(used.tolist())
+        _, split = _training_split(training_references, **held_out_split)
+        held_out = {entry["path"]: frames for entry, frames in zip(training_references, split.test, strict=True)}
     pool = []  # (reference index, frame index) of every held-out frame
     trajectories = [read_trajectory(entry["path"]) for entry in references]
     for index, (entry, trajectory) in enumerate(zip(references, trajectories, strict=True)):
-        skip = excluded.get(entry["path"], set())
-        pool.extend((index, frame) for frame in range(trajectory.n_frames) if frame not in skip)
+        frames = held_out.get(entry["path"], np.arange(trajectory.n_frames))
+        pool.extend((index, int(frame)) for frame in frames)
     if not pool:
         raise ValueError(f"{material}: no held-out reference frames left to score")
     rng = np.random.default_rng(seed)
@@ -222,7 +226,7 @@ def md(
     calculator = load_calculator(checkpoint, device=device)
     summary = run_md(
         load_structure(structure), calculator, MDProtocol(**protocol), seed=seed, out_path=out_path,
-        fusion_distance_A=fusion_distance_A,
+        fusion_distance_A=fusion_distance_A, checkpoint_path=md_checkpoint_path(out_path),
     )
     summary = {**summary, "device": device, "checkpoint_sha256": sha256_file(checkpoint)}
     _write_json(md_summary_path(out_path), summary)
@@ -237,9 +241,14 @@ def _production(trajectory: Trajectory, discard_ps: float) -> tuple[Trajectory, 
 
 
 def _rdf(trajectory: Trajectory, settings: dict) -> RDF:
+    """Total RDF plus the requested partials whose elements this material has."""
+    from ase.data import chemical_symbols
+
+    present = {chemical_symbols[z] for z in np.unique(trajectory.numbers)}
+    pairs = [tuple(pair) for pair in settings["pairs"] if set(pair) <= present]
     return rdf(
         trajectory.positions_A, trajectory.cell_A, trajectory.numbers, settings["r_max_A"], settings["n_bins"],
-        pairs=[tuple(pair) for pair in settings["pairs"]], frame_stride=settings["frame_stride"],
+        pairs=pairs, frame_stride=settings["frame_stride"],
     )
 
 
@@ -286,8 +295,8 @@ def analyze(
         mask = production.numbers == specie
         framework = ~mask
         d_cm2_s = sigma = r_mae = None
-        distances = min_distance_A(trajectory.positions_A[np.isfinite(trajectory.positions_A).all(axis=(1, 2))], trajectory.cell_A)
-        smallest = float(distances.min()) if distances.size else float("nan")
+        finite = trajectory.positions_A[np.isfinite(trajectory.positions_A).all(axis=(1, 2))]
+        smallest = float(min_distance_A(finite, trajectory.cell_A).min()) if len(finite) else None
         if production.n_frames >= 3 and mask.any():
             msd = mean_square_displacement(
                 production.positions_A, production.cell_A, coordinates="wrapped", atom_mask=mask,
@@ -300,10 +309,10 @@ def analyze(
         if production.n_frames and entry["temperature_K"] in reference_rdf:
             r_mae = rdf_mae(_rdf(production, rdf_settings), reference_rdf[entry["temperature_K"]])
         stopped = summary.get("stopped_early_reason")
-        if stopped is not None or r_mae is None:
-            stability = "atom_fusion" if stopped is not None else classify_stability(0.0, smallest, rdf_mae_threshold, fusion_distance_A)
-        else:
-            stability = classify_stability(r_mae, smallest, rdf_mae_threshold, fusion_distance_A)
+        if stopped is not None:  # non-finite forces and temperature blow-ups come from atoms running into each other
+            stability = "atom_fusion"
+        else:  # with no reference RDF only the fusion criterion can be judged
+            stability = classify_stability(0.0 if r_mae is None else r_mae, smallest, rdf_mae_threshold, fusion_distance_A)
         run_docs.append(
             RunResult(
                 source=source,

@@ -1,0 +1,127 @@
+"""Periodic neighbour graphs for a batch of structures.
+
+Edges are directed. For edge ``e``, ``edge_index[0, e]`` is the *sender* (neighbour) ``j`` and
+``edge_index[1, e]`` the *receiver* (centre) ``i``; messages flow from row 0 to row 1. The edge
+vector points from the receiver to the sender's periodic image::
+
+    edge_vectors_A[e] = positions_A[j] - positions_A[i] + shifts[e] @ cell_A[batch[i]]
+
+The neighbour search (vesin) sees only detached float64 numpy arrays; the integer image shifts
+it returns let ``edge_vectors_A`` rebuild the vectors differentiably from ``positions_A``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import vesin
+from ase import Atoms
+
+MAX_ATOMIC_NUMBER = 118
+
+
+@dataclass(frozen=True)
+class AtomGraph:
+    """A batch of periodic structures and their directed neighbour edges."""
+
+    positions_A: torch.Tensor  # [n_atoms, 3]
+    numbers: torch.Tensor  # [n_atoms] long, atomic numbers
+    batch: torch.Tensor  # [n_atoms] long, index of the structure each atom belongs to
+    cell_A: torch.Tensor  # [n_structures, 3, 3], rows are lattice vectors
+    edge_index: torch.Tensor  # [2, n_edges] long; row 0 sender j, row 1 receiver i
+    shifts: torch.Tensor  # [n_edges, 3] long, lattice-vector image shift applied to the sender
+
+    @property
+    def n_structures(self) -> int:
+        return self.cell_A.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.numbers.shape[0]
+
+
+def edge_vectors_A(graph: AtomGraph) -> torch.Tensor:
+    """Vectors [n_edges, 3] from each receiver to its sender's image, differentiable in positions."""
+    sender, receiver = graph.edge_index
+    edge_cell_A = graph.cell_A[graph.batch[receiver]]  # [n_edges, 3, 3]
+    offsets_A = torch.einsum("ea,eab->eb", graph.shifts.to(edge_cell_A.dtype), edge_cell_A)  # [n_edges, 3]
+    return graph.positions_A[sender] - graph.positions_A[receiver] + offsets_A
+
+
+Structure = tuple[np.ndarray, np.ndarray, np.ndarray]  # numbers [n_atoms], positions_A [n_atoms, 3], cell_A [3, 3]
+
+
+def _structure_arrays(structure: Structure | Atoms) -> Structure:
+    if isinstance(structure, Atoms):
+        if not structure.pbc.all():
+            raise ValueError(f"build_graph needs a structure periodic in all three directions, got pbc={structure.pbc}")
+        structure = (structure.numbers, structure.positions, structure.cell.array)
+    numbers, positions_A, cell_A = structure
+    numbers = np.asarray(numbers, dtype=np.int64)
+    positions_A = np.asarray(positions_A, dtype=np.float64)
+    cell_A = np.asarray(cell_A, dtype=np.float64)
+    if numbers.ndim != 1 or positions_A.shape != (len(numbers), 3) or cell_A.shape != (3, 3):
+        raise ValueError(
+            "a structure must be (numbers [n_atoms], positions_A [n_atoms, 3], cell_A [3, 3]); got shapes "
+            f"{numbers.shape}, {positions_A.shape}, {cell_A.shape}"
+        )
+    if numbers.min(initial=1) < 1 or numbers.max(initial=1) > MAX_ATOMIC_NUMBER:
+        raise ValueError(f"atomic numbers must lie in 1..{MAX_ATOMIC_NUMBER}, got {sorted(set(numbers.tolist()))}")
+    if abs(np.linalg.det(cell_A)) < 1e-6:
+        raise ValueError(f"the cell must have a non-zero volume, got cell_A={cell_A.tolist()}")
+    return numbers, positions_A, cell_A
+
+
+def _nearest_per_receiver(receiver: np.ndarray, distance_A: np.ndarray, max_neighbours: int) -> np.ndarray:
+    """Edge order grouped by receiver, nearest first, keeping at most ``max_neighbours`` per receiver."""
+    order = np.lexsort((distance_A, receiver))
+    grouped = receiver[order]
+    group_start = np.searchsorted(grouped, grouped, side="left")  # [n_edges] first position of each group
+    rank = np.arange(len(order)) - group_start
+    return order[rank < max_neighbours]
+
+
+def build_graph(
+    structures: list[Structure | Atoms],
+    cutoff_A: float,
+    max_neighbours: int,
+    device: str | torch.device,
+    dtype: torch.dtype,
+) -> AtomGraph:
+    """Batch ``structures`` into one AtomGraph with all periodic neighbours within ``cutoff_A``.
+
+    Each structure is ``(numbers, positions_A, cell_A)`` or a fully periodic ``ase.Atoms``. Every
+    atom keeps its ``max_neighbours`` nearest neighbours (images included). The cutoff may exceed
+    half the cell width: an atom then sees several images of the same neighbour, and of itself.
+    """
+    if cutoff_A <= 0:
+        raise ValueError(f"cutoff_A must be positive, got {cutoff_A}")
+    if max_neighbours < 1:
+        raise ValueError(f"max_neighbours must be at least 1, got {max_neighbours}")
+    if not structures:
+        raise ValueError("build_graph needs at least one structure")
+    search = vesin.NeighborList(cutoff=float(cutoff_A), full_list=True)
+    numbers, positions, cells, batch, edges, shifts = [], [], [], [], [], []
+    atom_offset = 0
+    for index, structure in enumerate(structures):
+        z, r_A, cell_A = _structure_arrays(structure)
+        receiver, sender, shift, distance_A = search.compute(r_A, cell_A, True, "ijSd")
+        keep = _nearest_per_receiver(receiver, distance_A, max_neighbours)
+        edges.append(np.stack([sender[keep], receiver[keep]]) + atom_offset)
+        shifts.append(shift[keep])
+        numbers.append(z)
+        positions.append(r_A)
+        cells.append(cell_A)
+        batch.append(np.full(len(z), index))
+        atom_offset += len(z)
+    as_long = lambda array: torch.as_tensor(array, dtype=torch.long, device=device)  # noqa: E731
+    return AtomGraph(
+        positions_A=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=device),
+        numbers=as_long(np.concatenate(numbers)),
+        batch=as_long(np.concatenate(batch)),
+        cell_A=torch.as_tensor(np.stack(cells), dtype=dtype, device=device),
+        edge_index=as_long(np.concatenate(edges, axis=1)),
+        shifts=as_long(np.concatenate(shifts)),
+    )

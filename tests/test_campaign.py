@@ -1,0 +1,138 @@
+"""A whole small campaign, end to end through the CLI: CHGNet reference -> train -> predict -> MD -> analysis."""
+
+import json
+from pathlib import Path
+
+import ase.io
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from campaign.cli import main
+from campaign.spec import load_spec
+from campaign.store import EmbeddedStore, results_collection
+from mlff.provenance import sha256_file
+from mlff.trajectory import read_trajectory
+
+TINY = {
+    "campaign": {"name": "tiny", "store": {"embedded": "store.json"}, "workdir": "runs", "seed": 7, "device": "cpu"},
+    "materials": {
+        "LGPS": {"structure": "LGPS", "generate": {"calculator": "chgnet", "ramp_ps": 0.02, "production_ps": 0.1}},
+        "Li2S": {"structure": "Li2S", "generate": {"calculator": "chgnet", "ramp_ps": 0.02, "production_ps": 0.1}},
+    },
+    "training": {
+        "material": "LGPS", "temperatures_K": [800, 1200], "n_train_per_run": 25, "n_validation_per_run": 10,
+        "batch_size": 5, "max_epochs": 3, "max_wall_minutes": 1,
+    },
+    "models": {
+        "schnet": {"hidden_channels": 16, "num_filters": 16, "num_interactions": 1, "num_gaussians": 16, "cutoff_A": 4.0},
+        "dimenet++": {
+            "hidden_channels": 8, "out_emb_channels": 8, "int_emb_size": 4, "basis_emb_size": 4,
+            "num_interactions": 1, "cutoff_A": 3.5,
+        },
+    },
+    "prediction": {"n_frames": 10},
+    "md": {
+        "temperatures_K": [800, 1200], "repetitions": 1, "ramp": {"start_K": 100, "ramp_ps": 0.02},
+        "production_ps": 0.1, "discard_ps": 0.02,
+    },
+    "analysis": {"rdf": {"r_max_A": 5.0, "n_bins": 50, "pairs": [["Li", "S"], ["P", "S"]]}},
+}
+
+
+@pytest.fixture(scope="module")
+def campaign_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("campaign")
+    (directory / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    result = CliRunner().invoke(main, ["submit", str(directory / "tiny.yaml")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "done: 24 completed, 0 failed" in result.output
+    return directory
+
+
+@pytest.mark.slow
+def test_results_table_covers_every_model_material_and_the_reference(campaign_dir):
+    result = CliRunner().invoke(main, ["results", str(campaign_dir / "tiny.yaml"), "--format", "json"])
+    rows = json.loads(result.output)
+    assert [(r["model"], r["material"]) for r in rows] == [
+        ("reference", "LGPS"), ("reference", "Li2S"),
+        ("dimenet++", "LGPS"), ("dimenet++", "Li2S"), ("schnet", "LGPS"), ("schnet", "Li2S"),
+    ]
+    for row in rows:
+        assert 0 <= row["stable_fraction"] <= 1
+        if row["model"] == "reference":
+            assert row["rdf_mae"] == 0.0 and row["force_mae_eV_A"] is None
+            assert np.isfinite(row["neg_log10_sigma_300K"])
+        else:
+            assert 0 < row["force_mae_eV_A"] < 10 and row["force_r2"] <= 1
+    csv = CliRunner().invoke(main, ["results", str(campaign_dir / "tiny.yaml"), "--format", "csv", "--model", "schnet"])
+    assert csv.output.splitlines()[0].startswith("model,material,force_mae_eV_A")
+    assert len(csv.output.splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_result_documents_carry_provenance_and_point_at_files(campaign_dir):
+    with EmbeddedStore(campaign_dir / "store.json").read() as launchpad:
+        docs = list(results_collection(launchpad).find({"campaign": "tiny"}))
+    kinds = [d["kind"] for d in docs]
+    # 2 trainings; 2 models x 2 materials predictions; runs: (2 models + reference) x 2 materials x 2 T.
+    assert (kinds.count("training"), kinds.count("prediction"), kinds.count("run")) == (2, 4, 12)
+    assert (kinds.count("temperature"), kinds.count("material")) == (12, 6)
+    runs = [d for d in docs if d["kind"] == "run" and d["source"] != "reference"]
+    assert len({d["provenance"]["seed"] for d in runs}) == len(runs)
+    for doc in runs:
+        assert doc["provenance"]["engine"] == "ase" and doc["provenance"]["device"] == "cpu"
+        assert doc["provenance"]["package_versions"]["torch"].startswith("2.13.0")
+        assert sha256_file(doc["trajectory_path"]) == doc["trajectory_sha256"]
+        assert doc["stability"] in ("stable", "lattice_mismatch", "atom_fusion")
+        assert "positions" not in json.dumps(doc)
+    training = next(d for d in docs if d["kind"] == "training" and d["source"] == "schnet")
+    assert sha256_file(training["checkpoint_path"]) == training["provenance"]["checkpoint_sha256"]
+    assert len(training["provenance"]["dataset_hash"]) == 64
+
+
+@pytest.mark.slow
+def test_md_follows_the_protocol_and_keeps_only_production_frames(campaign_dir):
+    spec = load_spec(campaign_dir / "tiny.yaml")
+    trajectory = read_trajectory(next((campaign_dir / "runs" / "md" / "schnet" / "LGPS" / "800K" / "rep0").rglob("*.frames")))
+    n_production = round(spec.md.production_ps * 1000 / spec.md.timestep_fs)
+    assert trajectory.n_frames <= n_production
+    np.testing.assert_allclose(np.diff(trajectory.time_fs), spec.md.timestep_fs)
+    assert trajectory.metadata["seed"] > 0 and trajectory.n_atoms == 50
+
+
+@pytest.mark.slow
+def test_resubmitting_adds_and_runs_nothing(campaign_dir):
+    result = CliRunner().invoke(main, ["submit", str(campaign_dir / "tiny.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "0 new task(s), 24 already stored" in result.output
+    assert "done: 0 completed, 0 failed" in result.output
+
+
+@pytest.mark.slow
+def test_analyze_command_on_our_file_and_on_extxyz(campaign_dir, tmp_path):
+    reference = next((campaign_dir / "runs" / "reference" / "LGPS" / "800K").rglob("*.frames"))
+    result = CliRunner().invoke(
+        main, ["analyze", str(reference), "--reference", str(reference), "--temperature-K", "800", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["rdf_mae"] == 0.0 and report["stability"] == "stable"
+    assert report["diffusivity_cm2_s"] is not None and report["min_distance_A"] > 1.0
+
+    frames = read_trajectory(reference)
+    images = []
+    for i in range(frames.n_frames):
+        atoms = ase.Atoms(numbers=frames.numbers, positions=frames.positions_A[i], cell=frames.cell_A, pbc=True)
+        images.append(atoms)
+    extxyz = tmp_path / "run.extxyz"
+    ase.io.write(extxyz, images)
+    timestep_fs = float(np.diff(frames.time_fs)[0])
+    again = CliRunner().invoke(
+        main, ["analyze", str(extxyz), "--temperature-K", "800", "--timestep-fs", str(timestep_fs), "--json"]
+    )
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.output)["diffusivity_cm2_s"] == pytest.approx(report["diffusivity_cm2_s"], rel=1e-9)
+    missing = CliRunner().invoke(main, ["analyze", str(extxyz), "--temperature-K", "800"])
+    assert missing.exit_code != 0 and "--timestep-fs is needed" in missing.output

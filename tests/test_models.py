@@ -1,0 +1,300 @@
+"""Neighbour graphs and the force-field models: symmetries, periodicity, forces, bases."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import eval_legendre, spherical_jn
+from scipy.spatial.transform import Rotation
+
+from mlff.graph import build_graph, edge_vectors_A
+from mlff.models import MODELS, build_model, energy_and_forces
+from mlff.models.dimenet_pp import legendre, spherical_bessel, spherical_bessel_roots, triplets
+
+SMALL_HPARAMS = {
+    "schnet": dict(hidden_channels=16, num_filters=16, num_interactions=2, num_gaussians=12, cutoff_A=4.0),
+    "dimenet++": dict(
+        hidden_channels=16, out_emb_channels=16, int_emb_size=8, basis_emb_size=4, num_interactions=2,
+        num_spherical=4, num_radial=4, cutoff_A=4.0,
+    ),
+}
+TRICLINIC_CELL_A = np.array([[3.4, 0.0, 0.0], [0.9, 3.1, 0.0], [-0.6, 0.7, 3.3]])
+
+
+def triclinic_structure(seed: int = 0, n_atoms: int = 5):
+    """A small triclinic Li/S cell with atoms at least 1.2 Å apart (images included)."""
+    rng = np.random.default_rng(seed)
+    numbers = np.array([3, 16, 3, 16, 3][:n_atoms])
+    while True:
+        positions_A = rng.random((n_atoms, 3)) @ TRICLINIC_CELL_A
+        graph = build_graph([(numbers, positions_A, TRICLINIC_CELL_A)], 1.2, 500, "cpu", torch.float64)
+        if graph.edge_index.shape[1] == 0:
+            return numbers, positions_A, TRICLINIC_CELL_A
+
+
+def brute_force_neighbours(positions_A, cell_A, cutoff_A):
+    """(receiver, sender, shift, distance) of every pair within the cutoff, by looping over images."""
+    reach = 4
+    pairs = []
+    for shift in itertools.product(range(-reach, reach + 1), repeat=3):
+        offset_A = np.array(shift) @ cell_A
+        for i, j in itertools.product(range(len(positions_A)), repeat=2):
+            distance_A = np.linalg.norm(positions_A[j] + offset_A - positions_A[i])
+            if 0 < distance_A < cutoff_A:
+                pairs.append((i, j, shift, distance_A))
+    return pairs
+
+
+def fresh_model(name: str, seed: int = 0):
+    """A small float64 model. Weights are random, so forces are far from zero."""
+    torch.manual_seed(seed)
+    return build_model(name, **SMALL_HPARAMS[name]).to(torch.float64)
+
+
+def evaluate(model, numbers, positions_A, cell_A):
+    graph = model.make_graph([(numbers, positions_A, cell_A)])
+    energy, forces = energy_and_forces(model, graph)
+    return energy.item(), forces.numpy()
+
+
+# ---------------------------------------------------------------- graph
+
+
+def test_graph_matches_brute_force_for_triclinic_cell():
+    numbers, positions_A, cell_A = triclinic_structure()
+    cutoff_A = 4.5  # larger than half of every cell width, so several images of each neighbour count
+    graph = build_graph([(numbers, positions_A, cell_A)], cutoff_A, 500, "cpu", torch.float64)
+    expected = brute_force_neighbours(positions_A, cell_A, cutoff_A)
+    sender, receiver = graph.edge_index.numpy()
+    found = {(int(i), int(j), tuple(shift.tolist())) for i, j, shift in zip(receiver, sender, graph.shifts.numpy())}
+    assert found == {(i, j, shift) for i, j, shift, _ in expected}
+    assert len(found) == len(receiver)  # no duplicate edges
+    assert np.bincount(receiver, minlength=len(numbers)).tolist() == [
+        sum(1 for i, *_ in expected if i == atom) for atom in range(len(numbers))
+    ]
+    vectors_A = edge_vectors_A(graph).numpy()
+    for e, (i, j, shift) in enumerate(zip(receiver, sender, graph.shifts.numpy())):
+        np.testing.assert_allclose(vectors_A[e], positions_A[j] + shift @ cell_A - positions_A[i], atol=1e-12)
+
+
+def test_graph_of_small_li2s_cell_with_cutoff_beyond_half_width():
+    a_A = 5.71
+    fractional = np.array(
+        [[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]]  # S, fcc
+        + [[x, y, z] for x in (0.25, 0.75) for y in (0.25, 0.75) for z in (0.25, 0.75)]  # Li, tetrahedral sites
+    )
+    numbers = np.array([16] * 4 + [3] * 8)
+    cell_A = a_A * np.eye(3)
+    positions_A = fractional * a_A
+    graph = build_graph([(numbers, positions_A, cell_A)], 6.0, 500, "cpu", torch.float64)
+    expected = brute_force_neighbours(positions_A, cell_A, 6.0)
+    assert graph.edge_index.shape[1] == len(expected)
+    distances_A = np.sort(edge_vectors_A(graph).norm(dim=-1).numpy())
+    np.testing.assert_allclose(distances_A, np.sort([d for *_, d in expected]), atol=1e-10)
+
+
+def test_max_neighbours_keeps_the_nearest():
+    numbers, positions_A, cell_A = triclinic_structure()
+    limit = 7
+    graph = build_graph([(numbers, positions_A, cell_A)], 4.5, limit, "cpu", torch.float64)
+    distances_A = edge_vectors_A(graph).norm(dim=-1).numpy()
+    receiver = graph.edge_index[1].numpy()
+    expected = brute_force_neighbours(positions_A, cell_A, 4.5)
+    for atom in range(len(numbers)):
+        nearest = np.sort([d for i, *_, d in expected if i == atom])[:limit]
+        np.testing.assert_allclose(np.sort(distances_A[receiver == atom]), nearest, atol=1e-10)
+
+
+def test_graph_batches_structures_and_accepts_ase_atoms():
+    from ase import Atoms
+
+    first = triclinic_structure(seed=1)
+    second = Atoms(numbers=[3, 16], positions=[[0, 0, 0], [1.5, 1.5, 1.5]], cell=3.2 * np.eye(3), pbc=True)
+    graph = build_graph([first, second], 3.5, 500, "cpu", torch.float32)
+    alone = build_graph([second], 3.5, 500, "cpu", torch.float32)
+    assert graph.n_structures == 2 and graph.n_atoms == len(first[0]) + 2
+    assert graph.positions_A.dtype == torch.float32
+    sender, receiver = graph.edge_index
+    assert torch.equal(graph.batch[sender], graph.batch[receiver])  # no edge between structures
+    second_edges = graph.batch[receiver] == 1
+    assert torch.equal(graph.edge_index[:, second_edges] - len(first[0]), alone.edge_index)
+    with pytest.raises(ValueError, match="periodic"):
+        build_graph([Atoms("Li", cell=np.eye(3), pbc=False)], 3.0, 10, "cpu", torch.float32)
+
+
+def test_unwrapped_positions_give_the_same_distances():
+    numbers, positions_A, cell_A = triclinic_structure(seed=2)
+    moved_A = positions_A + np.array([[2, -1, 0], [0, 3, 1], [-2, 0, 0], [1, 1, 1], [0, 0, -3]]) @ cell_A
+    graphs = [build_graph([(numbers, r, cell_A)], 4.0, 500, "cpu", torch.float64) for r in (positions_A, moved_A)]
+    distances = [np.sort(edge_vectors_A(graph).norm(dim=-1).numpy()) for graph in graphs]
+    np.testing.assert_allclose(distances[0], distances[1], atol=1e-10)
+
+
+# ---------------------------------------------------------------- bases and triplets
+
+
+def test_spherical_bessel_and_legendre_match_scipy():
+    x = torch.linspace(0.3, 25.0, 400, dtype=torch.float64)
+    values = spherical_bessel(x, 7).numpy()
+    for order in range(7):
+        np.testing.assert_allclose(values[order], spherical_jn(order, x.numpy()), rtol=1e-7, atol=1e-9)
+    cos_angle = torch.linspace(-1, 1, 101, dtype=torch.float64)
+    polynomials = legendre(cos_angle, 7).numpy()
+    for order in range(7):
+        np.testing.assert_allclose(polynomials[:, order], eval_legendre(order, cos_angle.numpy()), atol=1e-12)
+
+
+def test_spherical_bessel_roots_are_the_first_roots():
+    roots = spherical_bessel_roots(7, 6)
+    for order in range(7):
+        assert np.all(np.abs(spherical_jn(order, roots[order])) < 1e-10)
+        assert np.all(np.diff(roots[order]) > 0)
+        # no root is skipped: j_l changes sign exactly once between consecutive roots
+        grid = np.linspace(1e-3, roots[order, -1] + 1e-9, 20000)
+        assert np.count_nonzero(np.diff(np.sign(spherical_jn(order, grid)))) == 6
+    np.testing.assert_allclose(roots[0], np.pi * np.arange(1, 7))
+
+
+def test_triplets_match_brute_force_with_periodic_images():
+    numbers, positions_A, cell_A = triclinic_structure(seed=3, n_atoms=3)
+    graph = build_graph([(numbers, positions_A, cell_A)], 3.6, 500, "cpu", torch.float64)
+    idx_kj, idx_ji = triplets(graph.edge_index, graph.shifts, graph.n_atoms)
+    sender, receiver = graph.edge_index.tolist()
+    shifts = graph.shifts.tolist()
+    expected = {
+        (kj, ji)
+        for ji in range(len(sender))
+        for kj in range(len(sender))
+        if receiver[kj] == sender[ji]
+        and not (sender[kj] == receiver[ji] and shifts[kj] == [-s for s in shifts[ji]])
+    }
+    found = set(zip(idx_kj.tolist(), idx_ji.tolist()))
+    assert found == expected and len(found) == len(idx_kj)
+    assert any(sender[kj] == receiver[ji] for kj, ji in found)  # images of i itself stay as k
+
+
+# ---------------------------------------------------------------- models
+
+
+@pytest.fixture(params=sorted(MODELS))
+def name(request):
+    return request.param
+
+
+def test_forces_are_not_trivial(name):
+    _, forces = evaluate(fresh_model(name), *triclinic_structure())
+    assert np.abs(forces).max() > 1e-3
+
+
+def test_translation_invariance(name):
+    model = fresh_model(name)
+    numbers, positions_A, cell_A = triclinic_structure()
+    energy, forces = evaluate(model, numbers, positions_A, cell_A)
+    moved_energy, moved_forces = evaluate(model, numbers, positions_A + np.array([0.7, -1.3, 2.9]), cell_A)
+    assert moved_energy == pytest.approx(energy, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(moved_forces, forces, atol=1e-9)
+
+
+def test_rotation_invariance_and_force_equivariance(name):
+    model = fresh_model(name)
+    numbers, positions_A, cell_A = triclinic_structure()
+    rotation = Rotation.random(random_state=5).as_matrix()
+    energy, forces = evaluate(model, numbers, positions_A, cell_A)
+    rotated_energy, rotated_forces = evaluate(model, numbers, positions_A @ rotation.T, cell_A @ rotation.T)
+    assert rotated_energy == pytest.approx(energy, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(rotated_forces, forces @ rotation.T, atol=1e-9)
+
+
+def test_permutation_invariance(name):
+    model = fresh_model(name)
+    numbers, positions_A, cell_A = triclinic_structure()
+    order = np.array([3, 0, 4, 2, 1])
+    energy, forces = evaluate(model, numbers, positions_A, cell_A)
+    permuted_energy, permuted_forces = evaluate(model, numbers[order], positions_A[order], cell_A)
+    assert permuted_energy == pytest.approx(energy, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(permuted_forces, forces[order], atol=1e-9)
+
+
+def test_supercell_extensivity(name):
+    model = fresh_model(name)
+    numbers, positions_A, cell_A = triclinic_structure()
+    energy, forces = evaluate(model, numbers, positions_A, cell_A)
+    doubled_positions_A = np.concatenate([positions_A, positions_A + cell_A[0]])
+    doubled_cell_A = cell_A * np.array([[2.0], [1.0], [1.0]])
+    doubled_energy, doubled_forces = evaluate(model, np.tile(numbers, 2), doubled_positions_A, doubled_cell_A)
+    assert doubled_energy == pytest.approx(2 * energy, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(doubled_forces, np.tile(forces, (2, 1)), atol=1e-9)
+
+
+def test_forces_are_minus_the_energy_gradient(name):
+    model = fresh_model(name)
+    numbers, positions_A, cell_A = triclinic_structure()
+    _, forces = evaluate(model, numbers, positions_A, cell_A)
+    step_A = 1e-5
+    for atom, axis in [(0, 0), (1, 2), (3, 1), (4, 0)]:
+        plus, minus = positions_A.copy(), positions_A.copy()
+        plus[atom, axis] += step_A
+        minus[atom, axis] -= step_A
+        energy_difference = evaluate(model, numbers, plus, cell_A)[0] - evaluate(model, numbers, minus, cell_A)[0]
+        gradient = energy_difference / (2 * step_A)
+        assert -gradient == pytest.approx(forces[atom, axis], rel=1e-6, abs=1e-8)
+
+
+def test_batched_equals_single_and_float32_close_to_float64(name):
+    model = fresh_model(name)
+    first, second = triclinic_structure(seed=0), triclinic_structure(seed=4)
+    energy, forces = energy_and_forces(model, model.make_graph([first, second]))
+    for index, structure in enumerate((first, second)):
+        alone_energy, alone_forces = evaluate(model, *structure)
+        assert energy[index].item() == pytest.approx(alone_energy, rel=1e-12, abs=1e-12)
+        np.testing.assert_allclose(forces[5 * index : 5 * index + 5].numpy(), alone_forces, atol=1e-12)
+    single = model.to(torch.float32)
+    energy32, forces32 = energy_and_forces(single, single.make_graph([first, second]))
+    assert energy32.dtype == torch.float32
+    np.testing.assert_allclose(energy32.numpy(), energy.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(forces32.numpy(), forces.numpy(), atol=1e-3 * np.abs(forces.numpy()).max())
+
+
+def test_reference_energies_add_per_atom(name):
+    model = fresh_model(name)
+    numbers, positions_A, cell_A = triclinic_structure()
+    energy, forces = evaluate(model, numbers, positions_A, cell_A)
+    reference_eV = np.zeros(119)
+    reference_eV[3], reference_eV[16] = -1.9, -4.1
+    model.set_atomic_energies(reference_eV)
+    shifted_energy, shifted_forces = evaluate(model, numbers, positions_A, cell_A)
+    assert shifted_energy - energy == pytest.approx(3 * -1.9 + 2 * -4.1)
+    np.testing.assert_allclose(shifted_forces, forces, atol=1e-12)
+    assert "atomic_energies_eV" in model.state_dict()
+
+
+def test_hparams_rebuild_the_same_architecture(name):
+    model = fresh_model(name)
+    rebuilt = build_model(name, **model.hparams)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert model.conservative
+
+
+def test_build_model_rejects_unknown_names_and_options():
+    with pytest.raises(ValueError, match="schnet"):
+        build_model("painn")
+    with pytest.raises(ValueError, match="hiden_channels"):
+        build_model("schnet", hiden_channels=8)
+    with pytest.raises(ValueError, match="cutoff_A"):
+        build_model("dimenet++", cutoff_A=-1.0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(name):
+    model = fresh_model(name)
+    structure = triclinic_structure()
+    energy, forces = evaluate(model, *structure)
+    model.to("cuda")
+    cuda_energy, cuda_forces = energy_and_forces(model, model.make_graph([structure]))
+    assert cuda_forces.device.type == "cuda"
+    assert cuda_energy.item() == pytest.approx(energy, rel=1e-10, abs=1e-10)
+    np.testing.assert_allclose(cuda_forces.cpu().numpy(), forces, atol=1e-9)
