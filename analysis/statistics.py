@@ -196,6 +196,8 @@ def diffusive_window(
     t = np.asarray(time_fs, dtype=float)
     if msd.ndim != 1 or t.shape != msd.shape:
         raise ValueError(f"msd_A2 and time_fs must be 1-D of equal length, got {msd.shape}, {t.shape}")
+    if len(t) < 2 or t[1] <= 0 or np.any(np.diff(t) <= 0):
+        raise ValueError("time_fs must be strictly increasing with time_fs[1] > 0 (lag 0 at index 0)")
     if min_span <= 1.0 or not 0.0 < max_lag_fraction <= 1.0:
         raise ValueError("min_span must be > 1 and max_lag_fraction in (0, 1]")
     last = int(max_lag_fraction * (len(t) - 1))
@@ -205,19 +207,18 @@ def diffusive_window(
             f"in time, need >= {min_span}x"
         )
     lags = np.unique(np.geomspace(1, last, n_grid).round().astype(int))  # [n_candidates]
-    if np.any(msd[lags] <= 0) or not np.all(np.isfinite(msd[lags])):
+    if not np.all(np.isfinite(msd[1 : last + 1])) or np.any(msd[1 : last + 1] <= 0):
         raise ValueError("MSD must be finite and > 0 at every non-zero lag to take its logarithm")
-    log_t, log_msd = np.log(t), np.log(np.where(msd > 0, msd, 1.0))
+    log_t, log_msd = np.log(t[1 : last + 1]), np.log(msd[1 : last + 1])  # [last], lag k at index k - 1
     # Prefix sums give the least-squares slope over any contiguous lag range [i, j] in O(1).
     sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (np.ones_like(log_t), log_t, log_msd, log_t**2, log_t * log_msd)]
     start, end = np.meshgrid(lags, lags, indexing="ij")
     valid = (end > start) & (t[end] >= min_span * t[start])
-    i, j = start[valid], end[valid] + 1
-    n, sx, sy, sxx, sxy = (s[j] - s[i] for s in sums)
+    start, end = start[valid], end[valid]
+    n, sx, sy, sxx, sxy = (s[end] - s[start - 1] for s in sums)
     slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)
-    span = t[end[valid]] / t[start[valid]]
-    best = np.lexsort((-span, np.abs(slope - 1.0)))[0]
+    best = np.lexsort((-(t[end] / t[start]), np.abs(slope - 1.0)))[0]
     return DiffusiveWindow(
-        start_fs=float(t[start[valid][best]]), end_fs=float(t[end[valid][best]]), loglog_slope=float(slope[best])
+        start_fs=float(t[start[best]]), end_fs=float(t[end[best]]), loglog_slope=float(slope[best])
     )
 

@@ -103,18 +103,21 @@ def unwrap(positions_A, cell_A) -> np.ndarray:
     """
     pos = _positions(positions_A)
     cell = _cell(cell_A)
-    frac = pos @ np.linalg.inv(cell)
-    outside = (frac < -WRAPPED_TOLERANCE) | (frac >= 1.0 + WRAPPED_TOLERANCE)
-    n_out = int(np.count_nonzero(outside))
-    if n_out:
+    frac = (pos.reshape(-1, 3) @ np.linalg.inv(cell)).reshape(pos.shape)
+    if frac.min() < -WRAPPED_TOLERANCE or frac.max() >= 1.0 + WRAPPED_TOLERANCE:
+        outside = (frac < -WRAPPED_TOLERANCE) | (frac >= 1.0 + WRAPPED_TOLERANCE)
+        n_out = int(np.count_nonzero(outside))
         raise ValueError(
             f"positions are not wrapped: {n_out} fractional coordinate(s) outside [0, 1) "
             f"(range {frac.min():.3f} .. {frac.max():.3f}); pass coordinates='unwrapped'?"
         )
+    unwrapped = np.empty_like(frac)
+    unwrapped[0] = frac[0]
     step = np.diff(frac, axis=0)
     step -= np.round(step)
-    unwrapped = np.concatenate([frac[:1], frac[:1] + np.cumsum(step, axis=0)], axis=0)
-    return unwrapped @ cell
+    step[0] += frac[0]
+    np.cumsum(step, axis=0, out=unwrapped[1:])
+    return (unwrapped.reshape(-1, 3) @ cell).reshape(pos.shape)
 
 
 def _msd_fft(x: np.ndarray) -> np.ndarray:
@@ -129,11 +132,12 @@ def _msd_fft(x: np.ndarray) -> np.ndarray:
     # Remove each atom's mean position: MSD is invariant, and it keeps FFT round-off small.
     x = x - x.mean(axis=0, keepdims=True)
     n_fft = 1 << int(np.ceil(np.log2(2 * n_frames)))
-    spectrum = np.fft.rfft(x, n=n_fft, axis=0)
-    power = (spectrum.real**2 + spectrum.imag**2).sum(axis=(1, 2))  # summed over atoms, axes
+    series = np.ascontiguousarray(x.reshape(n_frames, -1).T)  # [n_atoms * 3, n_frames]: FFT along contiguous rows
+    spectrum = np.fft.rfft(series, n=n_fft, axis=1)
+    power = (spectrum.real**2 + spectrum.imag**2).sum(axis=0)  # summed over atoms, axes
     s2 = np.fft.irfft(power, n=n_fft)[:n_frames]
 
-    sq = np.einsum("fax,fax->f", x, x)  # Σ_atoms |x(t)|²
+    sq = np.einsum("cf,cf->f", series, series)  # Σ_atoms |x(t)|²
     prefix = np.concatenate([[0.0], np.cumsum(sq)])
     lags = np.arange(n_frames)
     s1 = prefix[n_frames - lags] + (prefix[-1] - prefix[lags])

@@ -47,7 +47,7 @@ def validate(spec_path: str) -> None:
 @click.argument("spec_path", type=click.Path(dir_okay=False))
 @click.option("--no-run", is_flag=True, help="Only add the work to the store; do not launch rockets.")
 def submit(spec_path: str, no_run: bool) -> None:
-    """Add SPEC's new work to the store and, with the local launcher, run it to the end."""
+    """Add SPEC's new work to the store; run it to the end (local launcher) or submit job arrays and return (slurm)."""
     from campaign.submission import add_tasks
 
     spec, base_dir = _load(spec_path)
@@ -192,6 +192,24 @@ def results(spec_path: str, fmt: str, models: tuple[str, ...], materials: tuple[
     with open_store(spec.campaign.store, base_dir).read() as launchpad:
         rows = results_rows(launchpad, spec.campaign.name, list(models), list(materials))
     click.echo(format_rows(rows, fmt))
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output directory [default: <workdir>/report].")
+def report(spec_path: str, out_dir: str | None) -> None:
+    """Write the paper's tables and figures (PNGs) and one HTML page linking them."""
+    from campaign.report import write_report
+    from campaign.store import results_collection
+
+    spec, base_dir = _load(spec_path)
+    with open_store(spec.campaign.store, base_dir).read() as launchpad:
+        docs = list(results_collection(launchpad).find({"campaign": spec.campaign.name}))
+    if not docs:
+        raise click.ClickException(f"campaign {spec.campaign.name!r} has no results yet; run it first")
+    analyses = [task.inputs for task in expand(spec, base_dir) if task.stage == "analyze"]
+    out = Path(out_dir) if out_dir else base_dir / spec.campaign.workdir / "report"
+    click.echo(f"report: {write_report(spec.campaign.name, docs, analyses, out)}")
 
 
 @main.command()

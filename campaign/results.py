@@ -175,8 +175,8 @@ def results_rows(launchpad: LaunchPad, campaign: str, models: list[str] = (), ma
                 neg_log10_sigma_300K=doc["neg_log10_conductivity_target"],
                 activation_energy_eV=doc["activation_energy_eV"],
             )
-    order = lambda key: (key[0] != "reference", key[0], key[1])  # noqa: E731
-    return [{name: rows[key].get(name) for name, _ in TABLE_COLUMNS} for key in sorted(rows, key=order)]
+    reference_first = sorted(rows, key=lambda key: (key[0] != "reference", key))
+    return [{name: rows[key].get(name) for name, _ in TABLE_COLUMNS} for key in reference_first]
 
 
 def _cell(value) -> str:

@@ -130,7 +130,9 @@ class RampSpec(Strict):
 
 
 class MDSpec(Strict):
-    engine: Literal["ase"] = Field("ase", description="MD engine.")
+    engine: Literal["ase", "torch", "lammps"] = Field(
+        "ase", description="MD engine: ASE's integrator, our torch integrator, or LAMMPS through fix external."
+    )
     temperatures_K: list[Temperature_K] = Field(..., min_length=1, description="Target temperatures.")
     repetitions: int = Field(6, ge=1, le=1000, description="Independent runs per model, material and temperature.")
     timestep_fs: PositiveFloat = Field(2.0, le=10.0, description="Integration time step in fs.")

@@ -94,7 +94,12 @@ def run_local(
             run_rocket(launch_dir, worker)
             with store.write() as launchpad:
                 state = fold(launchpad, launch_id)
-            (report.completed if state == "COMPLETED" else report.fizzled).append(name)
-            if state != "COMPLETED":
-                echo(f"   {name} {state}; its error is in {launch_dir}")
+            if state == "COMPLETED":
+                report.completed.append(name)
+            elif state == "FIZZLED":
+                report.fizzled.append(name)
+                echo(f"   {name} FIZZLED; its error is in {launch_dir}")
+            else:  # preempted, or corrected by an error handler: READY again and picked up below
+                report.requeued.append(name)
+                echo(f"   {name} requeued ({state}); see {launch_dir}")
     return report

@@ -8,6 +8,9 @@ production frames are written.
 
 A physically unstable run (non-finite numbers, fused atoms, runaway temperature) is a result, not
 an error: the run stops and the returned summary says why and when.
+
+A run given a ``checkpoint_path`` saves its whole state there on a cadence and when
+``mlff.preemption`` asks it to stop, and a rerun resumes from it with the same trajectory file.
 """
 
 from __future__ import annotations
@@ -125,7 +128,7 @@ def min_pair_distance_A(atoms: Atoms, cutoff_A: float) -> float:
     return float(distances.min()) if len(distances) else float("inf")
 
 
-def _instability(
+def instability(
     atoms: Atoms, energy_eV: float, forces_eV_A: np.ndarray, fusion_distance_A: float, max_temperature_K: float
 ) -> str | None:
     """Why the current state is physically unstable, or None."""
@@ -264,7 +267,7 @@ def run_md(
                 progress_K = (protocol.temperature_K - protocol.ramp_start_K) * step / n_ramp
                 rescale_to_temperature(atoms, protocol.ramp_start_K + progress_K)
             if not finite or step % CHECK_EVERY_MAX_STEPS == 0:
-                reason = _instability(atoms, atoms.get_potential_energy(), forces, fusion_distance_A, max_temperature_K)
+                reason = instability(atoms, atoms.get_potential_energy(), forces, fusion_distance_A, max_temperature_K)
                 bar.set_postfix(T_K=f"{atoms.get_temperature():.0f}", refresh=False)
             bar.update()
             if reason:
@@ -288,7 +291,7 @@ def run_md(
                 saving = production_step % protocol.save_every_steps == 0
                 if saving or not np.isfinite(forces).all() or step % CHECK_EVERY_MAX_STEPS == 0:
                     energy_eV = atoms.get_potential_energy()
-                    reason = _instability(atoms, energy_eV, forces, fusion_distance_A, max_temperature_K)
+                    reason = instability(atoms, energy_eV, forces, fusion_distance_A, max_temperature_K)
                     bar.set_postfix(T_K=f"{atoms.get_temperature():.0f}", refresh=False)
                 bar.update()
                 if reason:

@@ -219,6 +219,7 @@ def train(
         "best_validation_force_mae_eV_A": best["force_mae_eV_A"],
         "wall_s": time.monotonic() - start_s,
         "n_parameters": n_parameters,
+        "conservative": model.conservative,
         "checkpoint": str(out_dir / BEST_CHECKPOINT),
         "dataset_hash": dataset_hash,
         "seed": seed,

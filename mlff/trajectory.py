@@ -56,7 +56,9 @@ class Trajectory:
 
     def select(self, frames: np.ndarray | slice) -> Trajectory:
         """A new Trajectory holding only ``frames`` (an index array or a slice)."""
-        pick = lambda a: None if a is None else a[frames]  # noqa: E731
+        def pick(array: np.ndarray | None) -> np.ndarray | None:
+            return None if array is None else array[frames]
+
         return Trajectory(
             numbers=self.numbers,
             cell_A=self.cell_A,

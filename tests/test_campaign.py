@@ -136,3 +136,25 @@ def test_analyze_command_on_our_file_and_on_extxyz(campaign_dir, tmp_path):
     assert json.loads(again.output)["diffusivity_cm2_s"] == pytest.approx(report["diffusivity_cm2_s"], rel=1e-9)
     missing = CliRunner().invoke(main, ["analyze", str(extxyz), "--temperature-K", "800"])
     assert missing.exit_code != 0 and "--timestep-fs is needed" in missing.output
+
+
+@pytest.mark.slow
+@pytest.mark.lammps
+@pytest.mark.parametrize("engine", ["ase", "torch", "lammps"])
+def test_every_md_engine_runs_the_md_stage_with_a_trained_checkpoint(campaign_dir, tmp_path, engine):
+    from workflows.stages import md, md_summary_path
+
+    checkpoint = next((campaign_dir / "runs" / "train" / "schnet").rglob("best.pt"))
+    protocol = {"temperature_K": 600.0, "timestep_fs": 2.0, "ramp_start_K": 100.0, "ramp_ps": 0.01,
+                "production_ps": 0.02, "save_every_steps": 1}
+    out_path = tmp_path / "trajectory.frames"
+    outcome = md(
+        model="schnet", material="Li2S", checkpoint=str(checkpoint), structure="Li2S", protocol=protocol,
+        engine=engine, fusion_distance_A=0.5, seed=3, device="cpu", out_path=str(out_path),
+    )
+    summary = json.loads(md_summary_path(out_path).read_text())
+    assert summary["engine"] == engine == outcome["summary"]["engine"]
+    trajectory = read_trajectory(out_path)
+    assert trajectory.n_frames == summary["n_frames_written"]
+    if summary["completed"]:
+        assert trajectory.n_frames == 10

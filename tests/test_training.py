@@ -24,6 +24,24 @@ SMALL_HPARAMS = {
         hidden_channels=16, out_emb_channels=16, int_emb_size=8, basis_emb_size=4, num_interactions=1,
         num_spherical=3, num_radial=4, cutoff_A=4.0,
     ),
+    "forcenet": dict(
+        hidden_channels=16, num_interactions=2, num_freqs=2, max_n=1, decoder_hidden_channels=16, avg_neighbours=4,
+        cutoff_A=4.0,
+    ),
+    "gns-tat": dict(hidden_channels=16, num_interactions=2, mlp_layers=1, num_gaussians=8, cutoff_A=4.0),
+    "leftnet": dict(hidden_channels=16, num_interactions=2, num_radial=8, cutoff_A=4.0),
+    "cgcnn": dict(hidden_channels=16, num_interactions=2, num_gaussians=8, head_channels=16, cutoff_A=4.0),
+    "dimenet": dict(
+        hidden_channels=16, num_bilinear=4, num_interactions=1, num_spherical=3, num_radial=4, num_output_layers=1,
+        cutoff_A=4.0,
+    ),
+    "deeper-gatgnn": dict(
+        hidden_channels=16, num_interactions=2, num_heads=2, num_groups=3, num_gaussians=8, cutoff_A=4.0
+    ),
+    "escn": dict(
+        hidden_channels=8, so2_channels=8, edge_channels=8, lmax=2, mmax=1, num_interactions=2, num_gaussians=8,
+        cutoff_A=4.0,
+    ),
 }
 
 
@@ -135,7 +153,9 @@ def test_predict_matches_single_frames_for_any_batch_size(runs):
 # ---------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize("name", ["schnet", "dimenet++"])
+@pytest.mark.parametrize(
+    "name", ["schnet", "dimenet++", "forcenet", "gns-tat", "leftnet", "cgcnn", "dimenet", "deeper-gatgnn", "escn"]
+)
 def test_training_lowers_the_force_error_and_writes_checkpoints(name, runs, tmp_path):
     split = split_frames(runs, n_train_per_run=6, n_validation_per_run=2, seed=0)
     train_runs, validation_runs = split.select(runs, "train"), split.select(runs, "validation")
@@ -152,6 +172,7 @@ def test_training_lowers_the_force_error_and_writes_checkpoints(name, runs, tmp_
     assert summary["epochs_run"] == 4 and summary["stopped_by"] == "max_epochs"
     assert summary["dataset_hash"] == metadata["dataset_hash"] == dataset_hash(runs)
     assert summary["n_parameters"] == sum(p.numel() for p in trained.parameters())
+    assert summary["conservative"] is type(trained).conservative
     curve = json.loads((tmp_path / "learning_curve.json").read_text())
     assert [row["epoch"] for row in curve] == [1, 2, 3, 4]
     best_row = min(curve, key=lambda row: row["validation_score"])

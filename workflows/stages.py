@@ -80,6 +80,10 @@ def reference(mode: str, material: str, out_path: str, **settings) -> dict:
         summary = import_reference(settings["source_path"], out_path, timestep_fs=settings["timestep_fs"])
     else:
         raise ValueError(f"reference mode must be 'generate' or 'import', got {mode!r}")
+    if settings.get("structure") == "LGPS":
+        from mlff.structures import LGPS_ORDERING
+
+        summary = {**summary, "structure_ordering": LGPS_ORDERING}
     _write_json(md_summary_path(out_path), summary)
     summary = {**summary, "material": material, "out_path": out_path, "sha256": sha256_file(out_path)}
     return {"summary": summary, "results": []}
@@ -215,19 +219,43 @@ def md(
     device: str,
     out_path: str,
 ) -> dict:
-    """One MLFF-MD run with the paper's protocol; an instability ends it early as a result."""
-    from mlff import load_calculator
-    from mlff.md import MDProtocol, run_md
+    """One MLFF-MD run with the paper's protocol; an instability ends it early as a result.
+
+    Engines: ``ase`` (ASE calculator and thermostat), ``torch`` (our integrator, mlff/batched.py,
+    here with one replica) and ``lammps`` (fix external, mlff/lammps_engine.py). All write the same
+    trajectory format and summary and resume from their own checkpoint.
+    """
+    from mlff.md import MDProtocol
     from mlff.structures import load_structure
 
-    if engine != "ase":
-        raise ValueError(f"unknown MD engine {engine!r}; available: ase")
     device = _device(device)
-    calculator = load_calculator(checkpoint, device=device)
-    summary = run_md(
-        load_structure(structure), calculator, MDProtocol(**protocol), seed=seed, out_path=out_path,
-        fusion_distance_A=fusion_distance_A, checkpoint_path=md_checkpoint_path(out_path),
-    )
+    atoms, md_protocol = load_structure(structure), MDProtocol(**protocol)
+    if engine == "ase":
+        from mlff import load_calculator
+        from mlff.md import run_md
+
+        summary = run_md(
+            atoms, load_calculator(checkpoint, device=device), md_protocol, seed=seed, out_path=out_path,
+            fusion_distance_A=fusion_distance_A, checkpoint_path=md_checkpoint_path(out_path),
+        )
+    elif engine == "torch":
+        from mlff.batched import run_batched_md
+        from mlff.checkpoint import load_model
+
+        (summary,) = run_batched_md(
+            load_model(checkpoint, device=device)[0], atoms, [md_protocol], [seed], [out_path],
+            checkpoint_path=Path(out_path).with_suffix(".checkpoint.pt"), fusion_distance_A=fusion_distance_A,
+        )
+    elif engine == "lammps":
+        from mlff.checkpoint import load_model
+        from mlff.lammps_engine import run_lammps_md
+
+        summary = run_lammps_md(
+            atoms, load_model(checkpoint, device=device)[0], md_protocol, seed, out_path,
+            fusion_distance_A=fusion_distance_A, checkpoint_path=Path(out_path).with_suffix(".checkpoint.json"),
+        )
+    else:
+        raise ValueError(f"unknown MD engine {engine!r}; available: ase, torch, lammps")
     summary = {**summary, "device": device, "checkpoint_sha256": sha256_file(checkpoint)}
     _write_json(md_summary_path(out_path), summary)
     return {"summary": summary, "results": []}
@@ -250,6 +278,22 @@ def _rdf(trajectory: Trajectory, settings: dict) -> RDF:
         trajectory.positions_A, trajectory.cell_A, trajectory.numbers, settings["r_max_A"], settings["n_bins"],
         pairs=pairs, frame_stride=settings["frame_stride"],
     )
+
+
+RDF_FILE = "rdf.npz"
+
+
+def _write_rdf(path: Path, reference_rdf: dict[float, RDF], run_rdf: dict[float, list[RDF]]) -> None:
+    """Mean RDF curves for plotting: key ``<reference|source>|<T>K|<label>`` -> g [n_bins], plus ``r_A``."""
+    arrays = {}
+    for kind, curves in (("reference", {t: [c] for t, c in reference_rdf.items()}), ("source", run_rdf)):
+        for temperature_K, at_t in curves.items():
+            for label in at_t[0].g:
+                arrays[f"{kind}|{temperature_K:g}K|{label}"] = np.mean([c.g[label] for c in at_t], axis=0)
+    first = next(iter(reference_rdf.values()), None) or next((c[0] for c in run_rdf.values()), None)
+    if first is not None:
+        arrays["r_A"] = first.r_A
+    np.savez_compressed(path, **arrays)
 
 
 def _mean(values: list) -> float | None:
@@ -287,6 +331,7 @@ def analyze(
             )
 
     run_docs = []
+    run_rdf: dict[float, list[RDF]] = {}  # RDFs of this source's runs, per temperature, for the report's plots
     for entry in runs:
         trajectory = read_trajectory(entry["path"])
         summary_file = md_summary_path(entry["path"])
@@ -307,7 +352,9 @@ def analyze(
             volume_A3 = abs(float(np.linalg.det(production.cell_A)))
             sigma = conductivity_mS_cm(d_cm2_s, int(mask.sum()), volume_A3, entry["temperature_K"])
         if production.n_frames and entry["temperature_K"] in reference_rdf:
-            r_mae = rdf_mae(_rdf(production, rdf_settings), reference_rdf[entry["temperature_K"]])
+            curve = _rdf(production, rdf_settings)
+            run_rdf.setdefault(entry["temperature_K"], []).append(curve)
+            r_mae = rdf_mae(curve, reference_rdf[entry["temperature_K"]])
         stopped = summary.get("stopped_early_reason")
         if stopped is not None:  # non-finite forces and temperature blow-ups come from atoms running into each other
             stability = "atom_fusion"
@@ -382,4 +429,5 @@ def analyze(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", {"results": docs, "msd_fit_start_fraction": MSD_FIT_START_FRACTION})
+    _write_rdf(out / RDF_FILE, reference_rdf, run_rdf)
     return {"summary": {"n_runs": len(run_docs), "results_path": str(out / "results.json")}, "results": docs}

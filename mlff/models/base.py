@@ -24,17 +24,22 @@ def require_positive(name: str, value: float) -> None:
 
 
 class ForceField(torch.nn.Module):
-    """A conservative force field: energy per structure from an AtomGraph, forces = -dE/dx.
+    """A force field: energy per structure from an AtomGraph; forces = -dE/dx when ``conservative``.
 
     Total energy = sum over atoms of (reference energy of the element + learned atomic energy).
     The reference energies live in the buffer ``atomic_energies_eV`` [MAX_ATOMIC_NUMBER + 1]
     (index = atomic number), fitted before training and saved in the state_dict.
     Subclasses set ``name`` and implement ``atom_energies_eV``; their constructors take keyword
     hyperparameters only and pass all of them to ``__init__`` here as ``hparams``.
+
+    A model whose paper predicts forces directly sets ``conservative = False`` and implements
+    ``atom_energies_and_forces`` instead; ``energy_and_forces`` then returns its direct forces.
+    A model that is not rotation-invariant by design sets ``rotation_invariant = False``.
     """
 
     name: str = ""
     conservative = True
+    rotation_invariant = True
 
     def __init__(self, hparams: dict):
         super().__init__()
@@ -53,13 +58,23 @@ class ForceField(torch.nn.Module):
 
     def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
         """Learned energy contribution of each atom [n_atoms]."""
+        if not self.conservative:
+            return self.atom_energies_and_forces(graph)[0]
         raise NotImplementedError
+
+    def atom_energies_and_forces(self, graph: AtomGraph) -> tuple[torch.Tensor, torch.Tensor]:
+        """Direct-force models only: learned atomic energies [n_atoms] and forces [n_atoms, 3] (eV/Å)."""
+        raise NotImplementedError(f"{type(self).__name__} is conservative: its forces are -dE/dx")
+
+    def structure_energies_eV(self, graph: AtomGraph, learned_eV: torch.Tensor) -> torch.Tensor:
+        """Energy of each structure [n_structures]: learned atomic energies [n_atoms] plus references."""
+        per_atom = learned_eV + self.atomic_energies_eV[graph.numbers]  # [n_atoms]
+        energy = torch.zeros(graph.n_structures, dtype=per_atom.dtype, device=per_atom.device)
+        return energy.index_add_(0, graph.batch, per_atom)
 
     def forward(self, graph: AtomGraph) -> torch.Tensor:
         """Energy of each structure [n_structures] in eV."""
-        per_atom = self.atom_energies_eV(graph) + self.atomic_energies_eV[graph.numbers]  # [n_atoms]
-        energy = torch.zeros(graph.n_structures, dtype=per_atom.dtype, device=per_atom.device)
-        return energy.index_add_(0, graph.batch, per_atom)
+        return self.structure_energies_eV(graph, self.atom_energies_eV(graph))
 
     def make_graph(self, structures: list[Structure]) -> AtomGraph:
         """The AtomGraph of ``structures`` with this model's cutoff, neighbour limit, device and dtype."""
@@ -78,11 +93,16 @@ class ForceField(torch.nn.Module):
 def energy_and_forces(
     model: ForceField, graph: AtomGraph, training: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Energies [n_structures] (eV) and forces [n_atoms, 3] (eV/Å) = -dE/dpositions by autograd.
+    """Energies [n_structures] (eV) and forces [n_atoms, 3] (eV/Å).
 
-    With ``training`` the force graph is kept (create_graph) so a force loss can be backpropagated;
-    otherwise both outputs are detached.
+    Forces are -dE/dpositions by autograd, or the model's direct forces when it is not
+    ``conservative``. With ``training`` the graph is kept (create_graph for the gradient) so a force
+    loss can be backpropagated; otherwise both outputs are detached.
     """
+    if not model.conservative:
+        with torch.set_grad_enabled(training):
+            learned_eV, forces_eV_A = model.atom_energies_and_forces(graph)
+            return model.structure_energies_eV(graph, learned_eV), forces_eV_A
     with torch.enable_grad():
         positions_A = graph.positions_A.detach().requires_grad_(True)
         energy_eV = model(dataclasses.replace(graph, positions_A=positions_A))

@@ -1,0 +1,198 @@
+"""Speed of the analysis chain on a paper-sized trajectory: 25,000 frames x 50 atoms (50 ps at 2 fs).
+
+Run: ``.venv/bin/python benchmarks/analysis.py``. Prints a table; the last line is one JSON object.
+
+* ``analysis_seconds_25k_frames``: RDF (every ``RDF_FRAME_STRIDE``-th frame) + RDF MAE + MSD +
+  diffusive window + D + σ + stability (minimum distance over every frame, classification), on
+  in-memory arrays. Goal < 1 s.
+* ``speedup_vs_diffusionanalyzer``: pymatgen's ``DiffusionAnalyzer.from_structures(structures, "Li",
+  T, 2, 1, smoothed="max")`` (structures built beforehand, not timed) divided by our MSD -> D -> σ
+  with the same settings. Goal >= 20x.
+* ``read_seconds_25k_frames``: ``mlff.trajectory.read_trajectory`` of the file written by
+  ``TrajectoryWriter``. Goal < 1 s.
+
+One core: threadpoolctl is not installed, so the BLAS thread count is pinned through the
+environment before numpy is imported (this script only; numpy's FFT is single-threaded anyway).
+Times are CPU seconds of this process (``time.process_time``), the best of ``REPEATS``
+(DiffusionAnalyzer: one run): with every thread pool pinned to one thread that is the work of one
+core, and unlike wall time it does not grow when other jobs share the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Run as a script, this file's directory would come first on sys.path and this module would shadow
+# the project's ``analysis`` package; put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_variable] = "1"
+
+import json  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from analysis.rdf import rdf, rdf_mae  # noqa: E402
+from analysis.stability import classify_stability, min_distance_A  # noqa: E402
+from analysis.statistics import diffusive_window  # noqa: E402
+from analysis.transport import (  # noqa: E402
+    conductivity_mS_cm,
+    diffusivity_cm2_s,
+    diffusivity_like_diffusion_analyzer_cm2_s,
+    mean_square_displacement,
+)
+from mlff.trajectory import TrajectoryWriter, read_trajectory  # noqa: E402
+
+N_FRAMES = 25_000
+TIMESTEP_FS = 2.0
+TEMPERATURE_K = 1000.0
+CELL_A = np.diag([8.72, 8.72, 12.63])  # Li10GeP2S12 conventional cell
+NUMBERS = np.array([3] * 20 + [32] * 2 + [15] * 4 + [16] * 24)  # Li20 Ge2 P4 S24, 50 atoms
+RDF_FRAME_STRIDE = 100  # 250 of 25,000 frames: frames 200 fs apart are nearly uncorrelated
+RDF_R_MAX_A, RDF_N_BINS = 6.0, 60
+REPEATS = 3
+HOP_ATTEMPT_FS = 1000.0  # mean time between hop attempts of one Li
+HOP_FS = 150.0  # duration of one hop (Li moves ~0.02 Å/fs)
+
+
+def synthetic_trajectory(seed: int = 0) -> np.ndarray:
+    """[N_FRAMES, 50, 3] wrapped positions of a lattice gas that is smooth in time like MD.
+
+    The cell holds a 4 x 4 x 4 grid of sites (2.2-3.2 Å apart); the 30 framework atoms sit on
+    random sites, the 20 Li on others, 14 sites stay vacant. Every atom vibrates about its site
+    (three sinusoids with 100-400 fs periods, 0.1 Å amplitude). Each Li attempts a hop to a random
+    neighbouring site every ``HOP_ATTEMPT_FS`` on average; if that site is vacant it moves there
+    linearly over ``HOP_FS``. No two atoms ever share a site, so nothing fuses.
+    """
+    rng = np.random.default_rng(seed)
+    n_atoms = len(NUMBERS)
+    grid = np.stack(np.meshgrid(*3 * [np.arange(4)], indexing="ij"), axis=-1).reshape(-1, 3)  # [64, 3]
+    site_of_atom = rng.permutation(len(grid))[:n_atoms]
+    occupied = np.zeros(len(grid), dtype=bool)
+    occupied[site_of_atom] = True
+    li = np.flatnonzero(NUMBERS == 3)
+    hop_frames = int(HOP_FS / TIMESTEP_FS)
+    frac = np.empty((N_FRAMES, n_atoms, 3))
+    frac[:] = (grid[site_of_atom] + 0.5) / 4.0
+    start_frame = np.full(n_atoms, -1)
+    source = np.zeros((n_atoms, 3))
+    target = np.zeros((n_atoms, 3))
+    attempts = rng.random((N_FRAMES, len(li))) < TIMESTEP_FS / HOP_ATTEMPT_FS
+    for frame in range(1, N_FRAMES):
+        frac[frame] = frac[frame - 1]
+        for k in np.flatnonzero(attempts[frame]):
+            atom = li[k]
+            if start_frame[atom] >= 0:
+                continue
+            axis, step = rng.integers(3), rng.choice([-1, 1])
+            here = grid[site_of_atom[atom]]
+            there = here.copy()
+            there[axis] = (there[axis] + step) % 4
+            site = int(np.ravel_multi_index(there, (4, 4, 4)))
+            if not occupied[site]:
+                occupied[site_of_atom[atom]], occupied[site] = False, True
+                site_of_atom[atom] = site
+                start_frame[atom] = frame
+                source[atom] = frac[frame - 1, atom]
+                target[atom] = source[atom]
+                target[atom, axis] += step / 4.0
+        moving = np.flatnonzero(start_frame >= 0)
+        progress = (frame - start_frame[moving]) / hop_frames
+        frac[frame, moving] = source[moving] + progress[:, None] * (target[moving] - source[moving])
+        start_frame[moving[progress >= 1.0]] = -1
+    time_fs = np.arange(N_FRAMES)[:, None, None] * TIMESTEP_FS
+    period_fs = rng.uniform(100.0, 400.0, size=(n_atoms, 3))
+    phase = rng.uniform(0.0, 2 * np.pi, size=(n_atoms, 3))
+    positions = frac @ CELL_A + 0.1 * np.sin(2 * np.pi * time_fs / period_fs + phase)  # [N_FRAMES, n_atoms, 3]
+    return (positions @ np.linalg.inv(CELL_A)) % 1.0 @ CELL_A
+
+
+def _best_of(function) -> tuple[float, object]:
+    times, result = [], None
+    for _ in range(REPEATS):
+        start = time.process_time()
+        result = function()
+        times.append(time.process_time() - start)
+    return min(times), result
+
+
+def transport_chain(positions_A: np.ndarray) -> float:
+    """Our MSD -> D -> σ with DiffusionAnalyzer's settings (framework drift removed, "max" smoothing)."""
+    li = NUMBERS == 3
+    msd = mean_square_displacement(positions_A, CELL_A, "wrapped", atom_mask=li, framework_mask=~li)
+    d_cm2_s, _ = diffusivity_like_diffusion_analyzer_cm2_s(msd, TIMESTEP_FS, int(li.sum()))
+    return conductivity_mS_cm(d_cm2_s, int(li.sum()), abs(np.linalg.det(CELL_A)), TEMPERATURE_K)
+
+
+def full_analysis(positions_A: np.ndarray, reference) -> dict:
+    """What the analyze stage does per run: RDF + MAE, MSD, diffusive window, D, σ, stability."""
+    li = NUMBERS == 3
+    curves = rdf(positions_A, CELL_A, NUMBERS, RDF_R_MAX_A, RDF_N_BINS, pairs=[("Li", "S"), ("P", "S")],
+                 frame_stride=RDF_FRAME_STRIDE)
+    r_mae = rdf_mae(curves, reference)
+    msd = mean_square_displacement(positions_A, CELL_A, "wrapped", atom_mask=li, framework_mask=~li)
+    time_fs = np.arange(len(msd)) * TIMESTEP_FS
+    window = diffusive_window(msd, time_fs)
+    d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, window.start_fs, window.end_fs)
+    sigma = conductivity_mS_cm(d_cm2_s, int(li.sum()), abs(np.linalg.det(CELL_A)), TEMPERATURE_K)
+    smallest = float(min_distance_A(positions_A, CELL_A).min())
+    return {"D_cm2_s": d_cm2_s, "sigma_mS_cm": sigma, "stability": classify_stability(r_mae, smallest)}
+
+
+def diffusion_analyzer_seconds(positions_A: np.ndarray) -> tuple[float, float]:
+    from pymatgen.analysis.diffusion.analyzer import DiffusionAnalyzer
+    from pymatgen.core import Lattice, Structure
+
+    lattice = Lattice(CELL_A)
+    species = [{3: "Li", 32: "Ge", 15: "P", 16: "S"}[int(z)] for z in NUMBERS]
+    structures = [Structure(lattice, species, frame, coords_are_cartesian=True) for frame in positions_A]
+    start = time.process_time()
+    analyzer = DiffusionAnalyzer.from_structures(structures, "Li", TEMPERATURE_K, TIMESTEP_FS, 1, smoothed="max")
+    return time.process_time() - start, float(analyzer.conductivity)
+
+
+def main() -> None:
+    positions_A = synthetic_trajectory()
+    # The reference: other frames of the same run (halfway between the analysed ones).
+    reference = rdf(positions_A[RDF_FRAME_STRIDE // 2 :], CELL_A, NUMBERS, RDF_R_MAX_A, RDF_N_BINS,
+                    pairs=[("Li", "S"), ("P", "S")], frame_stride=RDF_FRAME_STRIDE)
+    analysis_s, outcome = _best_of(lambda: full_analysis(positions_A, reference))
+    ours_s, sigma_ours = _best_of(lambda: transport_chain(positions_A))
+    theirs_s, sigma_theirs = diffusion_analyzer_seconds(positions_A)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "benchmark.frames"
+        with TrajectoryWriter(path, NUMBERS, CELL_A, fields=[]) as writer:
+            for index, frame in enumerate(positions_A):
+                writer.append(index, index * TIMESTEP_FS, frame)
+        read_s, trajectory = _best_of(lambda: read_trajectory(path))
+    if not np.allclose(trajectory.positions_A, positions_A, atol=1e-9):
+        raise RuntimeError("the trajectory read back differs from the one written")
+
+    figures = {
+        "analysis_seconds_25k_frames": round(analysis_s, 4),
+        "speedup_vs_diffusionanalyzer": round(theirs_s / ours_s, 1),
+        "read_seconds_25k_frames": round(read_s, 4),
+    }
+    rows = [
+        ("full analysis (RDF stride %d, MSD, window, D, σ, stability)" % RDF_FRAME_STRIDE, f"{analysis_s:.3f} s", "< 1 s"),
+        ("our MSD -> D -> σ (DiffusionAnalyzer settings)", f"{ours_s:.3f} s", ""),
+        ("DiffusionAnalyzer.from_structures", f"{theirs_s:.3f} s", ""),
+        ("speedup vs DiffusionAnalyzer", f"{theirs_s / ours_s:.1f}x", ">= 20x"),
+        ("read 25k-frame .frames file", f"{read_s:.3f} s", "< 1 s"),
+        ("σ ours / DiffusionAnalyzer", f"{sigma_ours:.4g} / {sigma_theirs:.4g} mS/cm", "within 2 %"),
+        ("stability of the synthetic run", outcome["stability"], ""),
+    ]
+    width = max(len(name) for name, _, _ in rows)
+    print(f"{'measure':<{width}}  {'value':>24}  goal")
+    for name, value, goal in rows:
+        print(f"{name:<{width}}  {value:>24}  {goal}")
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,508 @@
+"""Batched-replica MD engine in torch: many replicas of one model x material advance together.
+
+Every live replica is one structure of a single AtomGraph, so each step makes one batched model
+call. The protocol is ``mlff.md``'s, replica by replica: Maxwell–Boltzmann velocities from
+``np.random.default_rng(seed)``; velocity-Verlet with velocities rescaled after every step to a
+target rising linearly from ``ramp_start_K`` to ``temperature_K`` over ``ramp_ps``; then
+Nosé–Hoover-chain NVT with the same splitting as ``ase.md.nose_hoover_chain.NoseHooverChainNVT``
+(chain length 3, fourth-order Suzuki–Yoshida, thermostat mass Q0 = 3 N kB T tdamp²). Replicas may
+differ in protocol; each has its own thermostat variables, seed and trajectory file.
+
+Units follow ASE (Å, eV, amu; time in ASE units via ``ASE_TIME_PER_FS``), so momenta and
+thermostat variables mean the same as in ``mlff.md``. The integrator state is float64 whatever
+the model's dtype; positions are cast to the model's dtype for the model call.
+
+Neighbour lists use a Verlet skin: vesin (per structure) searches ``cutoff_A + neighbour_skin_A``
+and the list is rebuilt only when an atom has moved more than half the skin since the last build.
+Each step keeps the edges shorter than the cutoff, in a canonical order (receiver, sender, image),
+so the model sees the same graph whenever the list was built; this is what makes a resumed run
+bitwise equal to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import vesin
+from ase import Atoms
+from tqdm import tqdm
+
+from analysis.rdf import RDF, rdf, rdf_mae
+from analysis.stability import RDF_MAE_STABLE
+from mlff import preemption
+from mlff.graph import AtomGraph
+from mlff.md import (
+    ASE_TIME_PER_FS,
+    BOLTZMANN_eV_PER_K,
+    CHECKPOINT_EVERY_STEPS,
+    DEFAULT_MAX_TEMPERATURE_FACTOR,
+    FS_PER_PS,
+    NOSE_HOOVER_CHAIN_LENGTH,
+    MDProtocol,
+    set_maxwell_boltzmann_velocities,
+)
+from mlff.models import ForceField, energy_and_forces
+from mlff.trajectory import TrajectoryWriter
+
+# Fourth-order Suzuki–Yoshida weights for the thermostat sub-steps (Yoshida, Phys. Lett. A 150, 262, 1990).
+YOSHIDA_WEIGHTS = (1 / (2 - 2 ** (1 / 3)), -(2 ** (1 / 3)) / (2 - 2 ** (1 / 3)), 1 / (2 - 2 ** (1 / 3)))
+CHECKPOINT_FORMAT = "mlff-batched-md-1"
+RDF_R_MAX_A = 6.0  # defaults of the online RDF check: range, bins, frames per window
+RDF_N_BINS = 120
+RDF_WINDOW_FRAMES = 200
+
+
+class NeighbourList:
+    """Verlet-skin neighbour list of a batch of equal-sized replicas of one cell."""
+
+    def __init__(self, cutoff_A: float, skin_A: float, max_neighbours: int, cell_A: torch.Tensor):
+        self.cutoff_A, self.skin_A, self.max_neighbours = cutoff_A, skin_A, max_neighbours
+        self.cell_A = cell_A  # [3, 3] float64
+        self._search = vesin.NeighborList(cutoff=cutoff_A + skin_A, full_list=True)
+        self.reference_A = None  # [n_live, n_atoms, 3] positions at the last build
+
+    def needs_rebuild(self, positions_A: torch.Tensor) -> torch.Tensor:
+        """0-dim bool tensor: has any atom moved more than half the skin since the last build?"""
+        if self.reference_A is None or self.reference_A.shape != positions_A.shape:
+            return torch.ones((), dtype=torch.bool)
+        moved_A = (positions_A - self.reference_A).norm(dim=-1).max()
+        return moved_A > 0.5 * self.skin_A
+
+    def build(self, positions_A: torch.Tensor) -> None:
+        """Search all pairs within cutoff + skin, one vesin call per replica, in canonical order."""
+        n_live, n_atoms, _ = positions_A.shape
+        cell = self.cell_A.cpu().numpy()
+        edges, shifts, overfull = [], [], False
+        for index, replica_A in enumerate(positions_A.cpu().numpy()):
+            receiver, sender, shift = self._search.compute(replica_A, cell, True, "ijS")
+            overfull |= np.bincount(receiver, minlength=n_atoms).max(initial=0) > self.max_neighbours
+            order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], sender, receiver))
+            edges.append(np.stack([sender[order], receiver[order]]) + index * n_atoms)
+            shifts.append(shift[order])
+        if overfull and self.skin_A > 0:
+            # Truncating to the nearest max_neighbours must see exact distances: no skin, rebuild every step.
+            self.__init__(self.cutoff_A, 0.0, self.max_neighbours, self.cell_A)
+            return self.build(positions_A)
+        device = positions_A.device
+        self.edge_index = torch.as_tensor(np.concatenate(edges, axis=1), dtype=torch.long, device=device)
+        self.shifts = torch.as_tensor(np.concatenate(shifts), dtype=torch.long, device=device)  # [n_edges, 3]
+        self.offsets_A = self.shifts.to(self.cell_A.dtype) @ self.cell_A  # [n_edges, 3]
+        self.reference_A = positions_A.clone()
+        self.truncate = overfull
+
+    def edges_within_cutoff(self, positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Edge index [2, n], image shifts [n, 3] and lengths [n] (Å) of the pairs closer than the cutoff."""
+        flat_A = positions_A.reshape(-1, 3)
+        sender, receiver = self.edge_index
+        length_A = (flat_A[sender] - flat_A[receiver] + self.offsets_A).norm(dim=-1)  # [n_edges]
+        keep = length_A < self.cutoff_A
+        if self.truncate:
+            keep &= _nearest_mask(receiver, length_A, self.max_neighbours)
+        return self.edge_index[:, keep], self.shifts[keep], length_A[keep]
+
+
+def _nearest_mask(receiver: torch.Tensor, length_A: torch.Tensor, max_neighbours: int) -> torch.Tensor:
+    """[n_edges] bool: the edge is among the ``max_neighbours`` nearest of its receiver."""
+    order = torch.argsort(length_A, stable=True)
+    order = order[torch.argsort(receiver[order], stable=True)]
+    grouped = receiver[order]
+    first = torch.searchsorted(grouped, grouped, right=False)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=order.device) - first
+    return rank < max_neighbours
+
+
+class NoseHooverChains:
+    """Independent Nosé–Hoover chains, one per replica (ASE's NoseHooverChainThermostat, batched).
+
+    The chain variables ``eta`` and ``p_eta`` [n_replicas, NOSE_HOOVER_CHAIN_LENGTH] (ASE units)
+    are a few numbers per replica, so they live on the host as numpy arrays: a hundred tiny numpy
+    operations cost far less than as many tensor launches. Only the kinetic energy goes to the
+    host and one scale factor per replica comes back.
+    """
+
+    def __init__(self, temperature_K: np.ndarray, tdamp: np.ndarray, n_atoms: int):
+        self.kT = BOLTZMANN_eV_PER_K * np.asarray(temperature_K, dtype=np.float64)  # [n_replicas]
+        self.n_dof = 3 * n_atoms
+        q_mass = np.repeat((self.kT * np.asarray(tdamp) ** 2)[:, None], NOSE_HOOVER_CHAIN_LENGTH, axis=1)
+        q_mass[:, 0] *= self.n_dof
+        self.q_mass = q_mass  # [n_replicas, chain]
+        self.eta = np.zeros_like(q_mass)
+        self.p_eta = np.zeros_like(q_mass)
+
+    def select(self, keep: list[int]) -> None:
+        for name in ("kT", "q_mass", "eta", "p_eta"):
+            setattr(self, name, getattr(self, name)[keep])
+
+    def half_step(self, momenta: torch.Tensor, masses: torch.Tensor, delta: np.ndarray) -> torch.Tensor:
+        """exp(iL_NHC delta) on ``momenta`` [n, n_atoms, 3]; ``delta`` [n] is 0 for unthermostatted replicas."""
+        twice_kinetic = (momenta**2 / masses).sum(dim=(1, 2)).cpu().numpy()  # [n]
+        scale = np.ones_like(twice_kinetic)
+        p_eta, q_mass, last = self.p_eta.T.copy(), self.q_mass.T, NOSE_HOOVER_CHAIN_LENGTH - 1
+
+        def update(j: int, d2: np.ndarray, d4: np.ndarray) -> None:
+            if j < last:
+                p_eta[j] *= np.exp(-d4 * p_eta[j + 1] / q_mass[j + 1])
+            if j == 0:
+                p_eta[0] += d2 * (twice_kinetic * scale**2 - self.n_dof * self.kT)
+            else:
+                p_eta[j] += d2 * (p_eta[j - 1] ** 2 / q_mass[j - 1] - self.kT)
+            if j < last:
+                p_eta[j] *= np.exp(-d4 * p_eta[j + 1] / q_mass[j + 1])
+
+        for weight in YOSHIDA_WEIGHTS:
+            sub = weight * delta
+            d2, d4 = sub / 2, sub / 4
+            for j in reversed(range(NOSE_HOOVER_CHAIN_LENGTH)):
+                update(j, d2, d4)
+            self.eta = self.eta + sub[:, None] * p_eta.T / self.q_mass
+            scale = scale * np.exp(-sub * p_eta[0] / q_mass[0])
+            for j in range(NOSE_HOOVER_CHAIN_LENGTH):
+                update(j, d2, d4)
+        self.p_eta = p_eta.T.copy()
+        return momenta * torch.as_tensor(scale, device=momenta.device)[:, None, None]
+
+
+def _identity(protocols: list[MDProtocol], seeds: list[int], atoms: Atoms) -> str:
+    return json.dumps(
+        {"protocols": [dataclasses.asdict(p) for p in protocols], "seeds": list(seeds), "numbers": atoms.numbers.tolist()},
+        sort_keys=True,
+    )
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save ``state`` atomically (temporary file in the same directory, then os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _load_checkpoint(path: Path, identity: str) -> dict:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a batched MD checkpoint (expected format {CHECKPOINT_FORMAT!r})")
+    if state["identity"] != identity:
+        raise ValueError(f"{path}: MD checkpoint of another run (protocols, seeds or structure differ); remove it")
+    return state
+
+
+def run_batched_md(
+    model: ForceField,
+    atoms: Atoms,
+    protocols: list[MDProtocol],
+    seeds: list[int],
+    out_paths: list[str | os.PathLike],
+    *,
+    checkpoint_path: str | os.PathLike | None = None,
+    checkpoint_every_steps: int = CHECKPOINT_EVERY_STEPS,
+    fusion_distance_A: float = 1.0,
+    max_temperature_K: float | None = None,
+    rdf_reference: RDF | None = None,
+    rdf_mae_threshold: float = RDF_MAE_STABLE,
+    rdf_window_frames: int = RDF_WINDOW_FRAMES,
+    check_every_steps: int = 10,
+    neighbour_skin_A: float = 1.0,
+    record_forces: bool = False,
+    metadata: dict | None = None,
+    progress: bool = True,
+) -> list[dict]:
+    """Run replica ``r`` with ``protocols[r]`` and ``seeds[r]`` from ``atoms``, writing ``out_paths[r]``.
+
+    Frames, metadata (engine "torch") and the returned per-replica summaries have the layout of
+    ``mlff.md.run_md``. Non-finite energies, forces or positions are checked every step; atom
+    fusion (a distance below ``fusion_distance_A``), temperature above ``max_temperature_K``
+    (default 10 x each replica's target) at every saved frame and every ``check_every_steps``
+    steps. With ``rdf_reference`` (total RDF up to ``RDF_R_MAX_A`` in ``RDF_N_BINS`` bins), the
+    RDF of every ``rdf_window_frames`` consecutive saved frames is compared with it and an MAE
+    above ``rdf_mae_threshold`` stops the replica ("rdf_mismatch"). A stopped replica leaves the
+    batch; the others continue.
+
+    With ``checkpoint_path``, the state of every replica is saved every ``checkpoint_every_steps``
+    steps and when ``mlff.preemption`` asks to stop (which then raises ``Preempted``); a run whose
+    checkpoint exists resumes from it, truncating the trajectories to the frames it had written.
+
+    Returns one summary per replica with ``run_md``'s keys; ``stopped_early_reason`` may also be
+    "rdf_mismatch", and ``wall_s`` is the whole batch's wall time.
+    """
+    n_replicas = len(protocols)
+    if not (n_replicas and len(seeds) == n_replicas and len(out_paths) == n_replicas):
+        raise ValueError(
+            f"run_batched_md needs one seed and one out_path per protocol, got {n_replicas} protocols, "
+            f"{len(seeds)} seeds, {len(out_paths)} out_paths"
+        )
+    if not 0 < fusion_distance_A < model.cutoff_A:
+        raise ValueError(f"fusion_distance_A must lie in (0, cutoff_A={model.cutoff_A}), got {fusion_distance_A}")
+    for name, value in (("check_every_steps", check_every_steps), ("checkpoint_every_steps", checkpoint_every_steps),
+                        ("rdf_window_frames", rdf_window_frames)):
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    if neighbour_skin_A < 0:
+        raise ValueError(f"neighbour_skin_A must be >= 0, got {neighbour_skin_A}")
+
+    reference = model.atomic_energies_eV
+    device, model_dtype, f64 = reference.device, reference.dtype, torch.float64
+    as_f64 = lambda values: torch.as_tensor(np.asarray(values, dtype=np.float64), device=device)  # noqa: E731
+    n_atoms = len(atoms)
+    masses = as_f64(atoms.get_masses())[None, :, None]  # [1, n_atoms, 1]
+    cell_A = as_f64(atoms.cell.array)  # [3, 3]
+    dt = as_f64([p.timestep_fs * ASE_TIME_PER_FS for p in protocols])  # [n]
+    n_ramp = torch.as_tensor([p.n_ramp_steps for p in protocols], device=device)
+    n_total = [p.n_ramp_steps + p.n_production_steps for p in protocols]
+    ramp_start_K = as_f64([p.ramp_start_K for p in protocols])
+    target_K = as_f64([p.temperature_K for p in protocols])
+    limit_K = [
+        DEFAULT_MAX_TEMPERATURE_FACTOR * p.temperature_K if max_temperature_K is None else max_temperature_K
+        for p in protocols
+    ]
+    fields = ["energy_eV", "temperature_K"] + (["forces_eV_A"] if record_forces else [])
+
+    checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
+    identity = _identity(protocols, seeds, atoms)
+    resumed = checkpoint_path is not None and checkpoint_path.exists()
+    rngs = [np.random.default_rng(seed) for seed in seeds]
+    if resumed:
+        saved = _load_checkpoint(checkpoint_path, identity)
+        for rng, state in zip(rngs, saved["rng_states"]):
+            rng.bit_generator.state = json.loads(state)
+        steps_done, live = saved["step"], list(saved["live"])
+        records = saved["records"]
+        windows = [list(frames.numpy()) for frames in saved["rdf_windows"]]
+        previous_wall_s = saved["wall_s"]
+    else:
+        starts = []
+        for protocol, rng in zip(protocols, rngs):
+            replica = atoms.copy()
+            set_maxwell_boltzmann_velocities(replica, protocol.ramp_start_K, rng)
+            starts.append(replica.get_momenta())
+        steps_done, live = 0, list(range(n_replicas))
+        records = [
+            {"n_frames": 0, "reason": None, "stop_step": None, "temperature_sum_K": 0.0, "n_temperatures": 0}
+            for _ in range(n_replicas)
+        ]
+        windows = [[] for _ in range(n_replicas)]
+        previous_wall_s = 0.0
+
+    thermostat = NoseHooverChains(
+        [p.temperature_K for p in protocols], [p.thermostat_time_fs * ASE_TIME_PER_FS for p in protocols], n_atoms
+    )
+    thermostat.select(live)
+    live_index = torch.as_tensor(live, device=device, dtype=torch.long)
+    dt, n_ramp, ramp_start_K, target_K = dt[live_index], n_ramp[live_index], ramp_start_K[live_index], target_K[live_index]
+    if resumed:  # the live replicas' dynamic state, [n_live, ...]
+        positions_A, momenta = saved["positions_A"].to(device), saved["momenta"].to(device)
+        thermostat.eta, thermostat.p_eta = saved["eta"].numpy(), saved["p_eta"].numpy()
+        temperature_sum_K, n_temperatures = saved["temperature_sum_K"].to(device), saved["n_temperatures"].to(device)
+    else:
+        positions_A = as_f64(np.repeat(atoms.positions[None], n_replicas, axis=0))  # [n, n_atoms, 3]
+        momenta = as_f64(np.stack(starts))  # [n, n_atoms, 3]
+        temperature_sum_K = torch.zeros(n_replicas, dtype=f64, device=device)
+        n_temperatures = torch.zeros(n_replicas, dtype=torch.long, device=device)
+    neighbours = NeighbourList(model.cutoff_A, neighbour_skin_A, model.max_neighbours, cell_A)
+    numbers = torch.as_tensor(atoms.numbers, dtype=torch.long, device=device)
+    kinetic_to_K = 1.0 / (3 * n_atoms * BOLTZMANN_eV_PER_K)  # 2 E_kin -> T
+
+    def evaluate(positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Energies [n_live], forces [n_live, n_atoms, 3], edge receivers [n_edges] and lengths [n_edges] (Å)."""
+        if bool(neighbours.needs_rebuild(positions_A)):
+            neighbours.build(positions_A)
+        edge_index, shifts, length_A = neighbours.edges_within_cutoff(positions_A)
+        n_live = positions_A.shape[0]
+        graph = AtomGraph(
+            positions_A=positions_A.reshape(-1, 3).to(model_dtype),
+            numbers=numbers.repeat(n_live),
+            batch=torch.arange(n_live, device=device).repeat_interleave(n_atoms),
+            cell_A=cell_A.to(model_dtype).expand(n_live, 3, 3),
+            edge_index=edge_index,
+            shifts=shifts,
+        )
+        energy_eV, forces_eV_A = energy_and_forces(model, graph)
+        return energy_eV.to(f64), forces_eV_A.to(f64).reshape(n_live, n_atoms, 3), edge_index[1], length_A
+
+    def checkpoint(step: int) -> None:
+        for writer in writers:
+            writer.flush()
+        _save_checkpoint(checkpoint_path, {
+            "format": CHECKPOINT_FORMAT,
+            "identity": identity,
+            "step": step,
+            "live": list(live),
+            "positions_A": positions_A.cpu(),
+            "momenta": momenta.cpu(),
+            "eta": torch.as_tensor(thermostat.eta),
+            "p_eta": torch.as_tensor(thermostat.p_eta),
+            "temperature_sum_K": temperature_sum_K.cpu(),
+            "n_temperatures": n_temperatures.cpu(),
+            "records": records,
+            "rdf_windows": [torch.as_tensor(np.asarray(w, dtype=np.float64).reshape(-1, n_atoms, 3)) for w in windows],
+            "rng_states": [json.dumps(rng.bit_generator.state) for rng in rngs],
+            "wall_s": time.perf_counter() - start_s,
+        })
+
+    file_metadata = [
+        {
+            **dataclasses.asdict(protocol),
+            "seed": seed,
+            "engine": "torch",
+            "target_temperature_K": protocol.temperature_K,
+            "calculator": type(model).__name__,
+            "fusion_distance_A": fusion_distance_A,
+            "max_temperature_K": limit,
+            **(metadata or {}),
+        }
+        for protocol, seed, limit in zip(protocols, seeds, limit_K)
+    ]
+    start_s = time.perf_counter() - previous_wall_s
+    writers = [
+        TrajectoryWriter(path, atoms.numbers, atoms.cell.array, fields, meta, append=resumed)
+        for path, meta in zip(out_paths, file_metadata)
+    ]
+    bar = tqdm(total=max(n_total), initial=steps_done, disable=not progress, unit="step",
+               desc=f"batched MD x{n_replicas}")
+    try:
+        for writer, record in zip(writers, records):
+            if resumed:
+                writer.truncate(record["n_frames"])
+        if live:  # a checkpoint written after the last step has none
+            energy_eV, forces_eV_A, _, _ = evaluate(positions_A)
+        step = steps_done
+        while live:
+            step += 1
+            thermostatted = step > n_ramp  # [n_live]
+            nhc_delta = np.array([
+                0.5 * protocols[r].timestep_fs * ASE_TIME_PER_FS if step > protocols[r].n_ramp_steps else 0.0 for r in live
+            ])  # [n_live]
+            half_dt = (0.5 * dt)[:, None, None]
+            momenta = thermostat.half_step(momenta, masses, nhc_delta)
+            momenta = momenta + half_dt * forces_eV_A
+            positions_A = positions_A + dt[:, None, None] * momenta / masses
+            energy_eV, forces_eV_A, receiver, length_A = evaluate(positions_A)
+            momenta = momenta + half_dt * forces_eV_A
+            momenta = thermostat.half_step(momenta, masses, nhc_delta)
+            temperature_K = (momenta**2 / masses).sum(dim=(1, 2)) * kinetic_to_K  # [n_live]
+            ramp_K = ramp_start_K + (target_K - ramp_start_K) * step / n_ramp.clamp(min=1)
+            rescale = torch.where(thermostatted, torch.ones_like(ramp_K), torch.sqrt(ramp_K / temperature_K))
+            momenta = momenta * rescale[:, None, None]
+            temperature_K = torch.where(thermostatted, temperature_K, ramp_K)
+            finite = (
+                torch.isfinite(energy_eV)
+                & torch.isfinite(forces_eV_A).all(dim=(1, 2))
+                & torch.isfinite(positions_A).all(dim=(1, 2))
+            )
+            temperature_sum_K += torch.where(thermostatted & finite, temperature_K, 0.0)
+            n_temperatures += (thermostatted & finite).long()
+            bar.update()
+
+            production_step = [step - protocols[replica].n_ramp_steps for replica in live]
+            saving = [
+                production_step[slot] > 0 and production_step[slot] % protocols[replica].save_every_steps == 0
+                for slot, replica in enumerate(live)
+            ]
+            reasons = [None if ok else "non_finite" for ok in finite.tolist()]
+            if any(saving) or step % check_every_steps == 0:
+                reasons = _instabilities(
+                    reasons, receiver, length_A, n_atoms, fusion_distance_A, temperature_K, [limit_K[r] for r in live]
+                )
+                bar.set_postfix(T_K=f"{float(temperature_K.mean()):.0f}", refresh=False)
+            if any(saving):
+                host_positions = positions_A.cpu().numpy()
+                host_energy, host_temperature = energy_eV.tolist(), temperature_K.tolist()
+                host_forces = forces_eV_A.cpu().numpy() if record_forces else None
+                for slot, replica in enumerate(live):
+                    if not saving[slot] or reasons[slot]:
+                        continue
+                    index = production_step[slot]
+                    writers[replica].append(
+                        step=index,
+                        time_fs=index * protocols[replica].timestep_fs,
+                        positions_A=host_positions[slot],
+                        energy_eV=host_energy[slot],
+                        forces_eV_A=None if host_forces is None else host_forces[slot],
+                        temperature_K=host_temperature[slot],
+                    )
+                    records[replica]["n_frames"] += 1
+                    if rdf_reference is not None:
+                        windows[replica].append(host_positions[slot])
+                        if len(windows[replica]) == rdf_window_frames:
+                            g = rdf(np.stack(windows[replica]), atoms.cell.array, atoms.numbers, RDF_R_MAX_A, RDF_N_BINS)
+                            windows[replica] = []
+                            if rdf_mae(g, rdf_reference) > rdf_mae_threshold:
+                                reasons[slot] = "rdf_mismatch"
+
+            finished = [step >= n_total[replica] for replica in live]
+            if any(reasons) or any(finished):
+                sums, counts = temperature_sum_K.tolist(), n_temperatures.tolist()
+                keep = []
+                for slot, replica in enumerate(live):
+                    if reasons[slot] or finished[slot]:
+                        records[replica].update(
+                            reason=reasons[slot], stop_step=step, temperature_sum_K=sums[slot], n_temperatures=counts[slot]
+                        )
+                    else:
+                        keep.append(slot)
+                live = [live[slot] for slot in keep]
+                keep_index = torch.as_tensor(keep, device=device, dtype=torch.long)
+                positions_A, momenta = positions_A[keep_index], momenta[keep_index]
+                energy_eV, forces_eV_A = energy_eV[keep_index], forces_eV_A[keep_index]
+                dt, n_ramp = dt[keep_index], n_ramp[keep_index]
+                ramp_start_K, target_K = ramp_start_K[keep_index], target_K[keep_index]
+                temperature_sum_K, n_temperatures = temperature_sum_K[keep_index], n_temperatures[keep_index]
+                thermostat.select(keep)
+            if checkpoint_path is not None and (preemption.requested() or step % checkpoint_every_steps == 0):
+                checkpoint(step)
+                if preemption.requested():
+                    raise preemption.Preempted(str(checkpoint_path))
+    finally:
+        bar.close()
+        for writer in writers:
+            writer.close()
+
+    wall_s = time.perf_counter() - start_s
+    summaries = []
+    for replica, (protocol, seed, record) in enumerate(zip(protocols, seeds, records)):
+        reason, stop_step = record["reason"], record["stop_step"]
+        summaries.append({
+            "n_steps_run": stop_step,
+            "n_frames_written": record["n_frames"],
+            "completed": reason is None,
+            "stopped_early_reason": reason,
+            "collapse_time_ps": None if reason is None else
+            (stop_step - protocol.n_ramp_steps) * protocol.timestep_fs / FS_PER_PS,
+            "temperature_K": record["temperature_sum_K"] / record["n_temperatures"] if record["n_temperatures"] else None,
+            "wall_s": wall_s,
+            "seed": seed,
+            "engine": "torch",
+            "resumed_from_step": steps_done if resumed else None,
+        })
+    return summaries
+
+
+def _instabilities(
+    reasons: list[str | None],
+    receiver: torch.Tensor,
+    length_A: torch.Tensor,
+    n_atoms: int,
+    fusion_distance_A: float,
+    temperature_K: torch.Tensor,
+    limit_K: list[float],
+) -> list[str | None]:
+    """Per live replica, ``reasons`` (already "non_finite" or None) completed with "atom_fusion"
+    (an edge shorter than ``fusion_distance_A``) and "temperature_blowup" (above ``limit_K``)."""
+    n_live = temperature_K.shape[0]
+    shortest_A = torch.full((n_live,), torch.inf, dtype=length_A.dtype, device=length_A.device)
+    shortest_A = shortest_A.scatter_reduce(0, receiver // n_atoms, length_A, reduce="amin")
+    fused = (shortest_A < fusion_distance_A).tolist()
+    hot = (temperature_K > torch.as_tensor(limit_K, dtype=temperature_K.dtype, device=temperature_K.device)).tolist()
+    return [
+        reason or ("atom_fusion" if is_fused else "temperature_blowup" if is_hot else None)
+        for reason, is_fused, is_hot in zip(reasons, fused, hot)
+    ]

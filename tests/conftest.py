@@ -1,0 +1,57 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+SLURM_SETUP = Path(__file__).resolve().parent.parent / ".ci" / "slurm-setup.sh"
+
+
+def _unavailable(reason: str) -> None:
+    """In CI (CI=true) a missing Slurm is a failure; elsewhere the Slurm tests are skipped with the reason."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"the slurm tests must run in CI, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A one-node Slurm (2 CPUs, 2 fake GPUs) on localhost, started by .ci/slurm-setup.sh and stopped by PID.
+
+    Yields the path of its slurm.conf; ``SLURM_CONF`` points at it while the session runs.
+    """
+    if os.geteuid() != 0:
+        _unavailable("starting slurmctld and slurmd needs root")
+    missing = [p for p in ("munged", "slurmctld", "slurmd", "sbatch", "squeue") if shutil.which(p) is None]
+    if missing:
+        _unavailable(f"{', '.join(missing)} not installed (apt-get install slurm-wlm munge)")
+    directory = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run(
+        ["bash", str(SLURM_SETUP), "start", str(directory), "2"], capture_output=True, text=True, timeout=120
+    )
+    if started.returncode != 0:
+        subprocess.run(["bash", str(SLURM_SETUP), "stop", str(directory)], timeout=60)
+        _unavailable(f"Slurm did not start: {started.stderr.strip()[-2000:]}")
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(directory / "slurm.conf")
+    try:
+        yield directory / "slurm.conf"
+    finally:
+        jobs = subprocess.run(["squeue", "--noheader", "--format=%A"], capture_output=True, text=True).stdout.split()
+        if jobs:  # every job on this private cluster is a test's
+            subprocess.run(["scancel", *sorted(set(jobs))], timeout=60)
+            for _ in range(60):
+                if not subprocess.run(["squeue", "--noheader"], capture_output=True, text=True).stdout.strip():
+                    break
+                time.sleep(1)
+        subprocess.run(["bash", str(SLURM_SETUP), "stop", str(directory)], timeout=60)
+        if previous is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = previous

@@ -1,0 +1,258 @@
+"""The batched-replica torch MD engine against the ASE engine, physics and its own restarts."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.build import bulk
+
+from analysis.rdf import rdf
+from analysis.stability import min_distance_A
+from mlff import preemption
+from mlff.batched import RDF_N_BINS, RDF_R_MAX_A, run_batched_md
+from mlff.calculator import MLFFCalculator
+from mlff.graph import AtomGraph, edge_vectors_A
+from mlff.md import MDProtocol, run_md
+from mlff.models import build_model
+from mlff.models.base import ForceField
+from mlff.structures import load_structure
+from mlff.trajectory import read_trajectory
+
+ARGON_EPSILON_eV = 0.0104  # Lennard-Jones argon
+ARGON_SIGMA_A = 3.40
+
+
+class PairForceField(ForceField):
+    """A cheap analytic pair potential, smoothly switched off at the cutoff: Lennard-Jones, or with
+    ``well_eV`` a purely attractive Gaussian well that pulls atoms together (atom fusion)."""
+
+    name = "pair_test"
+
+    def __init__(self, *, cutoff_A: float = 6.0, max_neighbours: int = 500, well_eV: float = 0.0):
+        super().__init__(dict(cutoff_A=cutoff_A, max_neighbours=max_neighbours))
+        self.well_eV = well_eV
+        self.calls = 0
+        self.on_call = None
+
+    def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
+        self.calls += 1
+        if self.on_call is not None:
+            self.on_call(self.calls)
+        distance_A = edge_vectors_A(graph).norm(dim=-1)  # [n_edges]
+        switch = (1 - (distance_A / self.cutoff_A) ** 2) ** 2  # [n_edges], smooth at the cutoff
+        if self.well_eV:
+            pair_eV = -self.well_eV * torch.exp(-0.5 * (distance_A / 2.0) ** 2)
+        else:
+            ratio6 = (ARGON_SIGMA_A / distance_A) ** 6
+            pair_eV = 4 * ARGON_EPSILON_eV * (ratio6**2 - ratio6)
+        per_atom = torch.zeros(graph.n_atoms, dtype=distance_A.dtype, device=distance_A.device)
+        return per_atom.index_add_(0, graph.edge_index[1], 0.5 * pair_eV * switch)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These graphs are tiny: one torch thread is faster, and kinder to a shared two-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def argon() -> object:
+    return bulk("Ar", "fcc", a=5.26, cubic=True).repeat((2, 2, 2))  # 32 atoms, 10.5 Å cell
+
+
+def small_schnet() -> ForceField:
+    torch.manual_seed(0)
+    return build_model("schnet", hidden_channels=16, num_interactions=1, cutoff_A=4.0).double().eval()
+
+
+def test_single_replica_reproduces_the_ase_engine(tmp_path):
+    """One replica through the batched engine follows mlff.md.run_md (ASE's Nosé–Hoover chain) to rounding."""
+    model, atoms = small_schnet(), load_structure("Li2S")
+    protocol = MDProtocol(temperature_K=800, ramp_ps=0.03, production_ps=0.04, save_every_steps=2)
+    ase_summary = run_md(atoms, MLFFCalculator(model), protocol, 11, tmp_path / "ase.frames", progress=False)
+    (torch_summary,) = run_batched_md(model, atoms, [protocol], [11], [tmp_path / "torch.frames"], progress=False)
+    ase_traj, torch_traj = read_trajectory(tmp_path / "ase.frames"), read_trajectory(tmp_path / "torch.frames")
+
+    assert torch_traj.n_frames == ase_traj.n_frames == 10
+    np.testing.assert_array_equal(torch_traj.step, ase_traj.step)
+    np.testing.assert_array_equal(torch_traj.time_fs, ase_traj.time_fs)
+    np.testing.assert_allclose(torch_traj.positions_A, ase_traj.positions_A, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(torch_traj.energy_eV, ase_traj.energy_eV, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(torch_traj.temperature_K, ase_traj.temperature_K, rtol=1e-10)
+    assert set(torch_summary) == set(ase_summary)
+    for key in ("n_steps_run", "n_frames_written", "completed", "stopped_early_reason", "seed"):
+        assert torch_summary[key] == ase_summary[key]
+    assert torch_summary["temperature_K"] == pytest.approx(ase_summary["temperature_K"], rel=1e-10)
+    assert torch_summary["engine"] == torch_traj.metadata["engine"] == "torch"
+    differing = {key for key in ase_traj.metadata if ase_traj.metadata[key] != torch_traj.metadata[key]}
+    assert differing == {"engine", "calculator"}
+
+
+def test_replica_in_a_batch_follows_its_single_run(tmp_path):
+    """Batching does not couple replicas: each member of a mixed-temperature batch matches its own run."""
+    model, atoms = small_schnet(), load_structure("Li2S")
+    protocols = [MDProtocol(temperature_K=t, ramp_ps=0.02, production_ps=0.02) for t in (500, 900, 1300)]
+    seeds = [1, 2, 3]
+    batched = [tmp_path / f"batch{i}.frames" for i in range(3)]
+    run_batched_md(model, atoms, protocols, seeds, batched, progress=False)
+    for i, (protocol, seed) in enumerate(zip(protocols, seeds)):
+        run_batched_md(model, atoms, [protocol], [seed], [tmp_path / "alone.frames"], progress=False)
+        alone, member = read_trajectory(tmp_path / "alone.frames"), read_trajectory(batched[i])
+        np.testing.assert_allclose(member.positions_A, alone.positions_A, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(member.energy_eV, alone.energy_eV, rtol=0, atol=1e-9)
+
+
+def _production_means(paths) -> tuple[np.ndarray, np.ndarray]:
+    """Per-run mean temperature (K) and potential energy (eV) over the second half of production."""
+    temperatures, energies = [], []
+    for path in paths:
+        traj = read_trajectory(path)
+        half = traj.n_frames // 2
+        temperatures.append(traj.temperature_K[half:].mean())
+        energies.append(traj.energy_eV[half:].mean())
+    return np.array(temperatures), np.array(energies)
+
+
+def test_batched_statistics_match_one_at_a_time(tmp_path):
+    """Six replicas batched and six others (other seeds) run one at a time sample the same ensemble:
+    mean temperature and mean potential energy agree within 4 standard errors."""
+    model, atoms = PairForceField().double(), argon()
+    protocol = MDProtocol(temperature_K=40.0, ramp_start_K=20.0, ramp_ps=0.1, production_ps=0.4, save_every_steps=5)
+    batched = [tmp_path / f"batch{i}.frames" for i in range(6)]
+    run_batched_md(model, atoms, [protocol] * 6, list(range(6)), batched, progress=False)
+    single = []
+    for seed in range(100, 106):
+        single.append(tmp_path / f"single{seed}.frames")
+        run_batched_md(model, atoms, [protocol], [seed], [single[-1]], progress=False)
+    for batched_means, single_means in zip(_production_means(batched), _production_means(single)):
+        error = math.sqrt(batched_means.var(ddof=1) / 6 + single_means.var(ddof=1) / 6)
+        assert abs(batched_means.mean() - single_means.mean()) < 4 * error
+    temperatures, _ = _production_means(batched + single)
+    assert abs(temperatures.mean() - protocol.temperature_K) < 0.15 * protocol.temperature_K
+
+
+def test_nve_conserves_energy(tmp_path):
+    """With an effectively infinite thermostat time (Q ~ 1e18 larger) the integrator is velocity Verlet:
+    total energy stays constant to far below the kinetic-energy fluctuations."""
+    model, atoms = PairForceField().double(), argon()
+    protocol = MDProtocol(
+        temperature_K=60.0, ramp_start_K=60.0, ramp_ps=0.0, production_ps=0.3, thermostat_time_fs=1e9, timestep_fs=1.0
+    )
+    run_batched_md(model, atoms, [protocol], [5], [tmp_path / "nve.frames"], progress=False)
+    traj = read_trajectory(tmp_path / "nve.frames")
+    kinetic_eV = 1.5 * len(atoms) * units.kB * traj.temperature_K
+    total_eV = traj.energy_eV + kinetic_eV
+    assert kinetic_eV.std() > 0.01  # the system does move
+    assert np.ptp(total_eV) < 0.02 * np.ptp(kinetic_eV)
+
+
+def test_hot_replica_stops_and_the_others_finish(tmp_path):
+    model, atoms = PairForceField().double(), argon()
+    cool = MDProtocol(temperature_K=30.0, ramp_start_K=20.0, ramp_ps=0.1, production_ps=0.2)
+    hot = dataclasses.replace(cool, temperature_K=400.0)
+    paths = [tmp_path / f"{i}.frames" for i in range(3)]
+    summaries = run_batched_md(
+        model, atoms, [cool, hot, cool], [1, 2, 3], paths, max_temperature_K=150.0, check_every_steps=5, progress=False
+    )
+    stopped = summaries[1]
+    assert stopped["stopped_early_reason"] == "temperature_blowup" and not stopped["completed"]
+    assert -cool.ramp_ps < stopped["collapse_time_ps"] < 0  # during the ramp
+    assert stopped["n_frames_written"] == 0 and read_trajectory(paths[1]).n_frames == 0
+    for summary, path in zip(summaries[::2], paths[::2]):
+        assert summary["completed"] and summary["collapse_time_ps"] is None
+        assert summary["n_steps_run"] == cool.n_ramp_steps + cool.n_production_steps
+        assert read_trajectory(path).n_frames == cool.n_production_steps
+
+
+def test_atom_fusion_stops_before_a_fused_frame_is_written(tmp_path):
+    model, atoms = PairForceField(well_eV=5.0).double(), argon()
+    protocol = MDProtocol(temperature_K=30.0, ramp_start_K=30.0, ramp_ps=0.0, production_ps=1.0)
+    (summary,) = run_batched_md(
+        model, atoms, [protocol], [0], [tmp_path / "f.frames"], max_temperature_K=1e9, check_every_steps=1, progress=False
+    )
+    assert summary["stopped_early_reason"] == "atom_fusion"
+    assert 0 < summary["collapse_time_ps"] < protocol.production_ps
+    traj = read_trajectory(tmp_path / "f.frames")
+    assert traj.n_frames == summary["n_frames_written"] > 0
+    assert min_distance_A(traj.positions_A, traj.cell_A).min() >= 1.0
+
+
+def test_rdf_window_check(tmp_path):
+    """The windowed RDF MAE against the perfect crystal trips a tight threshold and passes a loose one."""
+    model, atoms = PairForceField().double(), argon()
+    protocol = MDProtocol(temperature_K=40.0, ramp_start_K=40.0, ramp_ps=0.0, production_ps=0.2)
+    crystal = rdf(atoms.positions[None], atoms.cell.array, atoms.numbers, RDF_R_MAX_A, RDF_N_BINS)
+    summaries = [
+        run_batched_md(model, atoms, [protocol], [0], [tmp_path / f"{threshold}.frames"], rdf_reference=crystal,
+                       rdf_mae_threshold=threshold, rdf_window_frames=20, progress=False)[0]
+        for threshold in (1e-3, 1e3)
+    ]
+    assert summaries[0]["stopped_early_reason"] == "rdf_mismatch"
+    assert summaries[0]["collapse_time_ps"] == pytest.approx(20 * protocol.timestep_fs / 1000)
+    assert summaries[1]["completed"]
+
+
+@pytest.fixture
+def stop_handlers():
+    previous = {signum: signal.getsignal(signum) for signum in preemption.STOP_SIGNALS}
+    preemption.install_handlers()
+    yield
+    preemption.clear()
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, stop_handlers):
+    """SIGTERM mid-run writes a checkpoint and raises Preempted; resuming gives the uninterrupted run's
+    trajectory files byte for byte (neighbour lists rebuilt at different times, one replica stopped)."""
+    atoms = argon()
+    protocols = [
+        MDProtocol(temperature_K=t, ramp_start_K=20.0, ramp_ps=0.05, production_ps=0.15, save_every_steps=2)
+        for t in (40.0, 400.0, 50.0)
+    ]
+    options = dict(max_temperature_K=150.0, neighbour_skin_A=0.1, check_every_steps=3, progress=False)
+    straight = [tmp_path / f"straight{i}.frames" for i in range(3)]
+    expected = run_batched_md(PairForceField().double(), atoms, protocols, [1, 2, 3], straight, **options)
+    assert expected[1]["stopped_early_reason"] == "temperature_blowup"
+
+    model = PairForceField().double()
+    model.on_call = lambda calls: os.kill(os.getpid(), signal.SIGTERM) if calls == 77 else None
+    resumed = [tmp_path / f"resumed{i}.frames" for i in range(3)]
+    checkpoint = tmp_path / "md.ckpt"
+    with pytest.raises(preemption.Preempted):
+        run_batched_md(model, atoms, protocols, [1, 2, 3], resumed, checkpoint_path=checkpoint,
+                       checkpoint_every_steps=20, **options)
+    assert checkpoint.exists()
+    step = torch.load(checkpoint, weights_only=True)["step"]
+    assert 20 < step < 100
+    preemption.clear()
+    summaries = run_batched_md(model, atoms, protocols, [1, 2, 3], resumed, checkpoint_path=checkpoint,
+                               checkpoint_every_steps=20, **options)
+    for a, b in zip(straight, resumed):
+        assert a.read_bytes() == b.read_bytes()
+    for got, want in zip(summaries, expected):
+        assert got["resumed_from_step"] == step
+        for key in ("n_steps_run", "n_frames_written", "stopped_early_reason", "collapse_time_ps", "temperature_K"):
+            assert got[key] == want[key]
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    model, atoms = PairForceField().double(), argon()
+    protocol = MDProtocol(temperature_K=40.0, ramp_ps=0.0, production_ps=0.02)
+    checkpoint = tmp_path / "md.ckpt"
+    run_batched_md(model, atoms, [protocol], [0], [tmp_path / "a.frames"], checkpoint_path=checkpoint,
+                   checkpoint_every_steps=5, progress=False)
+    with pytest.raises(ValueError, match="another run"):
+        run_batched_md(model, atoms, [protocol], [1], [tmp_path / "a.frames"], checkpoint_path=checkpoint,
+                       progress=False)
+    with pytest.raises(ValueError, match="one seed and one out_path"):
+        run_batched_md(model, atoms, [protocol], [0, 1], [tmp_path / "a.frames"], progress=False)

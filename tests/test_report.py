@@ -1,0 +1,92 @@
+"""`campaign report` on a tiny finished campaign: real analyze-stage documents from synthetic trajectories."""
+
+import numpy as np
+from click.testing import CliRunner
+
+from campaign.report import write_report
+from mlff.trajectory import TrajectoryWriter
+from workflows.stages import analyze
+
+CELL_A = np.diag([6.0, 6.0, 6.0])
+NUMBERS = np.array([3, 3, 3, 3, 16, 16, 16, 16])
+SETTINGS = {
+    "discard_ps": 0.01,
+    "rdf": {"r_max_A": 4.0, "n_bins": 40, "pairs": [["Li", "S"]], "frame_stride": 1},
+    "rdf_mae_threshold": 0.02,
+    "fusion_distance_A": 1.0,
+    "diffusing_specie": "Li",
+    "target_temperature_K": 300.0,
+}
+
+
+def _trajectory(path, seed, temperature_K, n_frames=120):
+    """Li random walk (faster when hotter) between S on a simple cubic sublattice."""
+    rng = np.random.default_rng(seed)
+    sites = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]) * 6.0
+    li_start = sites + 1.5
+    step_A = 0.02 * np.exp(-600.0 / temperature_K)
+    with TrajectoryWriter(path, NUMBERS, CELL_A, fields=[]) as writer:
+        li = li_start.copy()
+        for frame in range(n_frames):
+            li += rng.normal(0.0, step_A * 10, size=li.shape)
+            s = sites + rng.normal(0.0, 0.05, size=sites.shape)
+            writer.append(frame, frame * 2.0, np.concatenate([li, s]))
+    return str(path)
+
+
+def _campaign(tmp_path):
+    analyses, docs = [], []
+    references = [
+        {"path": _trajectory(tmp_path / f"ref{t}.frames", 10 + i, t), "temperature_K": t, "run": 0}
+        for i, t in enumerate((800.0, 1200.0))
+    ]
+    runs = [
+        {"path": _trajectory(tmp_path / f"m{t}_{r}.frames", 20 + 2 * i + r, t), "temperature_K": t, "repetition": r}
+        for i, t in enumerate((800.0, 1200.0)) for r in range(2)
+    ]
+    for source, entries in (("reference", references), ("toymodel", runs)):
+        inputs = {"source": source, "material": "toyLiS", "runs": entries, "references": references,
+                  "out_dir": str(tmp_path / "analyze" / source), **SETTINGS}
+        docs += analyze(**inputs)["results"]
+        analyses.append(inputs)
+    rng = np.random.default_rng(0)
+    forces = rng.normal(size=(50, 3))
+    np.savez(tmp_path / "parity.npz", predicted_forces_eV_A=forces + rng.normal(0, 0.1, forces.shape),
+             reference_forces_eV_A=forces)
+    docs.append({"kind": "prediction", "source": "toymodel", "material": "toyLiS", "n_frames": 5,
+                 "energy_mae_eV_atom": 0.01, "energy_r2": 0.9, "force_mae_eV_A": 0.08, "force_r2": 0.95,
+                 "parity_path": str(tmp_path / "parity.npz"), "parity_sha256": "x", "provenance": {}})
+    return docs, analyses
+
+
+def test_report_writes_every_figure_and_table(tmp_path):
+    docs, analyses = _campaign(tmp_path)
+    index = write_report("toy", docs, analyses, tmp_path / "report")
+    expected = ["fig4_errors.png", "parity_forces.png", "rdf_toyLiS.png", "arrhenius_toyLiS.png", "li_density_toyLiS.png"]
+    page = index.read_text()
+    for name in expected:
+        png = tmp_path / "report" / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"src='{name}'" in page
+    for title in ("Table 2", "Table S1", "Table S2", "Table S3", "Stability", "Diffusion paths"):
+        assert title in page
+    assert "Not drawn" not in page
+    # The reference compared with itself: identical Li density, nothing in empty voxels.
+    row = page.split("<td>reference</td><td>toyLiS</td><td>1200</td>")[-1].split("</tr>")[0]  # diffusion-path table
+    assert row.startswith("<td>1</td><td>0</td><td>no</td>")
+
+
+def test_report_without_rdf_files_says_what_is_missing(tmp_path):
+    docs, analyses = _campaign(tmp_path)
+    for analysis in analyses:
+        (tmp_path / "analyze" / analysis["source"] / "rdf.npz").unlink()
+    page = write_report("toy", docs, analyses, tmp_path / "report").read_text()
+    assert "Not drawn" in page and "RDFs of toyLiS" in page.split("Not drawn")[1]
+    assert not (tmp_path / "report" / "rdf_toyLiS.png").exists()
+
+
+def test_cli_report_command_is_registered():
+    from campaign.cli import main
+
+    result = CliRunner().invoke(main, ["report", "--help"])
+    assert result.exit_code == 0 and "--out" in result.output

@@ -1,0 +1,341 @@
+"""Slurm job arrays: templates, error handlers, and whole campaigns on a real one-node Slurm.
+
+The tests marked ``slurm`` start munged, slurmctld and slurmd on localhost (tests/conftest.py,
+.ci/slurm-setup.sh). Their campaign is Cu with EMT as the reference and a tiny SchNet, small
+enough for 2 CPU cores; the MD of the fault tests is long enough to be stopped mid-run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from ase.build import bulk
+from click.testing import CliRunner
+from fireworks import Firework, FiretaskBase, Workflow
+
+from campaign.cli import main
+from campaign.store import EmbeddedStore
+from launchers.handlers import HANDLER_DEFAULTS, find_correction, write_error
+from launchers.offline import campaign_worker, fold, reserve, run_rocket
+from campaign.spec import parse_spec
+from launchers.slurm import JOBS_COLLECTION, TEMPLATES, TemplateError, script_values, render_template
+from mlff.trajectory import read_trajectory
+
+# ---------------------------------------------------------------- templates (no Slurm needed)
+
+TEMPLATE_VALUES = {
+    "job_name": "c-gpu", "array": "0-9%4", "partition": "gpu", "account": None, "qos": None,
+    "walltime_minutes": 60, "memory_MB": 4096, "cpus_per_task": 4, "gres": "gpu:1", "warning_s": 120,
+    "job_dir": "/scratch/c/job", "pre_command": "module load cuda", "python": "/opt/venv/bin/python",
+}
+
+
+def test_gpu_template_fills_every_directive_and_leaves_out_null_optional_ones():
+    script = render_template(TEMPLATES["gpu"], TEMPLATE_VALUES)
+    directives = [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    assert "#SBATCH --array=0-9%4" in directives and "#SBATCH --gres=gpu:1" in directives
+    assert "#SBATCH --partition=gpu" in directives and "#SBATCH --signal=B:USR1@120" in directives
+    assert "#SBATCH --time=60" in directives and "#SBATCH --mem=4096M" in directives
+    assert not any("--account" in line or "--qos" in line for line in directives)
+    assert "{{" not in script and "module load cuda" in script
+    assert script.splitlines()[-1] == "exec /opt/venv/bin/python -m launchers.slurm /scratch/c/job/manifest.json"
+
+
+def test_template_rejects_unknown_missing_and_misplaced_null_values():
+    with pytest.raises(TemplateError, match=r"unknown keys \['acount'\]"):
+        render_template(TEMPLATES["gpu"], {**TEMPLATE_VALUES, "acount": "x"})
+    values = dict(TEMPLATE_VALUES)
+    del values["warning_s"]
+    with pytest.raises(TemplateError, match=r"no value given for \['warning_s'\]"):
+        render_template(TEMPLATES["gpu"], values)
+    with pytest.raises(TemplateError, match=r"\['walltime_minutes'\] must not be null"):
+        render_template(TEMPLATES["gpu"], {**TEMPLATE_VALUES, "walltime_minutes": None})
+    cpu_values = {k: v for k, v in TEMPLATE_VALUES.items() if k != "gres"}
+    assert "--gres" not in render_template(TEMPLATES["cpu"], cpu_values)
+    with pytest.raises(TemplateError, match=r"unknown keys \['gres'\]"):
+        render_template(TEMPLATES["cpu"], TEMPLATE_VALUES)
+
+
+def test_the_readme_cluster_example_is_a_valid_spec():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Running on a Slurm cluster", 1)[1]
+    example = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    quickstart = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml").read_text())
+    quickstart["campaign"].update(example["campaign"])
+    spec = parse_spec({**quickstart, "resources": example["resources"]})
+    assert spec.campaign.launcher == "slurm" and spec.resources.gpu.gres == "gpu:1"
+    script = render_template(TEMPLATES["gpu"], script_values(spec.resources.gpu, "q-gpu", Path("/jobs/x"), 3))
+    assert "#SBATCH --account=my_project" in script and "#SBATCH --array=0-2%32" in script
+    assert "module load cuda/12.4" in script and "#SBATCH --mem=32768M" in script
+
+
+# ---------------------------------------------------------------- handlers (no Slurm needed)
+
+
+def test_handlers_return_corrections_as_data_and_respect_their_limits(tmp_path):
+    nan = "Traceback ...\nmlff.training.NonFiniteLossError: non-finite training loss in epoch 3"
+    write_error(tmp_path, "train", {"learning_rate": 1e-3, "batch_size": 8}, nan, [])
+    assert find_correction(tmp_path) == {
+        "handler": "non_finite_loss", "errors": ["non-finite training loss"],
+        "actions": [{"input": "learning_rate", "from": 1e-3, "to": 1e-3 * HANDLER_DEFAULTS["learning_rate_factor"]}],
+    }
+    used_up = [{"handler": "non_finite_loss"}] * HANDLER_DEFAULTS["max_learning_rate_corrections"]
+    write_error(tmp_path, "train", {"learning_rate": 1e-3, "batch_size": 8}, nan, used_up)
+    assert find_correction(tmp_path) is None
+
+    oom = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    write_error(tmp_path, "train", {"learning_rate": 1e-3, "batch_size": 8}, oom, [])
+    assert find_correction(tmp_path)["actions"] == [{"input": "batch_size", "from": 8, "to": 4}]
+    write_error(tmp_path, "train", {"learning_rate": 1e-3, "batch_size": 1}, oom, [])
+    assert find_correction(tmp_path) is None
+
+    write_error(tmp_path, "md", {}, "RuntimeError: engine exploded", [{"handler": "md_crash"}])
+    assert find_correction(tmp_path)["actions"] == [{"retry": 2}]
+    write_error(tmp_path, "md", {}, "RuntimeError: engine exploded", [{"handler": "md_crash"}] * 2)
+    assert find_correction(tmp_path) is None
+    write_error(tmp_path, "analyze", {}, "ValueError: bad", [])
+    assert find_correction(tmp_path) is None
+
+
+class RaisingTask(FiretaskBase):
+    """Calls ``func`` (a dotted path); carries ``inputs`` like the campaign's firetasks."""
+
+    _fw_name = f"{{{{{__name__}.RaisingTask}}}}"
+    required_params = ["func", "inputs"]
+
+    def run_task(self, fw_spec):
+        module, name = self["func"].rsplit(".", 1)
+        getattr(importlib.import_module(module), name)()
+
+
+def _one_firework(stage: str, func: str) -> Workflow:
+    identity = {"name": "c", "key": stage, "digest": "d", "stage": stage, "spec_hash": "h", "labels": {}}
+    task = RaisingTask(func=func, inputs={"learning_rate": 1e-3, "batch_size": 8})
+    return Workflow([Firework(task, name=stage, spec={"_campaign": identity})], metadata={"campaign": "c"})
+
+
+def raise_preempted():
+    from mlff.preemption import Preempted
+
+    raise Preempted("last.pt")
+
+
+def raise_non_finite_loss():
+    from mlff.training import NonFiniteLossError
+
+    raise NonFiniteLossError("non-finite training loss in epoch 2, batch 0")
+
+
+def raise_value_error():
+    raise ValueError("a plain failure")
+
+
+@pytest.mark.parametrize(
+    ("func", "expected_state", "corrections"),
+    [
+        (f"{__name__}.raise_preempted", "READY", 0),
+        (f"{__name__}.raise_non_finite_loss", "READY", 1),
+        (f"{__name__}.raise_value_error", "FIZZLED", 0),
+    ],
+    ids=["preempted", "nan_loss", "plain_failure"],
+)
+def test_fold_requeues_preempted_corrects_known_errors_and_keeps_real_failures(
+    tmp_path, func, expected_state, corrections
+):
+    store = EmbeddedStore(tmp_path / "store.json")
+    with store.write() as launchpad:
+        launchpad.add_wf(_one_firework("train", func))
+        fw_id, launch_id = reserve(launchpad, campaign_worker("c"), tmp_path / "launch")
+    run_rocket(tmp_path / "launch", campaign_worker("c"))
+    with store.write() as launchpad:
+        assert fold(launchpad, launch_id) == expected_state
+        firework = launchpad.get_fw_by_id(fw_id)
+    assert firework.state == expected_state
+    assert len(firework.spec.get("_corrections", [])) == corrections
+    if corrections:
+        assert firework.tasks[0]["inputs"]["learning_rate"] == pytest.approx(5e-4)
+
+
+# ---------------------------------------------------------------- whole campaigns on a real Slurm
+
+RESOURCES = {"walltime_minutes": 10, "memory_GB": 0.5, "cpus_per_task": 1, "warning_s": 30, "max_concurrent": 2,
+             "pre_command": "export OMP_NUM_THREADS=1"}
+
+
+def _write_spec(directory: Path, name: str, *, md_production_ps: float = 0.1, repetitions: int = 2,
+                gpu_walltime_minutes: int = 10) -> Path:
+    """A Cu campaign at 300 K: EMT reference, one tiny SchNet (stable for the tens of ps the fault tests need)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    bulk("Cu", cubic=True).repeat(2).write(directory / "cu.extxyz")
+    spec = {
+        "campaign": {"name": name, "store": {"embedded": "store.json"}, "launcher": "slurm", "workdir": "runs",
+                     "seed": 1, "device": "cpu"},
+        "materials": {"Cu": {"structure": "cu.extxyz", "generate": {
+            "calculator": "ase.calculators.emt:EMT", "runs": 1, "ramp_ps": 0.02, "production_ps": 0.3}}},
+        "training": {"material": "Cu", "temperatures_K": [300], "n_train_per_run": 60, "n_validation_per_run": 20,
+                     "batch_size": 10, "learning_rate": 0.003, "max_epochs": 10, "max_wall_minutes": 1},
+        "models": {"schnet": {"hidden_channels": 8, "num_interactions": 1, "cutoff_A": 4.0}},
+        "prediction": {"n_frames": 10},
+        "md": {"temperatures_K": [300], "repetitions": repetitions, "ramp": {"start_K": 100, "ramp_ps": 0.02},
+               "production_ps": md_production_ps, "discard_ps": 0.02, "save_every_steps": 2},
+        "analysis": {"rdf": {"r_max_A": 3.5, "n_bins": 20}, "diffusing_specie": "Cu"},
+        "resources": {"gpu": {**RESOURCES, "walltime_minutes": gpu_walltime_minutes}, "cpu": RESOURCES},
+    }
+    path = directory / "campaign.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _campaign(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _states(spec_path: Path) -> dict[str, str]:
+    with EmbeddedStore(spec_path.parent / "store.json").read() as launchpad:
+        return {doc["name"]: doc["state"] for doc in launchpad.fireworks.find({}, {"name": 1, "state": 1})}
+
+
+def _sync_until(spec_path: Path, done, timeout_s: float, every_s: float = 2.0) -> dict[str, str]:
+    """Run `campaign sync` until ``done(states)`` holds; returns the states."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        _campaign("sync", str(spec_path))
+        states = _states(spec_path)
+        if done(states):
+            return states
+        time.sleep(every_s)
+    raise AssertionError(f"not done after {timeout_s} s: {states}")
+
+
+def _md_task(spec_path: Path) -> tuple[str, Path]:
+    """The Slurm task id (``<job>_<index>``) and launch directory of the running MD firework."""
+    with EmbeddedStore(spec_path.parent / "store.json").read() as launchpad:
+        fw_id = launchpad.fireworks.find_one({"name": {"$regex": "^md/"}})["fw_id"]
+        run = launchpad.offline_runs.find_one({"fw_id": fw_id, "completed": False, "deprecated": {"$ne": True}})
+        job = launchpad.db[JOBS_COLLECTION].find_one({"launch_ids": run["launch_id"]})
+        index = job["launch_ids"].index(run["launch_id"])
+        return f"{job['job_id']}_{index}", Path(job["job_dir"]) / f"task{index}"
+
+
+def _md_files(spec_path: Path) -> tuple[Path, Path]:
+    (trajectory,) = (spec_path.parent / "runs" / "md").rglob("trajectory.frames")
+    return trajectory, trajectory.with_suffix(".checkpoint.npz")
+
+
+def _wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def _run_to_md(tmp_path: Path, name: str, **spec_options) -> tuple[Path, str, Path]:
+    """Submit a one-MD campaign and sync until its MD task has written a checkpoint; the spec path, task, checkpoint."""
+    spec_path = _write_spec(tmp_path, name, repetitions=1, **spec_options)
+    _campaign("submit", str(spec_path))
+    _sync_until(spec_path, lambda s: s[next(k for k in s if k.startswith("md/"))] == "RESERVED", 240)
+    task, _ = _md_task(spec_path)
+    _wait_for(lambda: any((spec_path.parent / "runs" / "md").rglob("*.checkpoint.npz")), 120, "an MD checkpoint")
+    return spec_path, task, _md_files(spec_path)[1]
+
+
+def _assert_continuous(trajectory_path: Path, production_ps: float, save_every_steps: int = 2) -> None:
+    trajectory = read_trajectory(trajectory_path)
+    n_expected = round(production_ps * 1000 / 2.0) // save_every_steps
+    np.testing.assert_array_equal(trajectory.step, save_every_steps * np.arange(1, n_expected + 1))
+    assert np.isfinite(trajectory.positions_A).all()
+
+
+def _finish(spec_path: Path, timeout_s: float = 240) -> dict[str, str]:
+    return _sync_until(spec_path, lambda s: all(v == "COMPLETED" for v in s.values()), timeout_s)
+
+
+@pytest.mark.slurm
+def test_campaign_runs_through_gpu_and_cpu_arrays_and_resubmitting_adds_nothing(slurm_cluster, tmp_path):
+    spec_path = _write_spec(tmp_path, "arrays")
+    first = _campaign("submit", str(spec_path))
+    assert "7 new task(s)" in first and "submitted Slurm array job" in first
+    again = _campaign("submit", str(spec_path))
+    assert "0 new task(s), 7 already stored" in again and "no ready work to submit" in again
+
+    states = _finish(spec_path)
+    assert set(states.values()) == {"COMPLETED"}
+    with EmbeddedStore(tmp_path / "store.json").read() as launchpad:
+        jobs = list(launchpad.db[JOBS_COLLECTION].find({"campaign": "arrays"}))
+        n_results = launchpad.db["campaign_results"].count_documents({})
+    # one array per category and round: reference | train | predict + 2 md | 2 analyze
+    assert sorted((job["category"], job["n_tasks"]) for job in jobs) == [("cpu", 1), ("cpu", 1), ("gpu", 1), ("gpu", 1), ("gpu", 3)]
+    assert n_results > 0
+    gpu_logs = [p.read_text() for job in jobs if job["category"] == "gpu" for p in Path(job["job_dir"]).glob("slurm-*.out")]
+    visible = {line.rsplit("CUDA_VISIBLE_DEVICES=", 1)[1].strip() for log in gpu_logs for line in log.splitlines()
+               if "CUDA_VISIBLE_DEVICES=" in line}
+    assert len(gpu_logs) == 5 and visible <= {"0", "1"}  # each GPU task sees exactly one GPU
+
+    status = _campaign("status", str(spec_path))
+    assert f"Slurm array job {jobs[0]['job_id']}" in status and "0 pending, 0 running" in status
+    results = _campaign("results", str(spec_path), "--format", "json")
+    assert "schnet" in results
+    assert "0 new task(s)" in _campaign("submit", str(spec_path)) and len(_states(spec_path)) == 7
+
+
+@pytest.mark.slurm
+def test_scancel_of_a_running_md_task_resumes_from_its_checkpoint(slurm_cluster, tmp_path):
+    spec_path, task, checkpoint = _run_to_md(tmp_path, "cancel", md_production_ps=8.0)
+    subprocess.run(["scancel", task], check=True)
+    _wait_for(lambda: task not in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
+                                                   text=True).stdout.split(), 60, "the cancelled task to end")
+    stopped_at = int(np.load(checkpoint)["step"])
+    status = _campaign("status", str(spec_path))  # folds: the preempted MD goes back to READY
+    assert "READY" in status
+    _finish(spec_path)
+    trajectory, _ = _md_files(spec_path)
+    summary = json.loads(trajectory.with_suffix(".json").read_text())
+    assert summary["resumed_from_step"] == stopped_at > 0
+    _assert_continuous(trajectory, 8.0)
+
+
+@pytest.mark.slurm
+def test_kill_9_of_a_rocket_is_detected_as_lost_and_rerun_from_its_checkpoint(slurm_cluster, tmp_path):
+    spec_path, task, checkpoint = _run_to_md(tmp_path, "killed", md_production_ps=8.0)
+    _wait_for(lambda: int(np.load(checkpoint)["step"]) >= 200, 120, "a second checkpoint")
+    job_id = subprocess.run(["squeue", "-h", "-j", task, "-o", "%A"], capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(["scontrol", "listpids", job_id.strip()], capture_output=True, text=True, check=True).stdout
+    rocket = next(int(line.split()[0]) for line in listed.splitlines()[1:] if "batch" in line)
+    os.kill(rocket, signal.SIGKILL)
+    _wait_for(lambda: task not in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
+                                                   text=True).stdout.split(), 60, "the killed task to end")
+    killed_at = int(np.load(checkpoint)["step"])
+    assert "LOST" in _campaign("sync", str(spec_path))
+    _finish(spec_path)
+    trajectory, _ = _md_files(spec_path)
+    assert json.loads(trajectory.with_suffix(".json").read_text())["resumed_from_step"] == killed_at
+    _assert_continuous(trajectory, 8.0)
+
+
+@pytest.mark.slurm
+def test_a_task_overrunning_its_time_limit_is_checkpointed_and_requeued(slurm_cluster, tmp_path):
+    spec_path, task, checkpoint = _run_to_md(tmp_path, "walltime", md_production_ps=40.0, gpu_walltime_minutes=1)
+    _wait_for(lambda: task not in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
+                                                   text=True).stdout.split(), 150, "the time limit")
+    with EmbeddedStore(tmp_path / "store.json").write() as launchpad:
+        from launchers.slurm import sync
+
+        report = sync(launchpad, "walltime")
+        md = launchpad.fireworks.find_one({"name": {"$regex": "^md/"}})
+        archived = launchpad.launches.find_one({"fw_id": md["fw_id"]}, sort=[("launch_id", -1)])
+    md_name = md["name"]
+    assert report.folded[md_name] == "READY" and md["state"] == "READY"
+    assert archived["action"]["stored_data"]["_exception"]["_details"]["preempted"] is True
+    assert int(np.load(checkpoint)["step"]) > 0
