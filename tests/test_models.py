@@ -13,31 +13,8 @@ from scipy.spatial.transform import Rotation
 from mlff.graph import build_graph, edge_vectors_A
 from mlff.models import MODELS, build_model, energy_and_forces
 from mlff.models.dimenet_pp import legendre, spherical_bessel, spherical_bessel_roots, triplets
+from model_sizes import SMALL_HPARAMS
 
-SMALL_HPARAMS = {
-    "schnet": dict(hidden_channels=16, num_filters=16, num_interactions=2, num_gaussians=12, cutoff_A=4.0),
-    "dimenet++": dict(
-        hidden_channels=16, out_emb_channels=16, int_emb_size=8, basis_emb_size=4, num_interactions=2,
-        num_spherical=4, num_radial=4, cutoff_A=4.0,
-    ),
-    "forcenet": dict(
-        hidden_channels=16, num_interactions=2, num_freqs=4, max_n=2, decoder_hidden_channels=16, cutoff_A=4.0
-    ),
-    "gns-tat": dict(hidden_channels=16, num_interactions=2, mlp_layers=1, num_gaussians=8, cutoff_A=4.0),
-    "leftnet": dict(hidden_channels=16, num_interactions=2, num_radial=8, cutoff_A=4.0),
-    "cgcnn": dict(hidden_channels=16, num_interactions=2, num_gaussians=8, head_channels=16, cutoff_A=4.0),
-    "dimenet": dict(
-        hidden_channels=16, num_bilinear=4, num_interactions=1, num_spherical=3, num_radial=4, num_output_layers=1,
-        cutoff_A=4.0,
-    ),
-    "deeper-gatgnn": dict(
-        hidden_channels=16, num_interactions=2, num_heads=2, num_groups=3, num_gaussians=8, cutoff_A=4.0
-    ),
-    "escn": dict(
-        hidden_channels=8, so2_channels=8, edge_channels=8, lmax=2, mmax=1, num_interactions=2, num_gaussians=8,
-        cutoff_A=4.0,
-    ),
-}
 TRICLINIC_CELL_A = np.array([[3.4, 0.0, 0.0], [0.9, 3.1, 0.0], [-0.6, 0.7, 3.3]])
 
 

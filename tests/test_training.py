@@ -17,32 +17,8 @@ from mlff.models import build_model, energy_and_forces
 from mlff.prediction import predict
 from mlff.trajectory import Trajectory
 from mlff.training import NonFiniteLossError, fit_atomic_energies, train, validation_errors
+from model_sizes import TRAINING_HPARAMS as SMALL_HPARAMS
 
-SMALL_HPARAMS = {
-    "schnet": dict(hidden_channels=16, num_filters=16, num_interactions=2, num_gaussians=12, cutoff_A=4.0),
-    "dimenet++": dict(
-        hidden_channels=16, out_emb_channels=16, int_emb_size=8, basis_emb_size=4, num_interactions=1,
-        num_spherical=3, num_radial=4, cutoff_A=4.0,
-    ),
-    "forcenet": dict(
-        hidden_channels=16, num_interactions=2, num_freqs=2, max_n=1, decoder_hidden_channels=16, avg_neighbours=4,
-        cutoff_A=4.0,
-    ),
-    "gns-tat": dict(hidden_channels=16, num_interactions=2, mlp_layers=1, num_gaussians=8, cutoff_A=4.0),
-    "leftnet": dict(hidden_channels=16, num_interactions=2, num_radial=8, cutoff_A=4.0),
-    "cgcnn": dict(hidden_channels=16, num_interactions=2, num_gaussians=8, head_channels=16, cutoff_A=4.0),
-    "dimenet": dict(
-        hidden_channels=16, num_bilinear=4, num_interactions=1, num_spherical=3, num_radial=4, num_output_layers=1,
-        cutoff_A=4.0,
-    ),
-    "deeper-gatgnn": dict(
-        hidden_channels=16, num_interactions=2, num_heads=2, num_groups=3, num_gaussians=8, cutoff_A=4.0
-    ),
-    "escn": dict(
-        hidden_channels=8, so2_channels=8, edge_channels=8, lmax=2, mmax=1, num_interactions=2, num_gaussians=8,
-        cutoff_A=4.0,
-    ),
-}
 
 
 def emt_run(n_frames: int, seed: int, element: str = "Cu", a_A: float = 3.61) -> Trajectory:
