@@ -32,9 +32,9 @@ import math
 import torch
 from torch import nn
 
-from mlff.graph import AtomGraph, edge_vectors_A
+from mlff.graph import AtomGraph
 from mlff.models.base import ForceField, require_positive
-from mlff.models.dimenet_pp import Embedding, RadialBasis, Residual, SphericalBasis, triplets
+from mlff.models.dimenet_pp import Embedding, RadialBasis, Residual, SphericalBasis, directional_atom_energies
 
 
 class BilinearInteraction(nn.Module):
@@ -135,17 +135,4 @@ class DimeNet(ForceField):
         )
 
     def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
-        vectors_A = edge_vectors_A(graph)  # [n_edges, 3], receiver i -> sender j
-        distance_A = vectors_A.norm(dim=-1)  # [n_edges]
-        idx_kj, idx_ji = triplets(graph.edge_index, graph.shifts, graph.n_atoms)
-        # angle at j between j -> i (= -vector of edge j->i) and j -> k (= vector of edge k->j)
-        cos_angle = -(vectors_A[idx_ji] * vectors_A[idx_kj]).sum(-1) / (distance_A[idx_ji] * distance_A[idx_kj])
-        rbf = self.radial_basis(distance_A)  # [n_edges, num_radial]
-        sbf = self.spherical_basis(distance_A, cos_angle, idx_kj)  # [n_triplets, num_spherical * num_radial]
-        receiver = graph.edge_index[1]
-        m = self.embedding(graph.numbers, rbf, graph.edge_index)  # [n_edges, hidden]
-        energies = self.outputs[0](m, rbf, receiver, graph.n_atoms)
-        for interaction, output in zip(self.interactions, self.outputs[1:]):
-            m = interaction(m, rbf, sbf, idx_kj, idx_ji)
-            energies = energies + output(m, rbf, receiver, graph.n_atoms)
-        return energies  # [n_atoms]
+        return directional_atom_energies(self, graph)

@@ -275,17 +275,23 @@ class DimeNetPlusPlus(ForceField):
         )
 
     def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
-        vectors_A = edge_vectors_A(graph)  # [n_edges, 3], receiver i -> sender j
-        distance_A = vectors_A.norm(dim=-1)  # [n_edges]
-        idx_kj, idx_ji = triplets(graph.edge_index, graph.shifts, graph.n_atoms)
-        # angle at j between j -> i (= -vector of edge j->i) and j -> k (= vector of edge k->j)
-        cos_angle = -(vectors_A[idx_ji] * vectors_A[idx_kj]).sum(-1) / (distance_A[idx_ji] * distance_A[idx_kj])
-        rbf = self.radial_basis(distance_A)  # [n_edges, num_radial]
-        sbf = self.spherical_basis(distance_A, cos_angle, idx_kj)  # [n_triplets, num_spherical * num_radial]
-        receiver = graph.edge_index[1]
-        m = self.embedding(graph.numbers, rbf, graph.edge_index)  # [n_edges, hidden]
-        energies = self.outputs[0](m, rbf, receiver, graph.n_atoms)
-        for interaction, output in zip(self.interactions, self.outputs[1:]):
-            m = interaction(m, rbf, sbf, idx_kj, idx_ji)
-            energies = energies + output(m, rbf, receiver, graph.n_atoms)
-        return energies  # [n_atoms]
+        return directional_atom_energies(self, graph)
+
+
+def directional_atom_energies(model: ForceField, graph: AtomGraph) -> torch.Tensor:
+    """DimeNet's and DimeNet++'s shared forward pass: embedding, then interaction and output blocks
+    over edge messages, summed into atom energies [n_atoms]. ``model`` holds the blocks."""
+    vectors_A = edge_vectors_A(graph)  # [n_edges, 3], receiver i -> sender j
+    distance_A = vectors_A.norm(dim=-1)  # [n_edges]
+    idx_kj, idx_ji = triplets(graph.edge_index, graph.shifts, graph.n_atoms)
+    # angle at j between j -> i (= -vector of edge j->i) and j -> k (= vector of edge k->j)
+    cos_angle = -(vectors_A[idx_ji] * vectors_A[idx_kj]).sum(-1) / (distance_A[idx_ji] * distance_A[idx_kj])
+    rbf = model.radial_basis(distance_A)  # [n_edges, num_radial]
+    sbf = model.spherical_basis(distance_A, cos_angle, idx_kj)  # [n_triplets, num_spherical * num_radial]
+    receiver = graph.edge_index[1]
+    m = model.embedding(graph.numbers, rbf, graph.edge_index)  # [n_edges, hidden]
+    energies = model.outputs[0](m, rbf, receiver, graph.n_atoms)
+    for interaction, output in zip(model.interactions, model.outputs[1:]):
+        m = interaction(m, rbf, sbf, idx_kj, idx_ji)
+        energies = energies + output(m, rbf, receiver, graph.n_atoms)
+    return energies  # [n_atoms]
