@@ -39,7 +39,7 @@ class StoreSpec(Strict):
         None, description="Path of a FireWorks my_launchpad.yaml for a real MongoDB, relative to the spec file."
     )
     uri: str | None = Field(None, description="MongoDB connection URI, e.g. mongodb://user@host:27017/mlff.")
-    database: str = Field("mlff_campaign", description="Database name used with `uri` when the URI names none.")
+    database: str = Field("mlff_campaign", description="Database on the `uri` server holding workflows and results.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> StoreSpec:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from mlff import preemption
 
 SLURM_SETUP = Path(__file__).resolve().parent.parent / ".ci" / "slurm-setup.sh"
 
@@ -55,3 +58,15 @@ def slurm_cluster(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture
+def stop_signals():
+    """Install the preemption handlers for one test; restore the previous handlers afterwards."""
+    previous = {signum: signal.getsignal(signum) for signum in preemption.STOP_SIGNALS}
+    preemption.clear()
+    preemption.install_handlers()
+    yield
+    preemption.clear()
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)

@@ -89,17 +89,6 @@ def sheared(atoms: Atoms) -> Atoms:
     return atoms
 
 
-@pytest.fixture
-def stop_signals():
-    previous = {signum: signal.getsignal(signum) for signum in preemption.STOP_SIGNALS}
-    preemption.clear()
-    preemption.install_handlers()
-    yield
-    preemption.clear()
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
-
-
 def test_lammps_cell_is_lower_triangular_and_maps_back():
     for cell_A in (mirrored(load_structure("Li2S")).cell.array, sheared(load_structure("Li2S")).cell.array):
         box_A, rotation = lammps_cell(cell_A)

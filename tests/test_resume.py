@@ -22,18 +22,6 @@ from tests.test_training import SMALL_HPARAMS, emt_run
 PROTOCOL = MDProtocol(temperature_K=600.0, ramp_start_K=100.0, ramp_ps=0.04, production_ps=0.1, save_every_steps=3)
 
 
-@pytest.fixture
-def stop_signals():
-    """Install the preemption handlers for one test; restore the previous handlers afterwards."""
-    previous = {signum: signal.getsignal(signum) for signum in preemption.STOP_SIGNALS}
-    preemption.clear()
-    preemption.install_handlers()
-    yield
-    preemption.clear()
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
-
-
 class SignalAt(EMT):
     """EMT that sends this process SIGTERM at its ``at``-th force evaluation (as Slurm would)."""
 
