@@ -57,6 +57,21 @@ class EmbeddedLaunchPad(LaunchPad):
             setattr(self, name, self.db[name])
 
 
+def _drop_unique_checks(launchpad: LaunchPad) -> None:
+    """Make FireWorks' unique indexes plain ones in the embedded store.
+
+    mongomock checks a unique index by scanning the whole collection on every insert and update,
+    which makes adding or refreshing a workflow of N fireworks cost O(N²). FireWorks' id counters
+    and the single writer already keep ``fw_id`` and ``launch_id`` unique.
+    """
+    for name in FIREWORKS_COLLECTIONS:
+        collection = launchpad.db[name]
+        for index_name, index in collection.index_information().items():
+            if index.get("unique") and index_name != "_id_":
+                collection.drop_index(index_name)
+                collection.create_index(index["key"], name=index_name)
+
+
 def _initialise(launchpad: LaunchPad) -> None:
     """Give an empty database FireWorks' id counters; never touches a database that holds work."""
     if launchpad.fw_id_assigner.count_documents({}) == 0:
@@ -119,6 +134,7 @@ class EmbeddedStore:
             server = self._load()
             launchpad = EmbeddedLaunchPad(server)
             _initialise(launchpad)
+            _drop_unique_checks(launchpad)
             yield launchpad
             self._save(server)
 

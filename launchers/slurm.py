@@ -16,6 +16,7 @@ Offline rockets (the default, and the only choice with the embedded store):
 
 Online rockets: array tasks pull READY fireworks of their category from the MongoDB store; ``dispatch``
 submits one array task per READY firework not already covered by a pending array task, and ``sync``
+stores the result documents of completed launches, settles failed ones (launchers/handlers.py) and
 reruns fireworks whose launch belongs to an array task Slurm no longer lists.
 
 Every array job submitted is recorded in the store's ``campaign_slurm_jobs`` collection.
@@ -35,11 +36,13 @@ from pathlib import Path
 
 from fireworks import LaunchPad
 
+from campaign.results import store_results
 from campaign.spec import CPUResources, ResourcesSpec, StoreSpec
 from launchers.offline import (
     OFFLINE_FILE,
     campaign_worker,
     fold,
+    one_workflow_refresh,
     outcome,
     requeue,
     reserve,
@@ -54,6 +57,7 @@ OPTIONAL_DIRECTIVES = ("partition", "account", "qos", "gres")  # an #SBATCH line
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 JOBS_COLLECTION = "campaign_slurm_jobs"
 MANIFEST = "manifest.json"
+RESULTS_STORED = "campaign_results_stored"  # set on an online launch once sync has stored its result documents
 MB_PER_GB = 1024  # Slurm's --mem units: M = MiB, G = 1024 M
 SLURM_COMMAND_TIMEOUT_S = 60
 
@@ -192,14 +196,15 @@ def dispatch(
         while True:
             job_dir = _new_job_dir(job_root, category)
             launch_dirs, fw_ids, launch_ids = [], [], []
-            while len(launch_dirs) < limit:
-                launch_dir = job_dir / f"task{len(launch_dirs)}"
-                reserved = reserve(launchpad, worker, launch_dir)
-                if reserved is None:
-                    break
-                launch_dirs.append(str(launch_dir))
-                fw_ids.append(reserved[0])
-                launch_ids.append(reserved[1])
+            with one_workflow_refresh(launchpad):
+                while len(launch_dirs) < limit:
+                    launch_dir = job_dir / f"task{len(launch_dirs)}"
+                    reserved = reserve(launchpad, worker, launch_dir)
+                    if reserved is None:
+                        break
+                    launch_dirs.append(str(launch_dir))
+                    fw_ids.append(reserved[0])
+                    launch_ids.append(reserved[1])
             if not launch_dirs:
                 job_dir.rmdir()
                 break
@@ -276,9 +281,10 @@ def sync(launchpad: LaunchPad, campaign: str) -> SyncReport:
 
 
 def _sync_online(launchpad: LaunchPad, campaign: str, online_jobs: dict, report: SyncReport) -> None:
+    """Store the results of online launches that completed, settle failed ones, rerun lost ones."""
     queued = queued_array_tasks()
     for doc in launchpad.fireworks.find(
-        {"spec._campaign.name": campaign, "state": {"$in": ["RESERVED", "RUNNING", "FIZZLED"]}},
+        {"spec._campaign.name": campaign, "state": {"$in": ["RESERVED", "RUNNING", "FIZZLED", "COMPLETED"]}},
         {"fw_id": 1, "name": 1, "state": 1},
     ):
         launch = launchpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
@@ -287,7 +293,12 @@ def _sync_online(launchpad: LaunchPad, campaign: str, online_jobs: dict, report:
         launch_dir = Path(launch["launch_dir"])
         if str(launch_dir.parent) not in online_jobs:
             continue
-        if doc["state"] == "FIZZLED":
+        if doc["state"] == "COMPLETED":
+            if not launch.get(RESULTS_STORED):
+                store_results(launchpad, launchpad.get_fw_by_id(doc["fw_id"]), launchpad.get_launch_by_id(launch["launch_id"]))
+                launchpad.launches.update_one({"launch_id": launch["launch_id"]}, {"$set": {RESULTS_STORED: True}})
+                report.folded[doc["name"]] = "COMPLETED"
+        elif doc["state"] == "FIZZLED":
             report.folded[doc["name"]] = settle_failure(launchpad, launch["launch_id"])
         elif launch_dir.name not in queued:
             launchpad.rerun_fw(doc["fw_id"])

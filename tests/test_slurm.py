@@ -172,7 +172,7 @@ RESOURCES = {"walltime_minutes": 10, "memory_GB": 0.5, "cpus_per_task": 1, "warn
 
 
 def _write_spec(directory: Path, name: str, *, md_production_ps: float = 0.1, repetitions: int = 2,
-                gpu_walltime_minutes: int = 10) -> Path:
+                gpu_walltime_minutes: int = 10, mongodb_uri: str | None = None) -> Path:
     """A Cu campaign at 300 K: EMT reference, one tiny SchNet (stable for the tens of ps the fault tests need)."""
     directory.mkdir(parents=True, exist_ok=True)
     bulk("Cu", cubic=True).repeat(2).write(directory / "cu.extxyz")
@@ -190,6 +190,9 @@ def _write_spec(directory: Path, name: str, *, md_production_ps: float = 0.1, re
         "analysis": {"rdf": {"r_max_A": 3.5, "n_bins": 20}, "diffusing_specie": "Cu"},
         "resources": {"gpu": {**RESOURCES, "walltime_minutes": gpu_walltime_minutes}, "cpu": RESOURCES},
     }
+    if mongodb_uri is not None:  # online rockets: array tasks pull their work from this MongoDB
+        spec["campaign"]["store"] = {"uri": mongodb_uri, "database": f"mlff_campaign_test_{name}_{os.getpid()}"}
+        spec["resources"]["rockets"] = "online"
     path = directory / "campaign.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path
@@ -339,3 +342,84 @@ def test_a_task_overrunning_its_time_limit_is_checkpointed_and_requeued(slurm_cl
     assert report.folded[md_name] == "READY" and md["state"] == "READY"
     assert archived["action"]["stored_data"]["_exception"]["_details"]["preempted"] is True
     assert int(np.load(checkpoint)["step"]) > 0
+
+
+# ---------------------------------------------------------------- online rockets
+
+
+def test_online_array_tasks_pull_their_category_and_sync_stores_results_and_reruns_lost_work(tmp_path, monkeypatch):
+    """Online mode without a MongoDB server: the login node and the array task share one in-memory LaunchPad.
+
+    Slurm is replaced by recorded ``sbatch`` calls; the array task runs in this process, as
+    ``python -m launchers.slurm MANIFEST`` would, with its store connection pointed at that LaunchPad.
+    """
+    from campaign.store import MongoStore
+    from campaign.submission import add_tasks
+    from campaign.tasks import expand
+    from launchers import slurm
+
+    spec_path = _write_spec(tmp_path, "online", repetitions=1, mongodb_uri="mongodb://db.cluster.invalid:27017/")
+    spec = parse_spec(yaml.safe_load(spec_path.read_text()))
+    scripts, queued = [], {}
+    monkeypatch.setattr(slurm, "max_array_size", lambda: 1000)
+    monkeypatch.setattr(slurm, "queued_array_tasks", lambda: dict(queued))
+    monkeypatch.setattr(slurm, "submit_array", lambda script: scripts.append(script.read_text()) or str(len(scripts)))
+
+    with EmbeddedStore(tmp_path / "memory.json").write() as launchpad:
+        monkeypatch.setattr(MongoStore, "_connect", lambda self: launchpad)
+        add_tasks(launchpad, expand(spec, tmp_path), "online", spec.spec_hash())
+        ready = {category: launchpad.fireworks.count_documents({"state": "READY", "spec._category": category})
+                 for category in ("gpu", "cpu")}
+        jobs = slurm.dispatch(launchpad, "online", spec.resources, tmp_path / "jobs", spec.campaign.store)
+        assert [(job["category"], job["n_tasks"]) for job in jobs] == [(c, n) for c, n in ready.items() if n]
+        assert len(scripts) == len(jobs) and f"--array=0-{ready['gpu'] - 1}%2" in scripts[0]
+        for index in range(ready["gpu"]):
+            queued[f"{jobs[0]['job_id']}_{index}"] = "PENDING"
+        assert slurm.dispatch(launchpad, "online", spec.resources, tmp_path / "jobs", spec.campaign.store) == []
+
+        gpu_job = jobs[0]
+        monkeypatch.setenv("SLURM_ARRAY_JOB_ID", gpu_job["job_id"])
+        for index in range(2):  # the reference run, then the training it made READY
+            slurm.run_array_task(Path(gpu_job["job_dir"]) / "manifest.json", index)
+        done = {doc["name"]: doc["fw_id"] for doc in launchpad.fireworks.find({"state": "COMPLETED"})}
+        assert sorted(name.split("/")[0] for name in done) == ["reference", "train"]
+        for index, fw_id in enumerate(sorted(done.values(), reverse=True)):
+            launch = launchpad.launches.find_one({"fw_id": fw_id})
+            assert launch["launch_dir"] == str(Path(gpu_job["job_dir"]) / f"{gpu_job['job_id']}_{index}")
+        assert launchpad.db["campaign_results"].count_documents({}) == 0  # only the login node writes results
+
+        # array task 2 takes the next GPU firework, then its node dies: Slurm stops listing it
+        queued.clear()
+        worker = campaign_worker("online", "gpu")
+        lost, _ = launchpad.checkout_fw(worker, str(Path(gpu_job["job_dir"]) / f"{gpu_job['job_id']}_2"))
+        report = slurm.sync(launchpad, "online")
+        assert report.folded == {name: "COMPLETED" for name in done} and report.lost == [lost.name]
+        assert launchpad.get_fw_by_id(lost.fw_id).state == "READY"
+        training_docs = launchpad.db["campaign_results"].count_documents({"fw_id": done[next(n for n in done if n.startswith("train/"))]})
+        assert training_docs == 1
+        assert slurm.sync(launchpad, "online").folded == {}  # results are stored once
+
+
+@pytest.mark.slurm
+@pytest.mark.mongodb
+@pytest.mark.skipif(not os.environ.get("CAMPAIGN_TEST_MONGODB_URI"), reason="CAMPAIGN_TEST_MONGODB_URI is not set")
+def test_campaign_runs_through_online_rockets_on_a_real_mongodb(slurm_cluster, tmp_path):
+    from campaign.store import open_store
+
+    spec_path = _write_spec(tmp_path, "online_real", mongodb_uri=os.environ["CAMPAIGN_TEST_MONGODB_URI"])
+    spec = parse_spec(yaml.safe_load(spec_path.read_text()))
+    assert "7 new task(s)" in _campaign("submit", str(spec_path))
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            _campaign("submit", str(spec_path))  # syncs, then submits what became ready
+            with open_store(spec.campaign.store, tmp_path).read() as launchpad:
+                states = {doc["name"]: doc["state"] for doc in launchpad.fireworks.find({}, {"name": 1, "state": 1})}
+            if set(states.values()) == {"COMPLETED"}:
+                break
+            assert time.monotonic() < deadline, states
+            time.sleep(2)
+        assert "schnet" in _campaign("results", str(spec_path), "--format", "json")
+    finally:
+        with open_store(spec.campaign.store, tmp_path).write() as launchpad:
+            launchpad.connection.drop_database(spec.campaign.store.database)
