@@ -171,7 +171,7 @@ def train(
             break
         epoch_start_s = time.monotonic()
         model.train()
-        train_loss = _train_epoch(
+        train_loss = train_epoch(
             model, train, frames, shuffler, optimizer, batch_size, energy_weight, force_weight, grad_clip_norm, epoch,
             last_path,
         )
@@ -227,7 +227,7 @@ def train(
     }
 
 
-def _train_epoch(
+def train_epoch(
     model, trajectories, frames, shuffler, optimizer, batch_size, energy_weight, force_weight, grad_clip_norm, epoch,
     checkpoint_path,
 ) -> float:

@@ -23,6 +23,14 @@ SMALL_HPARAMS = {
         hidden_channels=8, so2_channels=8, edge_channels=8, lmax=2, mmax=1, num_interactions=2, num_gaussians=8,
         cutoff_A=4.0,
     ),
+    "scn": dict(
+        hidden_channels=8, message_channels=8, edge_channels=8, lmax=2, mmax=1, num_interactions=2, num_gaussians=8,
+        cutoff_A=4.0,
+    ),
+    "equiformer": dict(
+        hidden_channels=8, lmax=2, num_layers=2, num_heads=2, head_channels=4, ffn_channels=8, num_gaussians=8,
+        radial_channels=8, avg_neighbours=4.0, cutoff_A=4.0,
+    ),
 }
 
 # Training tests take many steps: cheaper DimeNet++, and a ForceNet whose untrained force error is

@@ -130,7 +130,11 @@ def test_predict_matches_single_frames_for_any_batch_size(runs):
 
 
 @pytest.mark.parametrize(
-    "name", ["schnet", "dimenet++", "forcenet", "gns-tat", "leftnet", "cgcnn", "dimenet", "deeper-gatgnn", "escn"]
+    "name",
+    [
+        "schnet", "dimenet++", "forcenet", "gns-tat", "leftnet", "cgcnn", "dimenet", "deeper-gatgnn", "escn", "scn",
+        "equiformer",
+    ],
 )
 def test_training_lowers_the_force_error_and_writes_checkpoints(name, runs, tmp_path):
     split = split_frames(runs, n_train_per_run=6, n_validation_per_run=2, seed=0)

@@ -9,15 +9,19 @@ from mlff.models.cgcnn import CGCNN
 from mlff.models.deeper_gatgnn import DeeperGATGNN
 from mlff.models.dimenet import DimeNet
 from mlff.models.dimenet_pp import DimeNetPlusPlus
+from mlff.models.equiformer import Equiformer
 from mlff.models.escn import ESCN
 from mlff.models.forcenet import ForceNet
 from mlff.models.gns_tat import GNSTAT
 from mlff.models.leftnet import LEFTNet
+from mlff.models.scn import SCN
 from mlff.models.schnet import SchNet
 
 MODELS: dict[str, type[ForceField]] = {
     model.name: model
-    for model in (SchNet, DimeNetPlusPlus, ForceNet, GNSTAT, LEFTNet, CGCNN, DimeNet, DeeperGATGNN, ESCN)
+    for model in (
+        SchNet, DimeNetPlusPlus, ForceNet, GNSTAT, LEFTNet, CGCNN, DimeNet, DeeperGATGNN, ESCN, SCN, Equiformer
+    )
 }
 
 __all__ = ["MODELS", "ForceField", "build_model", "energy_and_forces"]

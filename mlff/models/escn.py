@@ -158,6 +158,13 @@ class EdgeFrame(nn.Module):
         return torch.tensor(positions)
 
 
+def complex_linear(layer: nn.Linear, plus: torch.Tensor, minus: torch.Tensor):
+    """(W1 x+ - W2 x-, W2 x+ + W1 x-) with [W1; W2] the rows of ``layer``: commutes with rotations of (x+, x-)."""
+    plus_1, plus_2 = layer(plus).chunk(2, dim=-1)
+    minus_1, minus_2 = layer(minus).chunk(2, dim=-1)
+    return plus_1 - minus_2, plus_2 + minus_1
+
+
 class SO2Convolution(nn.Module):
     """Per order m, in_channels -> so2_channels (scaled by a radial function) -> out_channels.
 
@@ -184,13 +191,6 @@ class SO2Convolution(nn.Module):
     def positions(self, m: int) -> torch.Tensor:
         return getattr(self, f"positions_{m + self.frame.mmax}")
 
-    @staticmethod
-    def complex_linear(layer: nn.Linear, plus: torch.Tensor, minus: torch.Tensor):
-        """(W1 x+ - W2 x-, W2 x+ + W1 x-) with [W1; W2] the rows of ``layer``."""
-        plus_1, plus_2 = layer(plus).chunk(2, dim=-1)
-        minus_1, minus_2 = layer(minus).chunk(2, dim=-1)
-        return plus_1 - minus_2, plus_2 + minus_1
-
     def forward(self, x: torch.Tensor, edge_features: torch.Tensor):
         """x [n_edges, n_kept, in] -> ([n_edges, n_kept, out], gates [n_edges, n_gates])."""
         n_edges = x.shape[0]
@@ -204,9 +204,9 @@ class SO2Convolution(nn.Module):
         gates = result[:, n_zero:]
         for m in range(1, self.frame.mmax + 1):
             plus, minus = self.positions(m), self.positions(-m)
-            hidden_plus, hidden_minus = self.complex_linear(self.down[m], x[:, plus].flatten(1), x[:, minus].flatten(1))
+            hidden_plus, hidden_minus = complex_linear(self.down[m], x[:, plus].flatten(1), x[:, minus].flatten(1))
             hidden_plus, hidden_minus = hidden_plus * radial[:, m], hidden_minus * radial[:, m]
-            up_plus, up_minus = self.complex_linear(self.up[m], hidden_plus, hidden_minus)
+            up_plus, up_minus = complex_linear(self.up[m], hidden_plus, hidden_minus)
             out[:, plus] = up_plus.view(n_edges, len(plus), self.out_channels)
             out[:, minus] = up_minus.view(n_edges, len(minus), self.out_channels)
         return out, gates
