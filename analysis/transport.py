@@ -9,10 +9,12 @@ Units are in every name: positions in Å, times in fs, D in cm²/s, σ in mS/cm,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import scipy.fft
 
 __all__ = [
     "BOLTZMANN_J_K",
@@ -43,6 +45,8 @@ S_TO_MS = 1e3  # S/cm -> mS/cm
 
 # Fractional coordinates of a wrapped trajectory must lie in [-tol, 1 + tol).
 WRAPPED_TOLERANCE = 1e-6
+# Wrapped trajectories are unwrapped this many frames at a time (temporaries of ~n_atoms * 12 kB).
+STEP_CHUNK_FRAMES = 512
 
 
 # --------------------------------------------------------------------------- validation helpers
@@ -87,6 +91,37 @@ def _mask(mask, n_atoms: int, name: str) -> np.ndarray:
 # --------------------------------------------------------------------------- unwrap / MSD
 
 
+def _image_steps(positions_A: np.ndarray, cell_A: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Minimum-image frame-to-frame steps in fractional coordinates, ``STEP_CHUNK_FRAMES`` frames at a time.
+
+    Yields (first, step): step [n, n_atoms, 3] holds frame(t) − frame(t − 1) for t = first .. first + n − 1
+    (first >= 1), each component mapped into [-0.5, 0.5]. Chunks keep the temporaries small and in
+    cache. positions_A must be wrapped into the cell (fractional coordinates in [0, 1) within
+    ``WRAPPED_TOLERANCE``); otherwise ValueError.
+    """
+    inverse = np.linalg.inv(cell_A)
+    previous = positions_A[0] @ inverse  # [n_atoms, 3]
+    for first in range(0, len(positions_A), STEP_CHUNK_FRAMES):
+        frac = positions_A[first : first + STEP_CHUNK_FRAMES] @ inverse  # [n, n_atoms, 3]
+        low, high = frac.min(), frac.max()
+        if low < -WRAPPED_TOLERANCE or high >= 1.0 + WRAPPED_TOLERANCE:
+            outside = (frac < -WRAPPED_TOLERANCE) | (frac >= 1.0 + WRAPPED_TOLERANCE)
+            raise ValueError(
+                f"positions are not wrapped: {int(np.count_nonzero(outside))} fractional coordinate(s) outside "
+                f"[0, 1) in frames {first}..{first + len(frac) - 1} (range {low:.3f} .. {high:.3f}); "
+                "pass coordinates='unwrapped'?"
+            )
+        step = np.empty_like(frac)
+        step[0] = frac[0] - previous
+        np.subtract(frac[1:], frac[:-1], out=step[1:])
+        previous = frac[-1].copy()
+        step -= np.rint(step, out=frac)  # frac's buffer is free now: no new array
+        if first == 0:
+            step = step[1:]  # frame 0 has no step
+        if len(step):
+            yield max(first, 1), step
+
+
 def unwrap(positions_A, cell_A) -> np.ndarray:
     """Unwrap a wrapped fixed-cell trajectory.
 
@@ -103,21 +138,13 @@ def unwrap(positions_A, cell_A) -> np.ndarray:
     """
     pos = _positions(positions_A)
     cell = _cell(cell_A)
-    frac = (pos.reshape(-1, 3) @ np.linalg.inv(cell)).reshape(pos.shape)
-    if frac.min() < -WRAPPED_TOLERANCE or frac.max() >= 1.0 + WRAPPED_TOLERANCE:
-        outside = (frac < -WRAPPED_TOLERANCE) | (frac >= 1.0 + WRAPPED_TOLERANCE)
-        n_out = int(np.count_nonzero(outside))
-        raise ValueError(
-            f"positions are not wrapped: {n_out} fractional coordinate(s) outside [0, 1) "
-            f"(range {frac.min():.3f} .. {frac.max():.3f}); pass coordinates='unwrapped'?"
-        )
-    unwrapped = np.empty_like(frac)
-    unwrapped[0] = frac[0]
-    step = np.diff(frac, axis=0)
-    step -= np.round(step)
-    step[0] += frac[0]
-    np.cumsum(step, axis=0, out=unwrapped[1:])
-    return (unwrapped.reshape(-1, 3) @ cell).reshape(pos.shape)
+    unwrapped = np.empty_like(pos)  # fractional until the last line
+    unwrapped[0] = pos[0] @ np.linalg.inv(cell)
+    for first, step in _image_steps(pos, cell):
+        chunk = unwrapped[first : first + len(step)]
+        np.cumsum(step, axis=0, out=chunk)
+        chunk += unwrapped[first - 1]
+    return unwrapped @ cell
 
 
 def _msd_fft(x: np.ndarray) -> np.ndarray:
@@ -125,17 +152,16 @@ def _msd_fft(x: np.ndarray) -> np.ndarray:
 
     MSD(m) = 1/(F-m) Σ_{t=0}^{F-m-1} <|x(t+m) − x(t)|²>_atoms for every lag m = 0..F-1, via
     MSD = S1 − 2·S2 where S2(m) = Σ_t x(t)·x(t+m) / (F-m) is an autocorrelation computed by
-    zero-padded FFT (Wiener–Khinchin) and S1(m) = Σ_t (|x(t)|² + |x(t+m)|²) / (F-m) from
-    prefix sums. O(F log F) per atom.
+    FFT zero-padded to a fast length >= 2F − 1 (Wiener–Khinchin, no wrap-around) and
+    S1(m) = Σ_t (|x(t)|² + |x(t+m)|²) / (F-m) from prefix sums. O(F log F) per atom.
     """
     n_frames, n_atoms, _ = x.shape
     # Remove each atom's mean position: MSD is invariant, and it keeps FFT round-off small.
-    x = x - x.mean(axis=0, keepdims=True)
-    n_fft = 1 << int(np.ceil(np.log2(2 * n_frames)))
-    series = np.ascontiguousarray(x.reshape(n_frames, -1).T)  # [n_atoms * 3, n_frames]: FFT along contiguous rows
-    spectrum = np.fft.rfft(series, n=n_fft, axis=1)
+    series = (x - x.mean(axis=0, keepdims=True)).reshape(n_frames, -1).T  # [n_atoms * 3, n_frames]
+    n_fft = scipy.fft.next_fast_len(2 * n_frames - 1, real=True)
+    spectrum = scipy.fft.rfft(series, n=n_fft, axis=1)  # [n_atoms * 3, n_fft // 2 + 1]
     power = (spectrum.real**2 + spectrum.imag**2).sum(axis=0)  # summed over atoms, axes
-    s2 = np.fft.irfft(power, n=n_fft)[:n_frames]
+    s2 = scipy.fft.irfft(power, n=n_fft)[:n_frames]
 
     sq = np.einsum("cf,cf->f", series, series)  # Σ_atoms |x(t)|²
     prefix = np.concatenate([[0.0], np.cumsum(sq)])
@@ -158,10 +184,10 @@ def mean_square_displacement(
     msd(m) = mean over the selected atoms and over all time origins t = 0..F-1-m of
     |r(t+m) − r(t)|², computed with the FFT algorithm (O(F log F)), msd(0) = 0.
 
-    coordinates: "wrapped" (positions wrapped into the cell; they are unwrapped first with
-        :func:`unwrap`) or "unwrapped" (continuous positions). Anything else raises. Unwrapped
-        input with a frame-to-frame jump of more than half a cell raises too (it is almost
-        certainly wrapped data).
+    coordinates: "wrapped" (positions wrapped into the cell; unwrapped as :func:`unwrap` does)
+        or "unwrapped" (continuous positions). Anything else raises. Unwrapped input with a
+        frame-to-frame jump of more than half a cell raises too (it is almost certainly wrapped
+        data).
     atom_mask: boolean [n_atoms] mask or index array of the diffusing atoms (default: all).
     framework_mask: optional boolean mask / indices of the framework atoms. If given, the
         framework drift — the mean displacement of those atoms from frame 0, per frame
@@ -172,21 +198,33 @@ def mean_square_displacement(
         raise ValueError(f"coordinates must be 'wrapped' or 'unwrapped', got {coordinates!r}")
     pos = _positions(positions_A)
     cell = _cell(cell_A)
-    n_atoms = pos.shape[1]
-    if coordinates == "wrapped":
-        pos = unwrap(pos, cell)
-    else:
-        jumps = np.abs(np.diff(pos @ np.linalg.inv(cell), axis=0))
-        n_jumps = int(np.count_nonzero(jumps > 0.5))
-        if n_jumps:
-            raise ValueError(
-                f"'unwrapped' positions jump by more than half a cell {n_jumps} time(s) between "
-                "frames; are they wrapped? pass coordinates='wrapped'"
-            )
+    n_frames, n_atoms, _ = pos.shape
     atoms = np.arange(n_atoms) if atom_mask is None else _mask(atom_mask, n_atoms, "atom_mask")
+    framework = None if framework_mask is None else _mask(framework_mask, n_atoms, "framework_mask")
+    if coordinates == "wrapped":
+        # Displacements from frame 0 in fractional coordinates; the MSD does not need the start positions.
+        x = np.zeros((n_frames, len(atoms), 3))
+        drift = np.zeros((n_frames, 3))
+        weights = np.zeros(n_atoms)  # mean over the framework atoms as one matrix product
+        if framework is not None:
+            weights[framework] = 1.0 / len(framework)
+        for first, step in _image_steps(pos, cell):
+            frames = slice(first, first + len(step))
+            np.cumsum(np.take(step, atoms, axis=1), axis=0, out=x[frames])
+            x[frames] += x[first - 1]
+            np.cumsum(weights @ step, axis=0, out=drift[frames])  # [n, 3]
+            drift[frames] += drift[first - 1]
+        x -= drift[:, None, :]
+        return _msd_fft(x @ cell)
+    jumps = np.abs(np.diff(pos @ np.linalg.inv(cell), axis=0))
+    n_jumps = int(np.count_nonzero(jumps > 0.5))
+    if n_jumps:
+        raise ValueError(
+            f"'unwrapped' positions jump by more than half a cell {n_jumps} time(s) between "
+            "frames; are they wrapped? pass coordinates='wrapped'"
+        )
     x = pos[:, atoms, :]
-    if framework_mask is not None:
-        framework = _mask(framework_mask, n_atoms, "framework_mask")
+    if framework is not None:
         drift = (pos[:, framework, :] - pos[:1, framework, :]).mean(axis=1)  # [n_frames, 3]
         x = x - drift[:, None, :]
     return _msd_fft(x)

@@ -10,6 +10,7 @@ import click
 
 from campaign.spec import CampaignSpec, SpecError, load_spec
 from campaign.store import StoreError, open_store
+from campaign.tables import TABLES
 from campaign.tasks import STAGES, count_by_stage, expand
 
 STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED", "DEFUSED", "PAUSED")
@@ -181,17 +182,26 @@ def status(spec_path: str) -> None:
 
 @main.command()
 @click.argument("spec_path", type=click.Path(dir_okay=False))
+@click.option("--table", "table", type=click.Choice(list(TABLES)), default="summary",
+              show_default=True, help="summary: errors, stability and σ side by side; table2: −log10 σ(target) and Ea; "
+              "s1-s3: energy/force MAE and R², RDF MAE; fig4: force and RDF MAE of the models.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--campaign", "campaign_name", help="Campaign name in the store [default: the spec's campaign.name].")
 @click.option("--model", "models", multiple=True, help="Only this model (repeatable); `reference` for the reference row.")
 @click.option("--material", "materials", multiple=True, help="Only this material (repeatable).")
-def results(spec_path: str, fmt: str, models: tuple[str, ...], materials: tuple[str, ...]) -> None:
-    """The model x material results table (the paper's Table 2 with its error columns)."""
-    from campaign.results import format_rows, results_rows
+@click.option("--temperature-K", "temperature_K", type=float,
+              help="RDF MAE and stability from the runs at this temperature only (Ea and σ(target) use all).")
+def results(spec_path: str, table: str, fmt: str, campaign_name: str | None, models: tuple[str, ...],
+            materials: tuple[str, ...], temperature_K: float | None) -> None:
+    """One of the paper's tables, one row per model x material, the reference first."""
+    from campaign.store import results_collection
+    from campaign.tables import ResultFilter, format_rows, run_table
 
     spec, base_dir = _load(spec_path)
+    filters = ResultFilter(campaign_name or spec.campaign.name, models, materials, temperature_K)
     with open_store(spec.campaign.store, base_dir).read() as launchpad:
-        rows = results_rows(launchpad, spec.campaign.name, list(models), list(materials))
-    click.echo(format_rows(rows, fmt))
+        rows = run_table(results_collection(launchpad), table, filters)
+    click.echo(format_rows(rows, TABLES[table][1], fmt))
 
 
 @main.command()
@@ -201,15 +211,39 @@ def report(spec_path: str, out_dir: str | None) -> None:
     """Write the paper's tables and figures (PNGs) and one HTML page linking them."""
     from campaign.report import write_report
     from campaign.store import results_collection
+    from campaign.tables import ResultFilter, run_table
 
     spec, base_dir = _load(spec_path)
-    with open_store(spec.campaign.store, base_dir).read() as launchpad:
-        docs = list(results_collection(launchpad).find({"campaign": spec.campaign.name}))
-    if not docs:
-        raise click.ClickException(f"campaign {spec.campaign.name!r} has no results yet; run it first")
     analyses = [task.inputs for task in expand(spec, base_dir) if task.stage == "analyze"]
     out = Path(out_dir) if out_dir else base_dir / spec.campaign.workdir / "report"
-    click.echo(f"report: {write_report(spec.campaign.name, docs, analyses, out)}")
+    with open_store(spec.campaign.store, base_dir).read() as launchpad:
+        collection = results_collection(launchpad)
+        docs = list(collection.find({"campaign": spec.campaign.name}))
+        tables = {name: run_table(collection, name, ResultFilter(spec.campaign.name)) for name in TABLES}
+    if not docs:
+        raise click.ClickException(f"campaign {spec.campaign.name!r} has no results yet; run it first")
+    click.echo(f"report: {write_report(spec.campaign.name, docs, tables, analyses, out)}")
+
+
+@main.command()
+@click.argument("spec_path", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; any but loopback needs credentials.")
+@click.option("--port", type=int, default=5000, show_default=True)
+@click.option("--credentials", "credentials_path", type=click.Path(dir_okay=False),
+              help="YAML file (mode 600) with `username` and `password` for the login [default: "
+              "$CAMPAIGN_GUI_CREDENTIALS, or $CAMPAIGN_GUI_USERNAME and $CAMPAIGN_GUI_PASSWORD; none: no login].")
+def gui(spec_path: str, host: str, port: int, credentials_path: str | None) -> None:
+    """Serve FireWorks' web GUI for SPEC's campaign only: live and read-only."""
+    from campaign.gui import GuiError, load_credentials, open_app, serve
+
+    spec, base_dir = _load(spec_path)
+    try:
+        credentials = load_credentials(credentials_path)
+        with open_app(spec.campaign.name, open_store(spec.campaign.store, base_dir), credentials) as app:
+            serve(app, host, port, echo=click.echo)
+    except (GuiError, StoreError) as err:
+        raise click.ClickException(str(err)) from None
 
 
 @main.command()
@@ -262,8 +296,8 @@ def analyze(trajectory, reference, temperature_K, timestep_fs, specie, discard_p
         except ValueError as err:
             raise click.ClickException(str(err)) from None
     run = outcome["results"][0]
-    fields = ("diffusivity_cm2_s", "conductivity_mS_cm", "rdf_mae", "stability", "min_distance_A", "analysed_ps",
-              "n_nonfinite_frames")
+    fields = ("diffusivity_cm2_s", "msd_fit_start_ps", "msd_fit_end_ps", "msd_loglog_slope", "conductivity_mS_cm",
+              "rdf_mae", "stability", "min_distance_A", "analysed_ps", "n_nonfinite_frames")
     report = {name: run[name] for name in fields}
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -32,10 +32,10 @@ from analysis.diffusion_paths import (  # noqa: E402
 from analysis.rdf import CHEMICAL_SYMBOLS  # noqa: E402
 from analysis.statistics import bootstrap_arrhenius, bootstrap_mean, wilson_interval  # noqa: E402
 from analysis.transport import extrapolate_arrhenius, fit_arrhenius  # noqa: E402
+from campaign.tables import REFERENCE  # noqa: E402
 from mlff.trajectory import read_trajectory  # noqa: E402
 from workflows.stages import FS_PER_PS, RDF_FILE  # noqa: E402
 
-REFERENCE = "reference"
 DPI = 120
 KILO = 1000.0  # the Arrhenius axis is 1000 / T
 # Parity plots show at most this many force components per panel (chosen evenly).
@@ -104,12 +104,12 @@ def plot_rdf_overlays(rdf_files: dict[str, Path], material: str, colors: dict[st
     return True
 
 
-def plot_error_bars(predictions: list[dict], materials: list[dict], colors: dict[str, str], path: Path) -> None:
-    """Fig. 4: force MAE and RDF MAE per model (bars) and material (groups)."""
-    models = sorted({doc["source"] for doc in predictions} | {d["source"] for d in materials if d["source"] != REFERENCE})
-    names = sorted({doc["material"] for doc in predictions} | {doc["material"] for doc in materials})
-    force = {(d["source"], d["material"]): d["force_mae_eV_A"] for d in predictions}
-    rdf = {(d["source"], d["material"]): d["rdf_mae_mean"] for d in materials}
+def plot_error_bars(figure_4: list[dict], colors: dict[str, str], path: Path) -> None:
+    """Fig. 4: force MAE and RDF MAE per model (bars) and material (groups); rows of the ``fig4`` table."""
+    models = sorted({row["model"] for row in figure_4})
+    names = sorted({row["material"] for row in figure_4})
+    force = {(row["model"], row["material"]): row["force_mae_eV_A"] for row in figure_4}
+    rdf = {(row["model"], row["material"]): row["rdf_mae"] for row in figure_4}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(names))
@@ -272,16 +272,17 @@ def _html_table(title: str, headers: list[str], rows: list[list[str]], note: str
     return f"<h2>{html.escape(title)}</h2>{note_html}<table><tr>{head}</tr>{body}</table>"
 
 
-def _matrix(docs: list[dict], field: str, digits: int = 4) -> tuple[list[str], list[list[str]]]:
-    """Source rows x material columns of one field."""
-    materials = sorted({d["material"] for d in docs})
-    values = {(d["source"], d["material"]): d.get(field) for d in docs}
-    rows = [[source] + [_number(values.get((source, m)), digits) for m in materials] for source in _sources(docs)]
-    return ["model"] + materials, rows
+def _matrix(table: list[dict], field: str, digits: int = 4) -> tuple[list[str], list[list[str]]]:
+    """Model rows x material columns of one column of a table (campaign/tables.py), models with a value only."""
+    rows = [row for row in table if row[field] is not None]
+    materials = sorted({row["material"] for row in rows})
+    values = {(row["model"], row["material"]): row[field] for row in rows}
+    models = list(dict.fromkeys(row["model"] for row in rows))  # the table's order: reference first
+    return ["model"] + materials, [[model] + [_number(values.get((model, m)), digits) for m in materials] for model in models]
 
 
-def table_2(run_docs: list[dict], material_docs: list[dict], analyses: list[dict]) -> list[list[str]]:
-    """Rows of Table 2 with bootstrap intervals: source, material, −log10 σ(target) [CI], Ea [CI], n runs."""
+def table_2(run_docs: list[dict], table: list[dict], analyses: list[dict]) -> list[list[str]]:
+    """Table 2 (rows of the ``table2`` table) with bootstrap intervals: source, material, −log10 σ(target) [CI], Ea [CI], n runs."""
     rows = []
     volume = {}  # (source, material) -> (n carriers, cell volume) from the first analysed trajectory
     for analysis in analyses:
@@ -289,18 +290,18 @@ def table_2(run_docs: list[dict], material_docs: list[dict], analyses: list[dict
             trajectory = read_trajectory(analysis["runs"][0]["path"])
             n_li = int((trajectory.numbers == CHEMICAL_SYMBOLS.index(analysis["diffusing_specie"])).sum())
             volume[(analysis["source"], analysis["material"])] = (n_li, abs(float(np.linalg.det(trajectory.cell_A))))
-    for doc in sorted(material_docs, key=lambda d: (d["source"] != REFERENCE, d["source"], d["material"])):
-        key = (doc["source"], doc["material"])
+    for row in table:
+        key = (row["model"], row["material"])
         per_t = defaultdict(list)
         for run in run_docs:
             if (run["source"], run["material"]) == key and run["diffusivity_cm2_s"] is not None:
                 per_t[run["temperature_K"]].append(run["diffusivity_cm2_s"])
         sigma = ea = "n/a"
-        if doc["conductivity_target_mS_cm"]:
-            sigma, ea = _number(doc["neg_log10_conductivity_target"], 3), _number(doc["activation_energy_eV"], 3)
+        if row["neg_log10_sigma_target"] is not None:
+            sigma, ea = _number(row["neg_log10_sigma_target"], 3), _number(row["activation_energy_eV"], 3)
             if len(per_t) >= 2 and key in volume:
                 try:
-                    estimate = bootstrap_arrhenius(per_t, doc["target_temperature_K"], *volume[key])
+                    estimate = bootstrap_arrhenius(per_t, row["target_temperature_K"], *volume[key])
                 except ValueError:  # a resample with no positive mean D at some temperature
                     estimate = None
                 if estimate is not None and estimate.conductivity_target_mS_cm.low > 0:
@@ -308,7 +309,7 @@ def table_2(run_docs: list[dict], material_docs: list[dict], analyses: list[dict
                     sigma = _interval(-math.log10(c.value), -math.log10(c.high), -math.log10(c.low))
                     e = estimate.activation_energy_eV
                     ea = _interval(e.value, e.low, e.high)
-        rows.append([doc["source"], doc["material"], sigma, ea, str(sum(len(v) for v in per_t.values()))])
+        rows.append([row["model"], row["material"], sigma, ea, str(sum(len(v) for v in per_t.values()))])
     return rows
 
 
@@ -338,10 +339,11 @@ _STYLE = (
 )
 
 
-def write_report(campaign: str, docs: list[dict], analyses: list[dict], out_dir: str | Path) -> Path:
+def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]], analyses: list[dict], out_dir: str | Path) -> Path:
     """Write every figure and ``index.html`` into out_dir; returns the HTML path.
 
-    docs: the campaign's result documents; analyses: the inputs (with ``out_dir``) of its analyze tasks.
+    docs: the campaign's result documents; tables: name -> rows of every table of campaign/tables.py
+    (``run_table``) over those documents; analyses: the inputs (with ``out_dir``) of its analyze tasks.
     A figure whose data is missing (e.g. no ``rdf.npz`` from an older analysis) is left out and said so.
     """
     out = Path(out_dir)
@@ -356,7 +358,7 @@ def write_report(campaign: str, docs: list[dict], analyses: list[dict], out_dir:
         (figures if made else missing).append((caption, name) if made else caption)
 
     colors = _colors([d["source"] for d in docs])
-    plot_error_bars(predictions, materials, colors, out / "fig4_errors.png")
+    plot_error_bars(tables["fig4"], colors, out / "fig4_errors.png")
     figure("fig4_errors.png", "Fig. 4: force MAE and RDF MAE per model and material", True)
     figure("parity_forces.png", "Force parity plots", plot_parity(predictions, out / "parity_forces.png"))
     path_rows, densities = diffusion_paths(analyses)
@@ -373,14 +375,14 @@ def write_report(campaign: str, docs: list[dict], analyses: list[dict], out_dir:
     sections = [
         _html_table(
             f"Table 2: −log10 σ({target:g} K) [mS/cm] and Ea", ["model", "material", f"−log10 σ({target:g} K) [95 % CI]", "Ea (eV) [95 % CI]", "runs"],
-            table_2(runs, materials, analyses),
+            table_2(runs, tables["table2"], analyses),
             "Intervals: bootstrap over repetitions (resampled per temperature, Arrhenius refitted each time).",
         ),
-        _html_table("Table S1: energy MAE (eV/atom)", *_matrix(predictions, "energy_mae_eV_atom")),
-        _html_table("Table S1: energy R²", *_matrix(predictions, "energy_r2")),
-        _html_table("Table S2: force MAE (eV/Å)", *_matrix(predictions, "force_mae_eV_A")),
-        _html_table("Table S2: force R²", *_matrix(predictions, "force_r2")),
-        _html_table("Table S3: RDF MAE", *_matrix(materials, "rdf_mae_mean")),
+        _html_table("Table S1: energy MAE (eV/atom)", *_matrix(tables["s1-s3"], "energy_mae_eV_atom")),
+        _html_table("Table S1: energy R²", *_matrix(tables["s1-s3"], "energy_r2")),
+        _html_table("Table S2: force MAE (eV/Å)", *_matrix(tables["s1-s3"], "force_mae_eV_A")),
+        _html_table("Table S2: force R²", *_matrix(tables["s1-s3"], "force_r2")),
+        _html_table("Table S3: RDF MAE (mean over runs)", *_matrix(tables["s1-s3"], "rdf_mae")),
         _html_table(
             "Stability and transport per temperature",
             ["model", "material", "T (K)", "stable runs [Wilson 95 %]", "D (cm²/s) [95 % CI]", "σ (mS/cm) [95 % CI]"],

@@ -1,4 +1,4 @@
-"""Typed result documents, how they enter the store, and the campaign's results table.
+"""Typed result documents and how they enter the store (the tables built from them: campaign/tables.py).
 
 Firetasks return result documents in ``FWAction.stored_data["results"]``; when the login node folds a
 finished launch back (launchers/offline.py), ``store_results`` validates each document against its
@@ -9,15 +9,10 @@ in files, referenced by path and sha256.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 from typing import Literal
 
 from fireworks import Firework, LaunchPad
 from pydantic import BaseModel, ConfigDict, Field
-from tabulate import tabulate
 
 from campaign.store import results_collection
 
@@ -79,7 +74,14 @@ class RunResult(ResultDoc):
     rdf_mae: float | None = Field(None, description="RDF MAE against the reference at this temperature.")
     min_distance_A: float | None = Field(..., description="Smallest interatomic distance in the written frames, Å.")
     stability: str = Field(..., description="stable, lattice_mismatch or atom_fusion.")
-    diffusivity_cm2_s: float | None = Field(None, description="Tracer diffusivity of the diffusing specie, cm²/s.")
+    diffusivity_cm2_s: float | None = Field(
+        None, description="Tracer diffusivity of the diffusing specie from the MSD slope in the diffusive window, cm²/s."
+    )
+    msd_fit_start_ps: float | None = Field(None, description="Start of the diffusive MSD fit window (lag time), ps.")
+    msd_fit_end_ps: float | None = Field(None, description="End of the diffusive MSD fit window (lag time), ps.")
+    msd_loglog_slope: float | None = Field(
+        None, description="Slope of log MSD vs log t inside the fit window (1 = diffusive, 2 = ballistic), dimensionless."
+    )
     conductivity_mS_cm: float | None = Field(None, description="Nernst–Einstein conductivity, mS/cm.")
 
 
@@ -141,58 +143,3 @@ def store_results(launchpad: LaunchPad, firework: Firework, launch) -> int:
         )
         collection.replace_one({"_id": result_id(identity["name"], doc)}, {"_id": result_id(identity["name"], doc), **validated}, upsert=True)
     return len(docs)
-
-
-TABLE_COLUMNS = (
-    ("model", "model"),
-    ("material", "material"),
-    ("force_mae_eV_A", "force MAE (eV/Å)"),
-    ("force_r2", "force R²"),
-    ("rdf_mae", "RDF MAE"),
-    ("stable_fraction", "stable"),
-    ("neg_log10_sigma_300K", "−log10 σ(300 K) [mS/cm]"),
-    ("activation_energy_eV", "Ea (eV)"),
-)
-
-
-def results_rows(launchpad: LaunchPad, campaign: str, models: list[str] = (), materials: list[str] = ()) -> list[dict]:
-    """One row per (source, material), the reference first: the paper's Table 2 with its error columns."""
-    query = {"campaign": campaign}
-    if models:
-        query["source"] = {"$in": list(models)}
-    if materials:
-        query["material"] = {"$in": list(materials)}
-    collection = results_collection(launchpad)
-    rows: dict[tuple[str, str], dict] = {}
-    for doc in collection.find({**query, "kind": {"$in": ["material", "prediction"]}}):
-        row = rows.setdefault((doc["source"], doc["material"]), {"model": doc["source"], "material": doc["material"]})
-        if doc["kind"] == "prediction":
-            row.update(force_mae_eV_A=doc["force_mae_eV_A"], force_r2=doc["force_r2"])
-        else:
-            row.update(
-                rdf_mae=doc["rdf_mae_mean"],
-                stable_fraction=doc["stable_fraction"],
-                neg_log10_sigma_300K=doc["neg_log10_conductivity_target"],
-                activation_energy_eV=doc["activation_energy_eV"],
-            )
-    reference_first = sorted(rows, key=lambda key: (key[0] != "reference", key))
-    return [{name: rows[key].get(name) for name, _ in TABLE_COLUMNS} for key in reference_first]
-
-
-def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def format_rows(rows: list[dict], fmt: Literal["table", "json", "csv"]) -> str:
-    if fmt == "json":
-        return json.dumps(rows, indent=2)
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=[name for name, _ in TABLE_COLUMNS], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return buffer.getvalue().removesuffix("\n")
-    headers = [title for _, title in TABLE_COLUMNS]
-    return tabulate([[_cell(row[name]) for name, _ in TABLE_COLUMNS] for row in rows], headers=headers)

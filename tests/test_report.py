@@ -1,9 +1,11 @@
 """`campaign report` on a tiny finished campaign: real analyze-stage documents from synthetic trajectories."""
 
+import mongomock
 import numpy as np
 from click.testing import CliRunner
 
 from campaign.report import write_report
+from campaign.tables import TABLES, ResultFilter, run_table
 from mlff.trajectory import TrajectoryWriter
 from workflows.stages import analyze
 
@@ -59,9 +61,16 @@ def _campaign(tmp_path):
     return docs, analyses
 
 
+def _tables(docs):
+    """Every table of campaign/tables.py over the documents, as `campaign report` computes them from the store."""
+    collection = mongomock.MongoClient()["fireworks"]["campaign_results"]
+    collection.insert_many([{**doc, "campaign": "toy"} for doc in docs])
+    return {name: run_table(collection, name, ResultFilter("toy")) for name in TABLES}
+
+
 def test_report_writes_every_figure_and_table(tmp_path):
     docs, analyses = _campaign(tmp_path)
-    index = write_report("toy", docs, analyses, tmp_path / "report")
+    index = write_report("toy", docs, _tables(docs), analyses, tmp_path / "report")
     expected = ["fig4_errors.png", "parity_forces.png", "rdf_toyLiS.png", "arrhenius_toyLiS.png", "li_density_toyLiS.png"]
     page = index.read_text()
     for name in expected:
@@ -80,7 +89,7 @@ def test_report_without_rdf_files_says_what_is_missing(tmp_path):
     docs, analyses = _campaign(tmp_path)
     for analysis in analyses:
         (tmp_path / "analyze" / analysis["source"] / "rdf.npz").unlink()
-    page = write_report("toy", docs, analyses, tmp_path / "report").read_text()
+    page = write_report("toy", docs, _tables(docs), analyses, tmp_path / "report").read_text()
     assert "Not drawn" in page and "RDFs of toyLiS" in page.split("Not drawn")[1]
     assert not (tmp_path / "report" / "rdf_toyLiS.png").exists()
 

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from analysis import transport
 from analysis.transport import (
     BOLTZMANN_EV_K,
     ArrheniusFit,
@@ -52,6 +53,20 @@ def test_wrapped_constant_velocity_crossing_boundaries_unwraps_exactly():
     np.testing.assert_allclose(msd_w, msd_u, rtol=1e-9, atol=1e-9)
     expected = np.mean(np.sum(v**2, axis=1)) * np.arange(n_frames) ** 2
     np.testing.assert_allclose(msd_w, expected, rtol=1e-9, atol=1e-9 * expected.max())
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 7, 399, 400, 512])
+def test_unwrapping_chunk_by_chunk_is_exact_at_every_chunk_size(monkeypatch, chunk_frames):
+    monkeypatch.setattr(transport, "STEP_CHUNK_FRAMES", chunk_frames)
+    rng = np.random.default_rng(7)
+    pos = rng.random((1, 6, 3)) @ CELL + np.cumsum(rng.normal(0, 0.4, (400, 6, 3)), axis=0)  # crosses boundaries
+    wrapped = _wrap(pos, CELL)
+    frac = pos @ np.linalg.inv(CELL)
+    np.testing.assert_allclose(unwrap(wrapped, CELL), pos - (np.floor(frac[:1]) @ CELL), atol=1e-9)
+    mobile, framework = [0, 1, 2], [3, 4, 5]
+    msd_w = mean_square_displacement(wrapped, CELL, "wrapped", atom_mask=mobile, framework_mask=framework)
+    msd_u = mean_square_displacement(pos, CELL, "unwrapped", atom_mask=mobile, framework_mask=framework)
+    np.testing.assert_allclose(msd_w, msd_u, rtol=1e-9, atol=1e-9)
 
 
 def test_msd_matches_direct_time_origin_average():

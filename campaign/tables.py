@@ -1,0 +1,165 @@
+"""The paper's tables as MongoDB aggregation pipelines over the results collection.
+
+Every table has one row per (source, material), the reference first, then models alphabetically.
+A pipeline is a plain list of stages using only ``$match``, ``$group``, ``$project`` and ``$sort``
+with ``$avg``, ``$max``, ``$sum``, ``$cond`` and ``$eq``, so the same list runs on the embedded
+mongomock store and on a MongoDB server (``collection.aggregate(pipeline)``).
+
+Where the numbers come from (campaign/results.py documents of one campaign):
+
+* prediction documents (one per model and material): energy and force MAE and R²;
+* run documents (one per MD run, or reference run): RDF MAE and stable fraction are means over the
+  runs, at one temperature when a temperature is given, over all temperatures otherwise;
+* material documents (one per source and material): the Arrhenius fit over all temperatures,
+  Ea and −log10 σ(target), so a temperature filter does not change them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from tabulate import tabulate
+
+REFERENCE = "reference"
+
+# Column name -> header in the text table.
+COLUMN_TITLES = {
+    "model": "model",
+    "material": "material",
+    "energy_mae_eV_atom": "energy MAE (eV/atom)",
+    "energy_r2": "energy R²",
+    "force_mae_eV_A": "force MAE (eV/Å)",
+    "force_r2": "force R²",
+    "rdf_mae": "RDF MAE",
+    "stable_fraction": "stable",
+    "n_runs": "runs",
+    "target_temperature_K": "target T (K)",
+    "neg_log10_sigma_target": "−log10 σ(target) [mS/cm]",
+    "activation_energy_eV": "Ea (eV)",
+}
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """Which documents a table summarises: one campaign, optionally some models, materials, one temperature."""
+
+    campaign: str
+    models: tuple[str, ...] = ()
+    materials: tuple[str, ...] = ()
+    temperature_K: float | None = None
+
+    def match(self) -> dict:
+        """The ``$match`` query: prediction and material documents, and the run documents at the temperature."""
+        runs = {"kind": "run"} if self.temperature_K is None else {"kind": "run", "temperature_K": float(self.temperature_K)}
+        query = {"campaign": self.campaign, "$or": [{"kind": {"$in": ["prediction", "material"]}}, runs]}
+        if self.models:
+            query["source"] = {"$in": list(self.models)}
+        if self.materials:
+            query["material"] = {"$in": list(self.materials)}
+        return query
+
+
+def _if_kind(kind: str, value) -> dict:
+    """``value`` for documents of this kind, null (ignored by $avg and $max) for the others."""
+    return {"$cond": [{"$eq": ["$kind", kind]}, value, None]}
+
+
+def _per_source_material(filters: ResultFilter) -> list[dict]:
+    """Stages grouping the matched documents into one document per (source, material) with every column."""
+    group = {
+        "_id": {"source": "$source", "material": "$material"},
+        # One prediction and one material document per (campaign, source, material): $max picks it.
+        **{name: {"$max": _if_kind("prediction", f"${name}")}
+           for name in ("energy_mae_eV_atom", "energy_r2", "force_mae_eV_A", "force_r2")},
+        "target_temperature_K": {"$max": _if_kind("material", "$target_temperature_K")},
+        "neg_log10_sigma_target": {"$max": _if_kind("material", "$neg_log10_conductivity_target")},
+        "activation_energy_eV": {"$max": _if_kind("material", "$activation_energy_eV")},
+        # Means over the runs.
+        "rdf_mae": {"$avg": _if_kind("run", "$rdf_mae")},
+        "stable_fraction": {"$avg": _if_kind("run", {"$cond": [{"$eq": ["$stability", "stable"]}, 1, 0]})},
+        "n_runs": {"$sum": {"$cond": [{"$eq": ["$kind", "run"]}, 1, 0]}},
+    }
+    return [{"$match": filters.match()}, {"$group": group}]
+
+
+def _rows(columns: tuple[str, ...], models_only: bool = False) -> list[dict]:
+    """Stages turning grouped documents into rows with these columns, the reference first."""
+    stages = [{"$match": {"_id.source": {"$ne": REFERENCE}}}] if models_only else []
+    fields = {name: f"$_id.{name}" if name == "material" else 1 for name in columns if name != "model"}
+    return stages + [
+        {"$project": {
+            "_id": 0, "model": "$_id.source", **fields,
+            "_order": {"$cond": [{"$eq": ["$_id.source", REFERENCE]}, 0, 1]},
+        }},
+        {"$sort": {"_order": 1, "model": 1, "material": 1}},
+        {"$project": {"_order": 0}},
+    ]
+
+
+SUMMARY_COLUMNS = ("model", "material", "force_mae_eV_A", "force_r2", "rdf_mae", "stable_fraction", "n_runs",
+                   "neg_log10_sigma_target", "activation_energy_eV")
+TABLE_2_COLUMNS = ("model", "material", "target_temperature_K", "neg_log10_sigma_target", "activation_energy_eV")
+TABLES_S1_S3_COLUMNS = ("model", "material", "energy_mae_eV_atom", "energy_r2", "force_mae_eV_A", "force_r2", "rdf_mae")
+FIGURE_4_COLUMNS = ("model", "material", "force_mae_eV_A", "rdf_mae")
+
+
+def summary_pipeline(filters: ResultFilter) -> list[dict]:
+    """Errors, stability and extrapolated conductivity side by side: `campaign results`' default table."""
+    return _per_source_material(filters) + _rows(SUMMARY_COLUMNS)
+
+
+def table_2_pipeline(filters: ResultFilter) -> list[dict]:
+    """Table 2: −log10 σ(target) with σ in mS/cm (Arrhenius-extrapolated) and Ea, reference row first."""
+    return _per_source_material(filters) + _rows(TABLE_2_COLUMNS)
+
+
+def tables_s1_s3_pipeline(filters: ResultFilter) -> list[dict]:
+    """Tables S1–S3: energy MAE (eV/atom) and R², force MAE (eV/Å) and R², mean RDF MAE over runs."""
+    return _per_source_material(filters) + _rows(TABLES_S1_S3_COLUMNS)
+
+
+def figure_4_pipeline(filters: ResultFilter) -> list[dict]:
+    """Fig. 4: force MAE (eV/Å) and mean RDF MAE per model and material (models only)."""
+    return _per_source_material(filters) + _rows(FIGURE_4_COLUMNS, models_only=True)
+
+
+TABLES = {
+    "summary": (summary_pipeline, SUMMARY_COLUMNS),
+    "table2": (table_2_pipeline, TABLE_2_COLUMNS),
+    "s1-s3": (tables_s1_s3_pipeline, TABLES_S1_S3_COLUMNS),
+    "fig4": (figure_4_pipeline, FIGURE_4_COLUMNS),
+}
+
+
+def run_table(collection, name: str, filters: ResultFilter) -> list[dict]:
+    """Rows of table ``name`` (a key of TABLES) from a pymongo or mongomock collection, every column present."""
+    if name not in TABLES:
+        raise ValueError(f"unknown table {name!r}; expected one of {', '.join(TABLES)}")
+    pipeline, columns = TABLES[name]
+    return [{column: row.get(column) for column in columns} for row in collection.aggregate(pipeline(filters))]
+
+
+def _cell(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def format_rows(rows: list[dict], columns: tuple[str, ...], fmt: Literal["table", "json", "csv"]) -> str:
+    """Rows as a text table, a JSON list of objects or CSV with a header of column names."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue().removesuffix("\n")
+    if fmt != "table":
+        raise ValueError(f"unknown format {fmt!r}; expected table, json or csv")
+    return tabulate([[_cell(row[name]) for name in columns] for row in rows], headers=[COLUMN_TITLES[c] for c in columns])
