@@ -135,6 +135,12 @@ class MDSpec(Strict):
     )
     temperatures_K: list[Temperature_K] = Field(..., min_length=1, description="Target temperatures.")
     repetitions: int = Field(6, ge=1, le=1000, description="Independent runs per model, material and temperature.")
+    batch: Literal["none", "repetitions", "all"] = Field(
+        "none",
+        description="Runs integrated together as one batch (one firework) by the torch engine: `none` runs each "
+        "alone; `repetitions` batches the repetitions of one model, material and temperature; `all` batches every "
+        "temperature and repetition of one model and material. Each run keeps its own seed and trajectory.",
+    )
     timestep_fs: PositiveFloat = Field(2.0, le=10.0, description="Integration time step in fs.")
     ramp: RampSpec = Field(default_factory=RampSpec, description="Velocity-scaling ramp before NVT.")
     production_ps: PositiveFloat = Field(50.0, description="Nosé–Hoover NVT length in ps.")
@@ -152,6 +158,12 @@ class MDSpec(Strict):
     def _discard_within_production(self) -> MDSpec:
         if self.discard_ps >= self.production_ps:
             raise ValueError(f"discard_ps ({self.discard_ps}) must be shorter than production_ps ({self.production_ps})")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_needs_torch(self) -> MDSpec:
+        if self.batch != "none" and self.engine != "torch":
+            raise ValueError(f"batch: {self.batch!r} needs engine: torch (the batched integrator), got engine: {self.engine!r}")
         return self
 
 

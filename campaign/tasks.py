@@ -9,7 +9,9 @@ Stages and keys (temperatures written like ``800K``):
 - ``reference/<material>/<T>/run<i>``: generate (or import) one reference trajectory
 - ``train/<model>``: train on the training material's reference frames
 - ``predict/<model>/<material>``: energy and force errors on held-out reference frames
-- ``md/<model>/<material>/<T>/rep<r>``: one MLFF-MD run
+- ``md/<model>/<material>/<T>/rep<r>``: one MLFF-MD run (``md.batch: none``)
+- ``md/<model>/<material>/<T>/batch`` (``md.batch: repetitions``) or ``md/<model>/<material>/batch``
+  (``md.batch: all``): runs integrated together by the torch engine, one trajectory per run
 - ``analyze/<source>/<material>``: RDF, stability, diffusion and Arrhenius over all runs of one model
   (or of the reference itself, source ``reference``) on one material
 """
@@ -61,7 +63,11 @@ class _Planner:
         blob = json.dumps({"stage": stage, "config": config, "parents": parent_digests}, sort_keys=True)
         digest = hashlib.sha256(blob.encode()).hexdigest()
         directory = self.workdir / key / digest[:12]
-        inputs = {**config, **{name: str(directory / filename) for name, filename in outputs.items()}}
+        paths = {
+            name: [str(directory / f) for f in filename] if isinstance(filename, list) else str(directory / filename)
+            for name, filename in outputs.items()
+        }
+        inputs = {**config, **paths}
         task = Task(key, stage, inputs, tuple(parents), digest, labels)
         self.tasks[key] = task
         return task
@@ -149,6 +155,26 @@ def _run_entry(task: Task) -> dict:
     return entry
 
 
+def _md_run_entries(task: Task) -> list[dict]:
+    """One analysis entry per run of an MD task, whether it holds one run or a batch."""
+    if "replicas" not in task.inputs:
+        return [_run_entry(task)]
+    return [
+        {"path": path, "temperature_K": replica["temperature_K"], "repetition": replica["repetition"], "seed": replica["seed"]}
+        for replica, path in zip(task.inputs["replicas"], task.inputs["out_paths"], strict=True)
+    ]
+
+
+def _md_batches(md_spec) -> list[tuple[str | None, list[tuple[float, int]]]]:
+    """(key suffix of the batch or None for a lone run, [(temperature_K, repetition)]) per MD task."""
+    runs = [(t, r) for t in md_spec.temperatures_K for r in range(md_spec.repetitions)]
+    if md_spec.batch == "none":
+        return [(None, [run]) for run in runs]
+    if md_spec.batch == "repetitions":
+        return [(f"{temperature_label(t)}/batch", [run for run in runs if run[0] == t]) for t in md_spec.temperatures_K]
+    return [("batch", runs)]
+
+
 def expand(spec: CampaignSpec, base_dir: Path) -> list[Task]:
     """All tasks of a campaign in dependency order (parents before children)."""
     plan = _Planner(spec, Path(base_dir).resolve())
@@ -211,29 +237,46 @@ def expand(spec: CampaignSpec, base_dir: Path) -> list[Task]:
             )
 
             md_tasks = []
-            for temperature_K in md_spec.temperatures_K:
-                for repetition in range(md_spec.repetitions):
-                    key = f"md/{model}/{material}/{temperature_label(temperature_K)}/rep{repetition}"
-                    md_config = {
-                        "model": model,
-                        "material": material,
-                        "checkpoint": checkpoint,
-                        "structure": plan.structure(material),
-                        "protocol": plan.protocol(
-                            temperature_K, md_spec.ramp.ramp_ps, md_spec.production_ps, md_spec.save_every_steps
-                        ),
-                        "engine": md_spec.engine,
-                        "fusion_distance_A": spec.analysis.fusion_distance_A,
-                        "seed": derive_seed(spec.campaign.seed, key),
-                        "device": plan.device(),
-                    }
-                    labels = {"model": model, "material": material, "temperature_K": temperature_K, "repetition": repetition}
-                    md_tasks.append(plan.add(key, "md", md_config, [train.key], {"out_path": "trajectory.frames"}, labels))
+            md_settings = {
+                "model": model,
+                "material": material,
+                "checkpoint": checkpoint,
+                "structure": plan.structure(material),
+                "engine": md_spec.engine,
+                "fusion_distance_A": spec.analysis.fusion_distance_A,
+                "device": plan.device(),
+            }
+            labels = {"model": model, "material": material}
+            for suffix, runs in _md_batches(md_spec):
+                replicas = []
+                for temperature_K, repetition in runs:
+                    run_key = f"md/{model}/{material}/{temperature_label(temperature_K)}/rep{repetition}"
+                    protocol = plan.protocol(
+                        temperature_K, md_spec.ramp.ramp_ps, md_spec.production_ps, md_spec.save_every_steps
+                    )
+                    replicas.append({
+                        "protocol": protocol,
+                        "seed": derive_seed(spec.campaign.seed, run_key),
+                        "temperature_K": temperature_K,
+                        "repetition": repetition,
+                    })
+                if suffix is None:
+                    ((temperature_K, repetition),), (replica,) = runs, replicas
+                    md_config = {**md_settings, "protocol": replica["protocol"], "seed": replica["seed"]}
+                    run_labels = {**labels, "temperature_K": temperature_K, "repetition": repetition}
+                    md_tasks.append(plan.add(run_key, "md", md_config, [train.key], {"out_path": "trajectory.frames"}, run_labels))
+                    continue
+                md_config = {**md_settings, "replicas": replicas}
+                out_paths = [f"{temperature_label(t)}-rep{r}.frames" for t, r in runs]
+                batch_labels = {**labels, "temperatures_K": sorted({t for t, _ in runs}), "n_runs": len(runs)}
+                md_tasks.append(plan.add(
+                    f"md/{model}/{material}/{suffix}", "md", md_config, [train.key], {"out_paths": out_paths}, batch_labels
+                ))
 
             analyze_config = {
                 "source": model,
                 "material": material,
-                "runs": [_run_entry(t) for t in md_tasks],
+                "runs": [entry for t in md_tasks for entry in _md_run_entries(t)],
                 "references": [_run_entry(t) for t in refs],
                 **plan.analysis_settings(),
             }

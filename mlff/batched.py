@@ -1,7 +1,9 @@
 """Batched-replica MD engine in torch: many replicas of one model x material advance together.
 
-Every live replica is one structure of a single AtomGraph, so each step makes one batched model
-call. The protocol is ``mlff.md``'s, replica by replica: Maxwell–Boltzmann velocities from
+Each step evaluates the live replicas in groups of at most ``replicas_per_call``, each group one
+batched model call (one AtomGraph with a structure per replica) with its own neighbour list; on CPU
+with several torch threads, the groups' calls run concurrently, one thread each. The protocol
+is ``mlff.md``'s, replica by replica: Maxwell–Boltzmann velocities from
 ``np.random.default_rng(seed)``; velocity-Verlet with velocities rescaled after every step to a
 target rising linearly from ``ramp_start_K`` to ``temperature_K`` over ``ramp_ps``; then
 Nosé–Hoover-chain NVT with the same splitting as ``ase.md.nose_hoover_chain.NoseHooverChainNVT``
@@ -14,17 +16,19 @@ the model's dtype; positions are cast to the model's dtype for the model call.
 
 Neighbour lists use a Verlet skin: vesin (per structure) searches ``cutoff_A + neighbour_skin_A``
 and the list is rebuilt only when an atom has moved more than half the skin since the last build.
-Each step keeps the edges shorter than the cutoff, in a canonical order (receiver, sender, image),
-so the model sees the same graph whenever the list was built; this is what makes a resumed run
-bitwise equal to an uninterrupted one on CPU.
+Each step keeps the pairs shorter than the cutoff, in a canonical order, and hands the model a
+paired graph (``mlff.graph``), so the model sees the same graph whenever the list was built; this is
+what makes a resumed run bitwise equal to an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,15 +60,23 @@ CHECKPOINT_FORMAT = "mlff-batched-md-1"
 RDF_R_MAX_A = 6.0  # defaults of the online RDF check: range, bins, frames per window
 RDF_N_BINS = 120
 RDF_WINDOW_FRAMES = 200
+# Replicas per model call: on CPU, small calls keep the edge arrays in cache, and batching more
+# replicas into one call is slower per replica (benchmarks/md_throughput.py).
+REPLICAS_PER_CALL = 4
 
 
 class NeighbourList:
-    """Verlet-skin neighbour list of a batch of equal-sized replicas of one cell."""
+    """Verlet-skin list of the atom pairs of a batch of equal-sized replicas of one cell.
+
+    Each pair is kept once, oriented canonically (first atom index below the second, or for an
+    atom and its own image a shift whose first non-zero component is positive) and sorted by
+    (first, second, shift), so the list does not depend on where it was built.
+    """
 
     def __init__(self, cutoff_A: float, skin_A: float, max_neighbours: int, cell_A: torch.Tensor):
         self.cutoff_A, self.skin_A, self.max_neighbours = cutoff_A, skin_A, max_neighbours
         self.cell_A = cell_A  # [3, 3] float64
-        self._search = vesin.NeighborList(cutoff=cutoff_A + skin_A, full_list=True)
+        self._search = vesin.NeighborList(cutoff=cutoff_A + skin_A, full_list=False)
         self.reference_A = None  # [n_live, n_atoms, 3] positions at the last build
 
     def needs_rebuild(self, positions_A: torch.Tensor) -> torch.Tensor:
@@ -78,33 +90,45 @@ class NeighbourList:
         """Search all pairs within cutoff + skin, one vesin call per replica, in canonical order."""
         n_live, n_atoms, _ = positions_A.shape
         cell = self.cell_A.cpu().numpy()
-        edges, shifts, overfull = [], [], False
+        pairs, shifts, overfull = [], [], False
         for index, replica_A in enumerate(positions_A.cpu().numpy()):
-            receiver, sender, shift = self._search.compute(replica_A, cell, True, "ijS")
-            overfull |= np.bincount(receiver, minlength=n_atoms).max(initial=0) > self.max_neighbours
-            order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], sender, receiver))
-            edges.append(np.stack([sender[order], receiver[order]]) + index * n_atoms)
+            first, second, shift = self._search.compute(replica_A, cell, True, "ijS")  # edge second -> first
+            degree = np.bincount(first, minlength=n_atoms) + np.bincount(second, minlength=n_atoms)
+            overfull |= degree.max(initial=0) > self.max_neighbours
+            leading = shift[np.arange(len(shift)), np.argmax(shift != 0, axis=1)]  # [n_pairs] first non-zero
+            flip = (first > second) | ((first == second) & (leading < 0))
+            first, second = np.where(flip, second, first), np.where(flip, first, second)
+            shift = np.where(flip[:, None], -shift, shift)
+            order = np.lexsort((shift[:, 2], shift[:, 1], shift[:, 0], second, first))
+            pairs.append(np.stack([first[order], second[order]]) + index * n_atoms)
             shifts.append(shift[order])
         if overfull and self.skin_A > 0:
             # Truncating to the nearest max_neighbours must see exact distances: no skin, rebuild every step.
             self.__init__(self.cutoff_A, 0.0, self.max_neighbours, self.cell_A)
             return self.build(positions_A)
         device = positions_A.device
-        self.edge_index = torch.as_tensor(np.concatenate(edges, axis=1), dtype=torch.long, device=device)
-        self.shifts = torch.as_tensor(np.concatenate(shifts), dtype=torch.long, device=device)  # [n_edges, 3]
-        self.offsets_A = self.shifts.to(self.cell_A.dtype) @ self.cell_A  # [n_edges, 3]
+        self.pairs = torch.as_tensor(np.concatenate(pairs, axis=1), dtype=torch.long, device=device)  # [2, n_pairs]
+        self.shifts = torch.as_tensor(np.concatenate(shifts), dtype=torch.long, device=device)  # [n_pairs, 3]
+        self.offsets_A = self.shifts.to(self.cell_A.dtype) @ self.cell_A  # [n_pairs, 3]
         self.reference_A = positions_A.clone()
         self.truncate = overfull
 
-    def edges_within_cutoff(self, positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Edge index [2, n], image shifts [n, 3] and lengths [n] (Å) of the pairs closer than the cutoff."""
+    def edges_within_cutoff(
+        self, positions_A: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, bool, torch.Tensor, torch.Tensor]:
+        """Edges closer than the cutoff: index [2, n_edges], image shifts [n_edges, 3] and whether
+        they are paired (see mlff.graph), then each pair's first atom [n_pairs] and length [n_pairs] (Å)."""
         flat_A = positions_A.reshape(-1, 3)
-        sender, receiver = self.edge_index
-        length_A = (flat_A[sender] - flat_A[receiver] + self.offsets_A).norm(dim=-1)  # [n_edges]
-        keep = length_A < self.cutoff_A
-        if self.truncate:
-            keep &= _nearest_mask(receiver, length_A, self.max_neighbours)
-        return self.edge_index[:, keep], self.shifts[keep], length_A[keep]
+        first, second = self.pairs
+        length_A = (flat_A[second] - flat_A[first] + self.offsets_A).norm(dim=-1)  # [n_pairs]
+        kept = torch.nonzero(length_A < self.cutoff_A).squeeze(1)  # [n_kept]: one search, four gathers
+        first, second, shift, length_A = first[kept], second[kept], self.shifts[kept], length_A[kept]
+        edge_index = torch.stack([torch.cat([second, first]), torch.cat([first, second])])  # [2, n_edges]
+        shifts = torch.cat([shift, -shift])  # [n_edges, 3]
+        if not self.truncate:
+            return edge_index, shifts, True, first, length_A
+        nearest = _nearest_mask(edge_index[1], torch.cat([length_A, length_A]), self.max_neighbours)
+        return edge_index[:, nearest], shifts[nearest], False, first, length_A
 
 
 def _nearest_mask(receiver: torch.Tensor, length_A: torch.Tensor, max_neighbours: int) -> torch.Tensor:
@@ -122,9 +146,10 @@ class NoseHooverChains:
     """Independent Nosé–Hoover chains, one per replica (ASE's NoseHooverChainThermostat, batched).
 
     The chain variables ``eta`` and ``p_eta`` [n_replicas, NOSE_HOOVER_CHAIN_LENGTH] (ASE units)
-    are a few numbers per replica, so they live on the host as numpy arrays: a hundred tiny numpy
-    operations cost far less than as many tensor launches. Only the kinetic energy goes to the
-    host and one scale factor per replica comes back.
+    are a few numbers per replica, so they live on the host and each replica's chain is updated
+    on Python floats: a few hundred float operations cost far less than as many numpy or tensor
+    calls on tiny arrays. Only the kinetic energy goes to the host and one scale factor per
+    replica comes back.
     """
 
     def __init__(self, temperature_K: np.ndarray, tdamp: np.ndarray, n_atoms: int):
@@ -140,33 +165,65 @@ class NoseHooverChains:
         for name in ("kT", "q_mass", "eta", "p_eta"):
             setattr(self, name, getattr(self, name)[keep])
 
-    def half_step(self, momenta: torch.Tensor, masses: torch.Tensor, delta: np.ndarray) -> torch.Tensor:
+    def half_step(self, momenta: torch.Tensor, masses: torch.Tensor, delta: list[float]) -> torch.Tensor:
         """exp(iL_NHC delta) on ``momenta`` [n, n_atoms, 3]; ``delta`` [n] is 0 for unthermostatted replicas."""
-        twice_kinetic = (momenta**2 / masses).sum(dim=(1, 2)).cpu().numpy()  # [n]
-        scale = np.ones_like(twice_kinetic)
-        p_eta, q_mass, last = self.p_eta.T.copy(), self.q_mass.T, NOSE_HOOVER_CHAIN_LENGTH - 1
+        twice_kinetic = (momenta**2 / masses).sum(dim=(1, 2)).tolist()  # [n]
+        eta, p_eta, q_mass, kT = self.eta.tolist(), self.p_eta.tolist(), self.q_mass.tolist(), self.kT.tolist()
+        scale = [
+            self._chain_half_step(eta[r], p_eta[r], q_mass[r], kT[r], twice_kinetic[r], delta[r])
+            for r in range(len(delta))
+        ]
+        self.eta, self.p_eta = np.array(eta).reshape(self.q_mass.shape), np.array(p_eta).reshape(self.q_mass.shape)
+        return momenta * torch.as_tensor(scale, dtype=momenta.dtype, device=momenta.device)[:, None, None]
 
-        def update(j: int, d2: np.ndarray, d4: np.ndarray) -> None:
+    def _chain_half_step(
+        self, eta: list[float], p_eta: list[float], q_mass: list[float], kT: float, twice_kinetic: float, delta: float
+    ) -> float:
+        """Advance one replica's ``eta`` and ``p_eta`` [chain] in place; the factor scaling its momenta."""
+        if delta == 0.0:
+            return 1.0
+        scale, last = 1.0, NOSE_HOOVER_CHAIN_LENGTH - 1
+
+        def update(j: int, d2: float, d4: float) -> None:
             if j < last:
-                p_eta[j] *= np.exp(-d4 * p_eta[j + 1] / q_mass[j + 1])
+                p_eta[j] *= math.exp(-d4 * p_eta[j + 1] / q_mass[j + 1])
             if j == 0:
-                p_eta[0] += d2 * (twice_kinetic * scale**2 - self.n_dof * self.kT)
+                p_eta[0] += d2 * (twice_kinetic * scale**2 - self.n_dof * kT)
             else:
-                p_eta[j] += d2 * (p_eta[j - 1] ** 2 / q_mass[j - 1] - self.kT)
+                p_eta[j] += d2 * (p_eta[j - 1] ** 2 / q_mass[j - 1] - kT)
             if j < last:
-                p_eta[j] *= np.exp(-d4 * p_eta[j + 1] / q_mass[j + 1])
+                p_eta[j] *= math.exp(-d4 * p_eta[j + 1] / q_mass[j + 1])
 
         for weight in YOSHIDA_WEIGHTS:
             sub = weight * delta
-            d2, d4 = sub / 2, sub / 4
             for j in reversed(range(NOSE_HOOVER_CHAIN_LENGTH)):
-                update(j, d2, d4)
-            self.eta = self.eta + sub[:, None] * p_eta.T / self.q_mass
-            scale = scale * np.exp(-sub * p_eta[0] / q_mass[0])
+                update(j, sub / 2, sub / 4)
             for j in range(NOSE_HOOVER_CHAIN_LENGTH):
-                update(j, d2, d4)
-        self.p_eta = p_eta.T.copy()
-        return momenta * torch.as_tensor(scale, device=momenta.device)[:, None, None]
+                eta[j] += sub * p_eta[j] / q_mass[j]
+            scale *= math.exp(-sub * p_eta[0] / q_mass[0])
+            for j in range(NOSE_HOOVER_CHAIN_LENGTH):
+                update(j, sub / 2, sub / 4)
+        return scale
+
+
+def _group_bounds(n_live: int, replicas_per_call: int, n_workers: int) -> list[int]:
+    """Boundaries [n_groups + 1] of groups of at most ``replicas_per_call`` consecutive replicas,
+    as equal in size as possible, their number a multiple of ``n_workers`` when there are enough
+    replicas (so concurrent workers get equal shares)."""
+    n_groups = -(-n_live // replicas_per_call)
+    n_groups = min(n_live, -(-n_groups // n_workers) * n_workers)
+    return [n_live * group // n_groups for group in range(n_groups + 1)]
+
+
+def _on_separate_cores(cores: ThreadPoolExecutor, function, jobs: list[tuple]) -> list:
+    """``function(*job)`` for every job, run concurrently by ``cores``' threads with one torch
+    intra-op thread each; torch's thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return list(cores.map(lambda job: function(*job), jobs))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _identity(protocols: list[MDProtocol], seeds: list[int], atoms: Atoms) -> str:
@@ -212,6 +269,7 @@ def run_batched_md(
     rdf_window_frames: int = RDF_WINDOW_FRAMES,
     check_every_steps: int = 10,
     neighbour_skin_A: float = 1.0,
+    replicas_per_call: int = REPLICAS_PER_CALL,
     record_forces: bool = False,
     metadata: dict | None = None,
     progress: bool = True,
@@ -230,6 +288,7 @@ def run_batched_md(
     With ``checkpoint_path``, the state of every replica is saved every ``checkpoint_every_steps``
     steps and when ``mlff.preemption`` asks to stop (which then raises ``Preempted``); a run whose
     checkpoint exists resumes from it, truncating the trajectories to the frames it had written.
+    Live replicas share model calls, at most ``replicas_per_call`` per call, in groups as equal as possible.
 
     Returns one summary per replica with ``run_md``'s keys; ``stopped_early_reason`` may also be
     "rdf_mismatch", and ``wall_s`` is the whole batch's wall time.
@@ -243,7 +302,7 @@ def run_batched_md(
     if not 0 < fusion_distance_A < model.cutoff_A:
         raise ValueError(f"fusion_distance_A must lie in (0, cutoff_A={model.cutoff_A}), got {fusion_distance_A}")
     for name, value in (("check_every_steps", check_every_steps), ("checkpoint_every_steps", checkpoint_every_steps),
-                        ("rdf_window_frames", rdf_window_frames)):
+                        ("rdf_window_frames", rdf_window_frames), ("replicas_per_call", replicas_per_call)):
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if neighbour_skin_A < 0:
@@ -307,26 +366,50 @@ def run_batched_md(
         momenta = as_f64(np.stack(starts))  # [n, n_atoms, 3]
         temperature_sum_K = torch.zeros(n_replicas, dtype=f64, device=device)
         n_temperatures = torch.zeros(n_replicas, dtype=torch.long, device=device)
-    neighbours = NeighbourList(model.cutoff_A, neighbour_skin_A, model.max_neighbours, cell_A)
+    neighbour_lists: list[NeighbourList] = []  # one per group of replicas_per_call live replicas; reset when one leaves
+    # On CPU with several torch threads and replicas, groups' calls run side by side, one torch thread
+    # each: a 50-atom call splits poorly across threads, independent calls do not.
+    threads = torch.get_num_threads()
+    concurrent = device.type == "cpu" and threads > 1 and len(live) > 1
+    cores = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batched-md") if concurrent else None
     numbers = torch.as_tensor(atoms.numbers, dtype=torch.long, device=device)
     kinetic_to_K = 1.0 / (3 * n_atoms * BOLTZMANN_eV_PER_K)  # 2 E_kin -> T
 
-    def evaluate(positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Energies [n_live], forces [n_live, n_atoms, 3], edge receivers [n_edges] and lengths [n_edges] (Å)."""
+    def evaluate_group(neighbours: NeighbourList, positions_A: torch.Tensor):
         if bool(neighbours.needs_rebuild(positions_A)):
             neighbours.build(positions_A)
-        edge_index, shifts, length_A = neighbours.edges_within_cutoff(positions_A)
-        n_live = positions_A.shape[0]
+        edge_index, shifts, paired, pair_atom, length_A = neighbours.edges_within_cutoff(positions_A)
+        n_group = positions_A.shape[0]
         graph = AtomGraph(
             positions_A=positions_A.reshape(-1, 3).to(model_dtype),
-            numbers=numbers.repeat(n_live),
-            batch=torch.arange(n_live, device=device).repeat_interleave(n_atoms),
-            cell_A=cell_A.to(model_dtype).expand(n_live, 3, 3),
+            numbers=numbers.repeat(n_group),
+            batch=torch.arange(n_group, device=device).repeat_interleave(n_atoms),
+            cell_A=cell_A.to(model_dtype).expand(n_group, 3, 3),
             edge_index=edge_index,
             shifts=shifts,
+            paired=paired,
         )
         energy_eV, forces_eV_A = energy_and_forces(model, graph)
-        return energy_eV.to(f64), forces_eV_A.to(f64).reshape(n_live, n_atoms, 3), edge_index[1], length_A
+        return energy_eV.to(f64), forces_eV_A.to(f64).reshape(n_group, n_atoms, 3), pair_atom, length_A
+
+    def evaluate(positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Energies [n_live], forces [n_live, n_atoms, 3], an atom of each pair [n_pairs] and its length (Å),
+        one model call per group of at most ``replicas_per_call`` replicas."""
+        bounds = _group_bounds(positions_A.shape[0], replicas_per_call, 1 if cores is None else threads)
+        starts = bounds[:-1]
+        if not neighbour_lists:
+            neighbour_lists.extend(
+                NeighbourList(model.cutoff_A, neighbour_skin_A, model.max_neighbours, cell_A) for _ in starts
+            )
+        jobs = [(neighbours, positions_A[start:stop])
+                for neighbours, start, stop in zip(neighbour_lists, starts, bounds[1:], strict=True)]
+        if cores is None or len(jobs) == 1:
+            groups = [evaluate_group(*job) for job in jobs]
+        else:
+            groups = _on_separate_cores(cores, evaluate_group, jobs)
+        energy_eV, forces_eV_A, pair_atom, length_A = zip(*groups)
+        pair_atom = [atom + start * n_atoms for atom, start in zip(pair_atom, starts)]
+        return torch.cat(energy_eV), torch.cat(forces_eV_A), torch.cat(pair_atom), torch.cat(length_A)
 
     def checkpoint(step: int) -> None:
         for writer in writers:
@@ -378,14 +461,14 @@ def run_batched_md(
         while live:
             step += 1
             thermostatted = step > n_ramp  # [n_live]
-            nhc_delta = np.array([
+            nhc_delta = [
                 0.5 * protocols[r].timestep_fs * ASE_TIME_PER_FS if step > protocols[r].n_ramp_steps else 0.0 for r in live
-            ])  # [n_live]
+            ]  # [n_live]
             half_dt = (0.5 * dt)[:, None, None]
             momenta = thermostat.half_step(momenta, masses, nhc_delta)
             momenta = momenta + half_dt * forces_eV_A
             positions_A = positions_A + dt[:, None, None] * momenta / masses
-            energy_eV, forces_eV_A, receiver, length_A = evaluate(positions_A)
+            energy_eV, forces_eV_A, pair_atom, length_A = evaluate(positions_A)
             momenta = momenta + half_dt * forces_eV_A
             momenta = thermostat.half_step(momenta, masses, nhc_delta)
             temperature_K = (momenta**2 / masses).sum(dim=(1, 2)) * kinetic_to_K  # [n_live]
@@ -410,7 +493,7 @@ def run_batched_md(
             reasons = [None if ok else "non_finite" for ok in finite.tolist()]
             if any(saving) or step % check_every_steps == 0:
                 reasons = _instabilities(
-                    reasons, receiver, length_A, n_atoms, fusion_distance_A, temperature_K, [limit_K[r] for r in live]
+                    reasons, pair_atom, length_A, n_atoms, fusion_distance_A, temperature_K, [limit_K[r] for r in live]
                 )
                 bar.set_postfix(T_K=f"{float(temperature_K.mean()):.0f}", refresh=False)
             if any(saving):
@@ -457,12 +540,15 @@ def run_batched_md(
                 ramp_start_K, target_K = ramp_start_K[keep_index], target_K[keep_index]
                 temperature_sum_K, n_temperatures = temperature_sum_K[keep_index], n_temperatures[keep_index]
                 thermostat.select(keep)
+                neighbour_lists.clear()
             if checkpoint_path is not None and (preemption.requested() or step % checkpoint_every_steps == 0):
                 checkpoint(step)
                 if preemption.requested():
                     raise preemption.Preempted(str(checkpoint_path))
     finally:
         bar.close()
+        if cores is not None:
+            cores.shutdown()
         for writer in writers:
             writer.close()
 
@@ -488,7 +574,7 @@ def run_batched_md(
 
 def _instabilities(
     reasons: list[str | None],
-    receiver: torch.Tensor,
+    pair_atom: torch.Tensor,
     length_A: torch.Tensor,
     n_atoms: int,
     fusion_distance_A: float,
@@ -499,7 +585,7 @@ def _instabilities(
     (an edge shorter than ``fusion_distance_A``) and "temperature_blowup" (above ``limit_K``)."""
     n_live = temperature_K.shape[0]
     shortest_A = torch.full((n_live,), torch.inf, dtype=length_A.dtype, device=length_A.device)
-    shortest_A = shortest_A.scatter_reduce(0, receiver // n_atoms, length_A, reduce="amin")
+    shortest_A = shortest_A.scatter_reduce(0, pair_atom // n_atoms, length_A, reduce="amin")
     fused = (shortest_A < fusion_distance_A).tolist()
     hot = (temperature_K > torch.as_tensor(limit_K, dtype=temperature_K.dtype, device=temperature_K.device)).tolist()
     return [

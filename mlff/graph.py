@@ -8,6 +8,10 @@ vector points from the receiver to the sender's periodic image::
 
 The neighbour search (vesin) sees only detached float64 numpy arrays; the integer image shifts
 it returns let ``edge_vectors_A`` rebuild the vectors differentiably from ``positions_A``.
+
+A *paired* graph lists every pair once in its first half and the same pairs reversed (sender and
+receiver swapped, shift negated), in the same order, in its second half: models whose edge
+features depend on the distance only may compute them on the first half and use them both ways.
 """
 
 from __future__ import annotations
@@ -32,6 +36,13 @@ class AtomGraph:
     cell_A: torch.Tensor  # [n_structures, 3, 3], rows are lattice vectors
     edge_index: torch.Tensor  # [2, n_edges] long; row 0 sender j, row 1 receiver i
     shifts: torch.Tensor  # [n_edges, 3] long, lattice-vector image shift applied to the sender
+    paired: bool = False  # edges [n_edges // 2:] are edges [:n_edges // 2] reversed
+
+    @property
+    def n_pairs(self) -> int:
+        """Edges of the first half of a paired graph (each pair once); all edges otherwise."""
+        n_edges = self.edge_index.shape[1]
+        return n_edges // 2 if self.paired else n_edges
 
     @property
     def n_structures(self) -> int:
@@ -42,11 +53,15 @@ class AtomGraph:
         return self.numbers.shape[0]
 
 
-def edge_vectors_A(graph: AtomGraph) -> torch.Tensor:
-    """Vectors [n_edges, 3] from each receiver to its sender's image, differentiable in positions."""
-    sender, receiver = graph.edge_index
-    edge_cell_A = graph.cell_A[graph.batch[receiver]]  # [n_edges, 3, 3]
-    offsets_A = torch.einsum("ea,eab->eb", graph.shifts.to(edge_cell_A.dtype), edge_cell_A)  # [n_edges, 3]
+def edge_vectors_A(graph: AtomGraph, n_first: int | None = None) -> torch.Tensor:
+    """Vectors [n_edges, 3] from each receiver to its sender's image, differentiable in positions;
+    with ``n_first``, of the first ``n_first`` edges only."""
+    sender, receiver = graph.edge_index[:, :n_first]
+    if graph.n_structures == 1:
+        offsets_A = graph.shifts[:n_first].to(graph.cell_A.dtype) @ graph.cell_A[0]  # [n_edges, 3]
+    else:
+        edge_cell_A = graph.cell_A[graph.batch[receiver]]  # [n_edges, 3, 3]
+        offsets_A = torch.einsum("ea,eab->eb", graph.shifts[:n_first].to(edge_cell_A.dtype), edge_cell_A)
     return graph.positions_A[sender] - graph.positions_A[receiver] + offsets_A
 
 
@@ -95,6 +110,8 @@ def build_graph(
     Each structure is ``(numbers, positions_A, cell_A)`` or a fully periodic ``ase.Atoms``. Every
     atom keeps its ``max_neighbours`` nearest neighbours (images included). The cutoff may exceed
     half the cell width: an atom then sees several images of the same neighbour, and of itself.
+    The graph is paired unless some atom has more than ``max_neighbours`` neighbours; then its
+    edges are grouped by receiver, nearest first.
     """
     if cutoff_A <= 0:
         raise ValueError(f"cutoff_A must be positive, got {cutoff_A}")
@@ -102,26 +119,39 @@ def build_graph(
         raise ValueError(f"max_neighbours must be at least 1, got {max_neighbours}")
     if not structures:
         raise ValueError("build_graph needs at least one structure")
-    search = vesin.NeighborList(cutoff=float(cutoff_A), full_list=True)
-    numbers, positions, cells, batch, edges, shifts = [], [], [], [], [], []
-    atom_offset = 0
+    search = vesin.NeighborList(cutoff=float(cutoff_A), full_list=False)
+    numbers, positions, cells, batch, firsts, seconds, shifts, distances = [], [], [], [], [], [], [], []
+    atom_offset, max_degree = 0, 0
     for index, structure in enumerate(structures):
         z, r_A, cell_A = _structure_arrays(structure)
-        receiver, sender, shift, distance_A = search.compute(r_A, cell_A, True, "ijSd")
-        keep = _nearest_per_receiver(receiver, distance_A, max_neighbours)
-        edges.append(np.stack([sender[keep], receiver[keep]]) + atom_offset)
-        shifts.append(shift[keep])
+        first, second, shift, distance_A = search.compute(r_A, cell_A, True, "ijSd")  # each pair once
+        degree = np.bincount(first, minlength=len(z)) + np.bincount(second, minlength=len(z))
+        max_degree = max(max_degree, degree.max(initial=0))
+        firsts.append(first + atom_offset)
+        seconds.append(second + atom_offset)
+        shifts.append(shift)
+        distances.append(distance_A)
         numbers.append(z)
         positions.append(r_A)
         cells.append(cell_A)
         batch.append(np.full(len(z), index))
         atom_offset += len(z)
+    first, second, shift = np.concatenate(firsts), np.concatenate(seconds), np.concatenate(shifts)
+    # vesin's pair (i, j, S) is the edge j -> i with shift S; its reverse is i -> j with -S.
+    edge_index = np.stack([np.concatenate([second, first]), np.concatenate([first, second])])  # [2, n_edges]
+    edge_shifts = np.concatenate([shift, -shift])  # [n_edges, 3]
+    paired = max_degree <= max_neighbours
+    if not paired:
+        distance_A = np.concatenate(distances)
+        keep = _nearest_per_receiver(edge_index[1], np.concatenate([distance_A, distance_A]), max_neighbours)
+        edge_index, edge_shifts = edge_index[:, keep], edge_shifts[keep]
     as_long = lambda array: torch.as_tensor(array, dtype=torch.long, device=device)  # noqa: E731
     return AtomGraph(
         positions_A=torch.as_tensor(np.concatenate(positions), dtype=dtype, device=device),
         numbers=as_long(np.concatenate(numbers)),
         batch=as_long(np.concatenate(batch)),
         cell_A=torch.as_tensor(np.stack(cells), dtype=dtype, device=device),
-        edge_index=as_long(np.concatenate(edges, axis=1)),
-        shifts=as_long(np.concatenate(shifts)),
+        edge_index=as_long(edge_index),
+        shifts=as_long(edge_shifts),
+        paired=bool(paired),
     )

@@ -111,6 +111,31 @@ def test_replica_in_a_batch_follows_its_single_run(tmp_path):
         np.testing.assert_allclose(member.energy_eV, alone.energy_eV, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("torch_threads", [1, 2])
+def test_grouping_replicas_into_model_calls_changes_nothing(tmp_path, torch_threads):
+    """Replicas evaluated in groups of two (2 + 1 calls; with 2 threads the calls run side by side,
+    one thread each) follow the same paths as in one call."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+    try:
+        _compare_grouped_with_one_call(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads
+
+
+def _compare_grouped_with_one_call(tmp_path) -> None:
+    model, atoms = small_schnet(), load_structure("Li2S")
+    protocols = [MDProtocol(temperature_K=t, ramp_ps=0.01, production_ps=0.02) for t in (500, 900, 1300)]
+    paths = {k: [tmp_path / f"group{k}-{i}.frames" for i in range(3)] for k in (2, 3)}
+    for per_call, out_paths in paths.items():
+        run_batched_md(model, atoms, protocols, [4, 5, 6], out_paths, replicas_per_call=per_call, progress=False)
+    for grouped, together in zip(paths[2], paths[3]):
+        grouped, together = read_trajectory(grouped), read_trajectory(together)
+        np.testing.assert_allclose(grouped.positions_A, together.positions_A, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(grouped.energy_eV, together.energy_eV, rtol=0, atol=1e-9)
+
+
 def _production_means(paths) -> tuple[np.ndarray, np.ndarray]:
     """Per-run mean temperature (K) and potential energy (eV) over the second half of production."""
     temperatures, energies = [], []

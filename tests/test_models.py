@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
+from e3nn import o3
 from scipy.special import eval_legendre, spherical_jn
 from scipy.spatial.transform import Rotation
 
 from mlff.graph import build_graph, edge_vectors_A
 from mlff.models import MODELS, build_model, energy_and_forces
 from mlff.models.dimenet_pp import legendre, spherical_bessel, spherical_bessel_roots, triplets
+from mlff.models.scn import SphereGrid
 from model_sizes import SMALL_HPARAMS
 
 TRICLINIC_CELL_A = np.array([[3.4, 0.0, 0.0], [0.9, 3.1, 0.0], [-0.6, 0.7, 3.3]])
@@ -127,6 +130,27 @@ def test_unwrapped_positions_give_the_same_distances():
     np.testing.assert_allclose(distances[0], distances[1], atol=1e-10)
 
 
+def test_paired_graph_lists_each_pair_both_ways_and_schnet_uses_it_exactly():
+    import dataclasses
+
+    numbers, positions_A, cell_A = triclinic_structure(seed=3)
+    graph = build_graph([(numbers, positions_A, cell_A)] * 2, 4.5, 500, "cpu", torch.float64)
+    assert graph.paired and graph.n_pairs * 2 == graph.edge_index.shape[1]
+    half = graph.n_pairs
+    assert torch.equal(graph.edge_index[:, half:], graph.edge_index[:, :half].flip(0))
+    assert torch.equal(graph.shifts[half:], -graph.shifts[:half])
+    vectors_A = edge_vectors_A(graph)
+    torch.testing.assert_close(vectors_A[half:], -vectors_A[:half], rtol=0, atol=1e-12)
+
+    model = fresh_model("schnet")
+    paired_energy, paired_forces = energy_and_forces(model, graph)
+    energy, forces = energy_and_forces(model, dataclasses.replace(graph, paired=False))
+    torch.testing.assert_close(paired_energy, energy, rtol=0, atol=1e-12)
+    torch.testing.assert_close(paired_forces, forces, rtol=0, atol=1e-12)
+    crowded = build_graph([(numbers, positions_A, cell_A)], 4.5, 7, "cpu", torch.float64)
+    assert not crowded.paired  # truncated to the nearest neighbours: not every pair is kept both ways
+
+
 # ---------------------------------------------------------------- bases and triplets
 
 
@@ -168,6 +192,23 @@ def test_triplets_match_brute_force_with_periodic_images():
     found = set(zip(idx_kj.tolist(), idx_ji.tolist()))
     assert found == expected and len(found) == len(idx_kj)
     assert any(sender[kj] == receiver[ji] for kj, ji in found)  # images of i itself stay as k
+
+
+def test_scn_sphere_grid_projects_squares_exactly():
+    lmax = 3
+    grid = SphereGrid(lmax).to(torch.float64)
+    x = torch.randn(4, (lmax + 1) ** 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_allclose(grid.from_grid(grid.to_grid(x)), x, atol=1e-12)
+    squared = lambda coefficients: grid.from_grid(grid.to_grid(coefficients) ** 2)  # noqa: E731
+    # Parseval: the l = 0 coefficient of f^2 is its integral times Y_00 = 1 / sqrt(4 pi)
+    np.testing.assert_allclose(squared(x)[:, 0], (x**2).sum(1) / math.sqrt(4 * math.pi), atol=1e-12)
+    # Wigner D from the harmonics themselves, Y(R r) = D Y(r), fitted on random directions
+    harmonics = lambda r: o3.spherical_harmonics(list(range(lmax + 1)), r, True, normalization="integral")  # noqa: E731
+    directions = torch.randn(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    rotation = torch.from_numpy(Rotation.random(random_state=2).as_matrix())
+    wigner = torch.linalg.lstsq(harmonics(directions), harmonics(directions @ rotation.T)).solution.T
+    rotate = lambda coefficients: torch.einsum("kj,njc->nkc", wigner, coefficients)  # noqa: E731
+    np.testing.assert_allclose(squared(rotate(x)), rotate(squared(x)), atol=1e-10)
 
 
 # ---------------------------------------------------------------- models

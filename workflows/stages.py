@@ -17,6 +17,7 @@ import numpy as np
 from analysis.errors import mae, r2_score
 from analysis.rdf import RDF, rdf, rdf_mae
 from analysis.stability import classify_stability, min_distance_A
+from analysis.statistics import diffusive_window
 from analysis.transport import conductivity_at_mS_cm, conductivity_mS_cm, diffusivity_cm2_s, mean_square_displacement
 from campaign.results import (
     MaterialResult,
@@ -30,9 +31,6 @@ from mlff.provenance import package_versions, sha256_file
 from mlff.trajectory import Trajectory, read_trajectory
 
 FS_PER_PS = 1000.0
-# The diffusive regime is fitted from this fraction of the analysed window to its end: the first
-# part is ballistic/caged motion. Recorded in every run result via the summary.
-MSD_FIT_START_FRACTION = 0.2
 
 
 def _device(device: str) -> str:
@@ -212,53 +210,70 @@ def md(
     material: str,
     checkpoint: str,
     structure: str,
-    protocol: dict,
     engine: str,
     fusion_distance_A: float,
-    seed: int,
     device: str,
-    out_path: str,
+    protocol: dict | None = None,
+    seed: int | None = None,
+    out_path: str | None = None,
+    replicas: list[dict] | None = None,
+    out_paths: list[str] | None = None,
 ) -> dict:
-    """One MLFF-MD run with the paper's protocol; an instability ends it early as a result.
+    """One MLFF-MD run (``protocol``, ``seed``, ``out_path``) or a batch of runs integrated together
+    (``replicas``, each with its ``protocol`` and ``seed``, and one trajectory per replica in ``out_paths``).
 
-    Engines: ``ase`` (ASE calculator and thermostat), ``torch`` (our integrator, mlff/batched.py,
-    here with one replica) and ``lammps`` (fix external, mlff/lammps_engine.py). All write the same
-    trajectory format and summary and resume from their own checkpoint.
+    Engines: ``ase`` (ASE calculator and thermostat), ``torch`` (our integrator, mlff/batched.py; the
+    only engine for batches) and ``lammps`` (fix external, mlff/lammps_engine.py). All write the same
+    trajectory format and, per run, the same summary, and resume from their own checkpoint; an
+    instability ends a run early as a result.
     """
     from mlff.md import MDProtocol
     from mlff.structures import load_structure
 
+    if (replicas is None) == (protocol is None) or (replicas is None) != (out_paths is None):
+        raise ValueError("md needs either protocol, seed and out_path (one run) or replicas and out_paths (a batch)")
     device = _device(device)
-    atoms, md_protocol = load_structure(structure), MDProtocol(**protocol)
+    atoms, batched = load_structure(structure), replicas is not None
+    if batched and engine != "torch":
+        raise ValueError(f"a batch of MD runs needs the torch engine, got engine {engine!r}")
+    if not batched:
+        replicas, out_paths = [{"protocol": protocol, "seed": seed}], [out_path]
+    protocols = [MDProtocol(**replica["protocol"]) for replica in replicas]
+    seeds = [replica["seed"] for replica in replicas]
     if engine == "ase":
         from mlff import load_calculator
         from mlff.md import run_md
 
-        summary = run_md(
-            atoms, load_calculator(checkpoint, device=device), md_protocol, seed=seed, out_path=out_path,
-            fusion_distance_A=fusion_distance_A, checkpoint_path=md_checkpoint_path(out_path),
-        )
+        summaries = [run_md(
+            atoms, load_calculator(checkpoint, device=device), protocols[0], seed=seeds[0], out_path=out_paths[0],
+            fusion_distance_A=fusion_distance_A, checkpoint_path=md_checkpoint_path(out_paths[0]),
+        )]
     elif engine == "torch":
         from mlff.batched import run_batched_md
         from mlff.checkpoint import load_model
 
-        (summary,) = run_batched_md(
-            load_model(checkpoint, device=device)[0], atoms, [md_protocol], [seed], [out_path],
-            checkpoint_path=Path(out_path).with_suffix(".checkpoint.pt"), fusion_distance_A=fusion_distance_A,
+        checkpoint_path = (
+            Path(out_paths[0]).with_name("batch.checkpoint.pt") if batched else Path(out_path).with_suffix(".checkpoint.pt")
+        )
+        summaries = run_batched_md(
+            load_model(checkpoint, device=device)[0], atoms, protocols, seeds, out_paths,
+            checkpoint_path=checkpoint_path, fusion_distance_A=fusion_distance_A,
         )
     elif engine == "lammps":
         from mlff.checkpoint import load_model
         from mlff.lammps_engine import run_lammps_md
 
-        summary = run_lammps_md(
-            atoms, load_model(checkpoint, device=device)[0], md_protocol, seed, out_path,
-            fusion_distance_A=fusion_distance_A, checkpoint_path=Path(out_path).with_suffix(".checkpoint.json"),
-        )
+        summaries = [run_lammps_md(
+            atoms, load_model(checkpoint, device=device)[0], protocols[0], seeds[0], out_paths[0],
+            fusion_distance_A=fusion_distance_A, checkpoint_path=Path(out_paths[0]).with_suffix(".checkpoint.json"),
+        )]
     else:
         raise ValueError(f"unknown MD engine {engine!r}; available: ase, torch, lammps")
-    summary = {**summary, "device": device, "checkpoint_sha256": sha256_file(checkpoint)}
-    _write_json(md_summary_path(out_path), summary)
-    return {"summary": summary, "results": []}
+    checkpoint_sha256 = sha256_file(checkpoint)
+    summaries = [{**summary, "device": device, "checkpoint_sha256": checkpoint_sha256} for summary in summaries]
+    for summary, path in zip(summaries, out_paths, strict=True):
+        _write_json(md_summary_path(path), summary)
+    return {"summary": {"runs": summaries} if batched else summaries[0], "results": []}
 
 
 def _production(trajectory: Trajectory, discard_ps: float) -> tuple[Trajectory, int]:
@@ -339,7 +354,7 @@ def analyze(
         production, n_nonfinite = _production(trajectory, discard_ps)
         mask = production.numbers == specie
         framework = ~mask
-        d_cm2_s = sigma = r_mae = None
+        d_cm2_s = sigma = r_mae = window = None
         finite = trajectory.positions_A[np.isfinite(trajectory.positions_A).all(axis=(1, 2))]
         smallest = float(min_distance_A(finite, trajectory.cell_A).min()) if len(finite) else None
         if production.n_frames >= 3 and mask.any():
@@ -348,7 +363,12 @@ def analyze(
                 framework_mask=framework if framework.any() else None,
             )
             time_fs = production.time_fs - production.time_fs[0]
-            d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, fit_start_fs=MSD_FIT_START_FRACTION * time_fs[-1])
+            try:  # the ballistic start and long, noisy lags are left out of the fit
+                window = diffusive_window(msd, time_fs)
+            except ValueError:  # too few frames, or an MSD that is zero at some lag: no diffusive regime to fit
+                window = None
+        if window is not None:
+            d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, window.start_fs, window.end_fs)
             volume_A3 = abs(float(np.linalg.det(production.cell_A)))
             sigma = conductivity_mS_cm(d_cm2_s, int(mask.sum()), volume_A3, entry["temperature_K"])
         if production.n_frames and entry["temperature_K"] in reference_rdf:
@@ -377,6 +397,9 @@ def analyze(
                 min_distance_A=smallest,
                 stability=stability,
                 diffusivity_cm2_s=d_cm2_s,
+                msd_fit_start_ps=window.start_fs / FS_PER_PS if window else None,
+                msd_fit_end_ps=window.end_fs / FS_PER_PS if window else None,
+                msd_loglog_slope=window.loglog_slope if window else None,
                 conductivity_mS_cm=sigma,
                 provenance=_provenance(
                     seed=entry.get("seed"), engine=summary.get("engine"), device=summary.get("device"),
@@ -428,6 +451,6 @@ def analyze(
     docs = [doc.model_dump() for doc in (*run_docs, *temperature_docs, material_doc)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "results.json", {"results": docs, "msd_fit_start_fraction": MSD_FIT_START_FRACTION})
+    _write_json(out / "results.json", {"results": docs})
     _write_rdf(out / RDF_FILE, reference_rdf, run_rdf)
     return {"summary": {"n_runs": len(run_docs), "results_path": str(out / "results.json")}, "results": docs}

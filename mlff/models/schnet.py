@@ -67,12 +67,16 @@ class Interaction(nn.Module):
         self.from_filters = nn.Linear(num_filters, hidden_channels)
         self.output = nn.Linear(hidden_channels, hidden_channels)
 
-    def forward(self, h, edge_index, basis, envelope):
-        sender, receiver = edge_index
-        filters = self.filter_network(basis) * envelope[:, None]  # [n_edges, num_filters]
-        messages = self.to_filters(h)[sender] * filters  # [n_edges, num_filters]
-        pooled = torch.zeros(h.shape[0], messages.shape[1], dtype=h.dtype, device=h.device)
-        pooled.index_add_(0, receiver, messages)  # [n_atoms, num_filters]
+    def forward(self, h, pair_index, basis, envelope, both_ways: bool):
+        """Update ``h`` [n_atoms, hidden] with messages along ``pair_index`` [2, n_pairs] (sender,
+        receiver), and also receiver -> sender with the same filter when ``both_ways``."""
+        sender, receiver = pair_index
+        filters = self.filter_network(basis) * envelope[:, None]  # [n_pairs, num_filters]
+        features = self.to_filters(h)  # [n_atoms, num_filters]
+        pooled = torch.zeros(h.shape[0], filters.shape[1], dtype=h.dtype, device=h.device)
+        pooled.index_add_(0, receiver, features[sender] * filters)  # [n_atoms, num_filters]
+        if both_ways:
+            pooled.index_add_(0, sender, features[receiver] * filters)
         update = self.output(shifted_softplus(self.from_filters(pooled)))
         return h + update
 
@@ -115,10 +119,12 @@ class SchNet(ForceField):
         )
 
     def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
-        distance_A = edge_vectors_A(graph).norm(dim=-1)  # [n_edges]
-        basis = self.basis(distance_A)  # [n_edges, num_gaussians]
-        envelope = cosine_cutoff(distance_A, self.cutoff_A)  # [n_edges]
+        # Filters depend on the distance only: on a paired graph they are computed once per pair.
+        n_pairs = graph.n_pairs
+        distance_A = edge_vectors_A(graph, n_pairs).norm(dim=-1)  # [n_pairs]
+        basis = self.basis(distance_A)  # [n_pairs, num_gaussians]
+        envelope = cosine_cutoff(distance_A, self.cutoff_A)  # [n_pairs]
         h = self.embedding(graph.numbers)  # [n_atoms, hidden_channels]
         for interaction in self.interactions:
-            h = interaction(h, graph.edge_index, basis, envelope)
+            h = interaction(h, graph.edge_index[:, :n_pairs], basis, envelope, graph.paired)
         return self.readout(h).squeeze(-1)
