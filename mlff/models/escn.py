@@ -284,7 +284,47 @@ class Layer(nn.Module):
         return x + self.atom_out(hidden)
 
 
-class ESCN(ForceField):
+class SphericalChannelNetwork(ForceField):
+    """What eSCN and SCN share: each atom's spherical-harmonic coefficients start as its element
+    embedding at l = 0; edge features are SiLU(distance Gaussians + sender and receiver elements);
+    the subclass's ``layers`` update the coefficients; the energy is read out from l = 0."""
+
+    def _build_shared(self, hidden_channels, edge_channels, lmax, mmax, num_gaussians, cutoff_A) -> None:
+        if not 0 <= mmax <= lmax:
+            raise ValueError(f"hyperparameter mmax must lie in 0..lmax={lmax}, got {mmax}")
+        if num_gaussians < 2:
+            raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians}")
+        self.frame = EdgeFrame(lmax, mmax)
+        self.element = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)
+        self.distance_basis = GaussianBasis(cutoff_A, num_gaussians)
+        self.edge_distance = nn.Linear(num_gaussians, edge_channels)
+        self.edge_sender = nn.Embedding(MAX_ATOMIC_NUMBER + 1, edge_channels)
+        self.edge_receiver = nn.Embedding(MAX_ATOMIC_NUMBER + 1, edge_channels)
+        self.output_norm = DegreeRMSNorm(lmax, hidden_channels)
+        self.readout = nn.Sequential(
+            nn.Linear(hidden_channels, hidden_channels), nn.SiLU(), nn.Linear(hidden_channels, 1)
+        )
+
+    def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
+        sender, receiver = graph.edge_index
+        vectors_A = edge_vectors_A(graph)  # [n_edges, 3]
+        distance_A = vectors_A.norm(dim=-1)  # [n_edges]
+        wigner = self.frame.wigner(vectors_A / distance_A[:, None])  # per l: [n_edges, 2l+1, 2l+1]
+        edge_features = nn.functional.silu(
+            self.edge_distance(self.distance_basis(distance_A))
+            + self.edge_sender(graph.numbers[sender])
+            + self.edge_receiver(graph.numbers[receiver])
+        )  # [n_edges, edge_channels]
+        edge_envelope = envelope(distance_A / self.cutoff_A, self.hparams["envelope_p"])  # [n_edges]
+        n_coefficients = (self.hparams["lmax"] + 1) ** 2
+        x = self.element.weight.new_zeros(graph.n_atoms, n_coefficients, self.hparams["hidden_channels"])
+        x = torch.cat([self.element(graph.numbers)[:, None], x[:, 1:]], dim=1)  # [n_atoms, n_coefficients, hidden]
+        for layer in self.layers:
+            x = layer(x, graph.edge_index, wigner, edge_features, edge_envelope)
+        return self.readout(self.output_norm(x)[:, 0]).squeeze(-1)  # [n_atoms]
+
+
+class ESCN(SphericalChannelNetwork):
     name = "escn"
 
     def __init__(
@@ -317,38 +357,7 @@ class ESCN(ForceField):
         )
         for name in ("hidden_channels", "so2_channels", "edge_channels", "lmax", "num_interactions", "envelope_p"):
             require_positive(name, self.hparams[name])
-        if not 0 <= mmax <= lmax:
-            raise ValueError(f"hyperparameter mmax must lie in 0..lmax={lmax}, got {mmax}")
-        if num_gaussians < 2:
-            raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians}")
-        self.frame = EdgeFrame(lmax, mmax)
-        self.element = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)
-        self.distance_basis = GaussianBasis(cutoff_A, num_gaussians)
-        self.edge_distance = nn.Linear(num_gaussians, edge_channels)
-        self.edge_sender = nn.Embedding(MAX_ATOMIC_NUMBER + 1, edge_channels)
-        self.edge_receiver = nn.Embedding(MAX_ATOMIC_NUMBER + 1, edge_channels)
+        self._build_shared(hidden_channels, edge_channels, lmax, mmax, num_gaussians, cutoff_A)
         self.layers = nn.ModuleList(
             Layer(self.frame, hidden_channels, so2_channels, edge_channels) for _ in range(num_interactions)
         )
-        self.output_norm = DegreeRMSNorm(lmax, hidden_channels)
-        self.readout = nn.Sequential(
-            nn.Linear(hidden_channels, hidden_channels), nn.SiLU(), nn.Linear(hidden_channels, 1)
-        )
-
-    def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
-        sender, receiver = graph.edge_index
-        vectors_A = edge_vectors_A(graph)  # [n_edges, 3]
-        distance_A = vectors_A.norm(dim=-1)  # [n_edges]
-        wigner = self.frame.wigner(vectors_A / distance_A[:, None])  # per l: [n_edges, 2l+1, 2l+1]
-        edge_features = nn.functional.silu(
-            self.edge_distance(self.distance_basis(distance_A))
-            + self.edge_sender(graph.numbers[sender])
-            + self.edge_receiver(graph.numbers[receiver])
-        )  # [n_edges, edge_channels]
-        edge_envelope = envelope(distance_A / self.cutoff_A, self.hparams["envelope_p"])  # [n_edges]
-        n_coefficients = (self.hparams["lmax"] + 1) ** 2
-        x = self.element.weight.new_zeros(graph.n_atoms, n_coefficients, self.hparams["hidden_channels"])
-        x = torch.cat([self.element(graph.numbers)[:, None], x[:, 1:]], dim=1)  # [n_atoms, n_coefficients, hidden]
-        for layer in self.layers:
-            x = layer(x, graph.edge_index, wigner, edge_features, edge_envelope)
-        return self.readout(self.output_norm(x)[:, 0]).squeeze(-1)  # [n_atoms]
