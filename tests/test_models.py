@@ -16,6 +16,7 @@ from mlff.graph import build_graph, edge_vectors_A
 from mlff.models import MODELS, build_model, energy_and_forces
 from mlff.models.dimenet_pp import legendre, spherical_bessel, spherical_bessel_roots, triplets
 from mlff.models.scn import SphereGrid
+from mlff.structures import load_structure
 from model_sizes import SMALL_HPARAMS
 
 TRICLINIC_CELL_A = np.array([[3.4, 0.0, 0.0], [0.9, 3.1, 0.0], [-0.6, 0.7, 3.3]])
@@ -243,6 +244,19 @@ def test_rotation_invariance_and_force_equivariance(name):
     rotated_energy, rotated_forces = evaluate(model, numbers, positions_A @ rotation.T, cell_A @ rotation.T)
     assert rotated_energy == pytest.approx(energy, rel=1e-10, abs=1e-10)
     np.testing.assert_allclose(rotated_forces, forces @ rotation.T, atol=1e-9)
+
+
+@pytest.mark.parametrize("symmetric_name", [n for n, model in MODELS.items() if model.rotation_invariant])
+def test_forces_vanish_at_a_site_symmetric_structure_in_float32(symmetric_name):
+    """Every atom of antifluorite Li2S sits at a centre of cubic symmetry, so an invariant model's forces
+    are zero there. In float32 the l > 0 features of such sites are rounding residuals; a model must
+    not amplify them (this caught eSCN/SCN norms turning them into forces of 10^4 eV/Å)."""
+    torch.manual_seed(0)
+    model = build_model(symmetric_name, **SMALL_HPARAMS[symmetric_name])
+    atoms = load_structure("Li2S")
+    energy, forces = energy_and_forces(model, model.make_graph([atoms]))
+    assert torch.isfinite(energy).all()
+    assert forces.abs().max().item() < 1e-4
 
 
 def test_permutation_invariance(name):

@@ -63,6 +63,10 @@ from mlff.models.dimenet_pp import envelope
 from mlff.models.schnet import GaussianBasis
 
 LAYER_NORM_EPSILON = 1e-5
+# Added to the mean square of an l > 0 block before dividing by its root: 0.1 (features are O(1)), not
+# a tiny number, so a block that is ~0 (every l > 0 feature at a site of cubic symmetry, where only
+# float32 rounding remains) is left ~0 instead of being scaled up to O(1) values and large forces.
+DEGREE_NORM_EPSILON = 0.1
 LEAKY_SLOPE = 0.2  # negative slope of the smooth leaky ReLU on the attention features
 
 
@@ -146,7 +150,7 @@ class EquivariantLayerNorm(nn.Module):
                 block = block / torch.sqrt(scale + LAYER_NORM_EPSILON) * weight[:, None] + self.bias[:, None]
             else:
                 scale = block.pow(2).mean(dim=2).mean(dim=1)[:, None, None]  # [n, 1, 1]
-                block = block / torch.sqrt(scale + LAYER_NORM_EPSILON) * weight[:, None]
+                block = block / torch.sqrt(scale + DEGREE_NORM_EPSILON) * weight[:, None]
             blocks.append(block.flatten(1))
         return torch.cat(blocks, dim=1)
 

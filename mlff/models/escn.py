@@ -39,7 +39,10 @@ from mlff.models.base import ForceField, require_positive
 from mlff.models.dimenet_pp import envelope
 from mlff.models.schnet import GaussianBasis
 
-RMS_NORM_EPSILON = 1e-6
+# Added to each degree's mean square before dividing by its root: 0.1 (features are O(1)), not a tiny
+# number, so a degree whose coefficients are ~0 (every l > 0 at a site of cubic symmetry, where only
+# float32 rounding remains) is left ~0 instead of being scaled up to O(1) values and huge forces.
+RMS_NORM_EPSILON = 0.1
 POLE_COS_ANGLE = 0.5  # |cos| of the angle to the y axis above which an edge counts as near a pole
 # rotation taking the y axis to the x axis: rotations about x are this, then y, then its inverse
 Y_TO_X = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
