@@ -33,6 +33,8 @@ Departures from the paper, all for smooth, exactly equivariant conservative forc
   the default dtype, float32, which leaves float64 equivariance errors near 1e-10 at L_max = 2.
   Here the 3j symbols stay float64 and are cast to the features' dtype when used.
 - No dropout, drop-path or attention dropout (they are regularisers at training time only).
+- The layer norm of each l > 0 block adds 0.1 to its mean square (``DEGREE_NORM_EPSILON``), not
+  1e-5, so near-zero blocks at symmetric sites are not amplified into large forces.
 
 Hyperparameters (defaults: the paper's OC20 model, with the force-field paper's 128 / 6 Å / 500):
 

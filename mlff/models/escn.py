@@ -13,7 +13,8 @@ Where the paper applies pointwise nonlinearities on a sampled sphere grid (insid
 the atom-wise feed-forward block), this implementation uses gates instead (SiLU on l = 0, and each
 (l > 0, channel) block scaled by the sigmoid of a learned l = 0 channel). Grid nonlinearities are
 equivariant only up to sampling error; gates are exactly equivariant, which the tests demand to
-1e-9. Blocks are pre-normalised by an equivariant RMS norm per degree. Forces are -dE/dx by autograd
+1e-9. Blocks are pre-normalised by an equivariant RMS norm per degree, with 0.1 added to the mean
+square (``RMS_NORM_EPSILON``, shared with SCN) so near-zero degrees are not amplified. Forces are -dE/dx by autograd
 (the paper's OC20 model has a direct force head).
 
 Hyperparameters (defaults: the eSCN paper's OC20 model, with the force-field paper's 128 / 6 Å / 500):
