@@ -79,12 +79,12 @@ class NeighbourList:
         self._search = vesin.NeighborList(cutoff=cutoff_A + skin_A, full_list=False)
         self.reference_A = None  # [n_live, n_atoms, 3] positions at the last build
 
-    def needs_rebuild(self, positions_A: torch.Tensor) -> torch.Tensor:
-        """0-dim bool tensor: has any atom moved more than half the skin since the last build?"""
+    def needs_rebuild(self, positions_A: torch.Tensor) -> bool:
+        """Has any atom moved more than half the skin since the last build?"""
         if self.reference_A is None or self.reference_A.shape != positions_A.shape:
-            return torch.ones((), dtype=torch.bool)
-        moved_A = (positions_A - self.reference_A).norm(dim=-1).max()
-        return moved_A > 0.5 * self.skin_A
+            return True
+        moved_squared_A2 = float((positions_A - self.reference_A).square().sum(dim=-1).max())
+        return moved_squared_A2 > (0.5 * self.skin_A) ** 2
 
     def build(self, positions_A: torch.Tensor) -> None:
         """Search all pairs within cutoff + skin, one vesin call per replica, in canonical order."""
@@ -110,25 +110,33 @@ class NeighbourList:
         self.pairs = torch.as_tensor(np.concatenate(pairs, axis=1), dtype=torch.long, device=device)  # [2, n_pairs]
         self.shifts = torch.as_tensor(np.concatenate(shifts), dtype=torch.long, device=device)  # [n_pairs, 3]
         self.offsets_A = self.shifts.to(self.cell_A.dtype) @ self.cell_A  # [n_pairs, 3]
+        # Both orientations of every pair, so that one gather per array yields a paired graph.
+        first, second = self.pairs
+        self.edge_index = torch.stack([torch.stack([second, first]), torch.stack([first, second])])  # [2, 2, n_pairs]
+        self.edge_shifts = torch.stack([self.shifts, -self.shifts])  # [2, n_pairs, 3]
+        self.pair_replica = first // n_atoms  # [n_pairs]
         self.reference_A = positions_A.clone()
         self.truncate = overfull
 
-    def edges_within_cutoff(
-        self, positions_A: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, bool, torch.Tensor, torch.Tensor]:
+    def edges_within_cutoff(self, positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool, torch.Tensor]:
         """Edges closer than the cutoff: index [2, n_edges], image shifts [n_edges, 3] and whether
-        they are paired (see mlff.graph), then each pair's first atom [n_pairs] and length [n_pairs] (Å)."""
-        flat_A = positions_A.reshape(-1, 3)
-        first, second = self.pairs
-        length_A = (flat_A[second] - flat_A[first] + self.offsets_A).norm(dim=-1)  # [n_pairs]
-        kept = torch.nonzero(length_A < self.cutoff_A).squeeze(1)  # [n_kept]: one search, four gathers
-        first, second, shift, length_A = first[kept], second[kept], self.shifts[kept], length_A[kept]
-        edge_index = torch.stack([torch.cat([second, first]), torch.cat([first, second])])  # [2, n_edges]
-        shifts = torch.cat([shift, -shift])  # [n_edges, 3]
+        they are paired (see mlff.graph), then the length [n_pairs] (Å) of every listed pair."""
+        first_A, second_A = positions_A.reshape(-1, 3).index_select(0, self.pairs.flatten()).view(2, -1, 3)
+        length_A = (second_A - first_A + self.offsets_A).norm(dim=-1)  # [n_pairs]
+        kept = torch.nonzero(length_A < self.cutoff_A).squeeze(1)  # [n_kept]
+        # The kept pairs, then the same pairs reversed: [2, n_edges] and [n_edges, 3].
+        edge_index = self.edge_index.index_select(2, kept).reshape(2, -1)
+        shifts = self.edge_shifts.index_select(1, kept).reshape(-1, 3)
         if not self.truncate:
-            return edge_index, shifts, True, first, length_A
-        nearest = _nearest_mask(edge_index[1], torch.cat([length_A, length_A]), self.max_neighbours)
-        return edge_index[:, nearest], shifts[nearest], False, first, length_A
+            return edge_index, shifts, True, length_A
+        nearest = _nearest_mask(edge_index[1], length_A[kept].repeat(2), self.max_neighbours)
+        return edge_index[:, nearest], shifts[nearest], False, length_A
+
+    def shortest_A(self, length_A: torch.Tensor) -> torch.Tensor:
+        """Per replica [n_live], the shortest of the listed pairs' lengths ``length_A`` [n_pairs] (Å);
+        below the cutoff, the shortest edge."""
+        shortest_A = torch.full((len(self.reference_A),), torch.inf, dtype=length_A.dtype, device=length_A.device)
+        return shortest_A.scatter_reduce(0, self.pair_replica, length_A, reduce="amin")
 
 
 def _nearest_mask(receiver: torch.Tensor, length_A: torch.Tensor, max_neighbours: int) -> torch.Tensor:
@@ -165,16 +173,22 @@ class NoseHooverChains:
         for name in ("kT", "q_mass", "eta", "p_eta"):
             setattr(self, name, getattr(self, name)[keep])
 
-    def half_step(self, momenta: torch.Tensor, masses: torch.Tensor, delta: list[float]) -> torch.Tensor:
-        """exp(iL_NHC delta) on ``momenta`` [n, n_atoms, 3]; ``delta`` [n] is 0 for unthermostatted replicas."""
-        twice_kinetic = (momenta**2 / masses).sum(dim=(1, 2)).tolist()  # [n]
+    def half_step(
+        self, momenta: torch.Tensor, masses: torch.Tensor, delta: list[float], twice_kinetic: list[float] | None = None
+    ) -> torch.Tensor:
+        """exp(iL_NHC delta) on ``momenta`` [n, n_atoms, 3]; ``delta`` [n] is 0 for unthermostatted replicas.
+        ``twice_kinetic`` [n], when known, is ``(momenta**2 / masses).sum(dim=(1, 2))``."""
+        if not any(delta):
+            return momenta
+        if twice_kinetic is None:
+            twice_kinetic = (momenta**2 / masses).sum(dim=(1, 2)).tolist()  # [n]
         eta, p_eta, q_mass, kT = self.eta.tolist(), self.p_eta.tolist(), self.q_mass.tolist(), self.kT.tolist()
         scale = [
             self._chain_half_step(eta[r], p_eta[r], q_mass[r], kT[r], twice_kinetic[r], delta[r])
             for r in range(len(delta))
         ]
         self.eta, self.p_eta = np.array(eta).reshape(self.q_mass.shape), np.array(p_eta).reshape(self.q_mass.shape)
-        return momenta * torch.as_tensor(scale, dtype=momenta.dtype, device=momenta.device)[:, None, None]
+        return momenta * torch.as_tensor(scale, dtype=momenta.dtype, device=momenta.device).view(-1, 1, 1)
 
     def _chain_half_step(
         self, eta: list[float], p_eta: list[float], q_mass: list[float], kT: float, twice_kinetic: float, delta: float
@@ -277,8 +291,8 @@ def run_batched_md(
     """Run replica ``r`` with ``protocols[r]`` and ``seeds[r]`` from ``atoms``, writing ``out_paths[r]``.
 
     Frames, metadata (engine "torch") and the returned per-replica summaries have the layout of
-    ``mlff.md.run_md``. Non-finite energies, forces or positions are checked every step; atom
-    fusion (a distance below ``fusion_distance_A``), temperature above ``max_temperature_K``
+    ``mlff.md.run_md``. Non-finite energies, forces or positions (through the kinetic energy) are
+    checked every step; atom fusion (a distance below ``fusion_distance_A``), temperature above ``max_temperature_K``
     (default 10 x each replica's target) at every saved frame and every ``check_every_steps``
     steps. With ``rdf_reference`` (total RDF up to ``RDF_R_MAX_A`` in ``RDF_N_BINS`` bins), the
     RDF of every ``rdf_window_frames`` consecutive saved frames is compared with it and an MAE
@@ -360,13 +374,13 @@ def run_batched_md(
     if resumed:  # the live replicas' dynamic state, [n_live, ...]
         positions_A, momenta = saved["positions_A"].to(device), saved["momenta"].to(device)
         thermostat.eta, thermostat.p_eta = saved["eta"].numpy(), saved["p_eta"].numpy()
-        temperature_sum_K, n_temperatures = saved["temperature_sum_K"].to(device), saved["n_temperatures"].to(device)
+        temperature_sum_K, n_temperatures = saved["temperature_sum_K"].tolist(), saved["n_temperatures"].tolist()
     else:
         positions_A = as_f64(np.repeat(atoms.positions[None], n_replicas, axis=0))  # [n, n_atoms, 3]
         momenta = as_f64(np.stack(starts))  # [n, n_atoms, 3]
-        temperature_sum_K = torch.zeros(n_replicas, dtype=f64, device=device)
-        n_temperatures = torch.zeros(n_replicas, dtype=torch.long, device=device)
-    neighbour_lists: list[NeighbourList] = []  # one per group of replicas_per_call live replicas; reset when one leaves
+        temperature_sum_K, n_temperatures = [0.0] * n_replicas, [0] * n_replicas  # [n_live], on the host
+    # One (start, stop, neighbour list) per group of replicas_per_call live replicas; reset when one leaves.
+    groups: list[tuple[int, int, NeighbourList]] = []
     # On CPU with several torch threads and replicas, groups' calls run side by side, one torch thread
     # each: a 50-atom call splits poorly across threads, independent calls do not.
     threads = torch.get_num_threads()
@@ -374,42 +388,51 @@ def run_batched_md(
     cores = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batched-md") if concurrent else None
     numbers = torch.as_tensor(atoms.numbers, dtype=torch.long, device=device)
     kinetic_to_K = 1.0 / (3 * n_atoms * BOLTZMANN_eV_PER_K)  # 2 E_kin -> T
+    graph_constants = {}  # group size -> numbers, batch, cell_A of its AtomGraph
 
     def evaluate_group(neighbours: NeighbourList, positions_A: torch.Tensor):
-        if bool(neighbours.needs_rebuild(positions_A)):
+        if neighbours.needs_rebuild(positions_A):
             neighbours.build(positions_A)
-        edge_index, shifts, paired, pair_atom, length_A = neighbours.edges_within_cutoff(positions_A)
+        edge_index, shifts, paired, length_A = neighbours.edges_within_cutoff(positions_A)
         n_group = positions_A.shape[0]
+        if n_group not in graph_constants:
+            graph_constants[n_group] = (
+                numbers.repeat(n_group),
+                torch.arange(n_group, device=device).repeat_interleave(n_atoms),
+                cell_A.to(model_dtype).expand(n_group, 3, 3),
+            )
+        group_numbers, batch, group_cell_A = graph_constants[n_group]
         graph = AtomGraph(
             positions_A=positions_A.reshape(-1, 3).to(model_dtype),
-            numbers=numbers.repeat(n_group),
-            batch=torch.arange(n_group, device=device).repeat_interleave(n_atoms),
-            cell_A=cell_A.to(model_dtype).expand(n_group, 3, 3),
+            numbers=group_numbers,
+            batch=batch,
+            cell_A=group_cell_A,
             edge_index=edge_index,
             shifts=shifts,
             paired=paired,
         )
         energy_eV, forces_eV_A = energy_and_forces(model, graph)
-        return energy_eV.to(f64), forces_eV_A.to(f64).reshape(n_group, n_atoms, 3), pair_atom, length_A
+        return energy_eV.to(f64), forces_eV_A.to(f64).reshape(n_group, n_atoms, 3), length_A
 
-    def evaluate(positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Energies [n_live], forces [n_live, n_atoms, 3], an atom of each pair [n_pairs] and its length (Å),
+    def evaluate(positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Energies [n_live], forces [n_live, n_atoms, 3] and per group its listed pairs' lengths [n_pairs] (Å),
         one model call per group of at most ``replicas_per_call`` replicas."""
-        bounds = _group_bounds(positions_A.shape[0], replicas_per_call, 1 if cores is None else threads)
-        starts = bounds[:-1]
-        if not neighbour_lists:
-            neighbour_lists.extend(
-                NeighbourList(model.cutoff_A, neighbour_skin_A, model.max_neighbours, cell_A) for _ in starts
+        if not groups:
+            bounds = _group_bounds(positions_A.shape[0], replicas_per_call, 1 if cores is None else threads)
+            groups.extend(
+                (start, stop, NeighbourList(model.cutoff_A, neighbour_skin_A, model.max_neighbours, cell_A))
+                for start, stop in zip(bounds[:-1], bounds[1:])
             )
-        jobs = [(neighbours, positions_A[start:stop])
-                for neighbours, start, stop in zip(neighbour_lists, starts, bounds[1:], strict=True)]
-        if cores is None or len(jobs) == 1:
-            groups = [evaluate_group(*job) for job in jobs]
+        if len(groups) == 1:
+            energy_eV, forces_eV_A, length_A = evaluate_group(groups[0][2], positions_A)
+            return energy_eV, forces_eV_A, [length_A]
+        jobs = [(neighbours, positions_A[start:stop]) for start, stop, neighbours in groups]
+        if cores is None:
+            results = [evaluate_group(*job) for job in jobs]
         else:
-            groups = _on_separate_cores(cores, evaluate_group, jobs)
-        energy_eV, forces_eV_A, pair_atom, length_A = zip(*groups)
-        pair_atom = [atom + start * n_atoms for atom, start in zip(pair_atom, starts)]
-        return torch.cat(energy_eV), torch.cat(forces_eV_A), torch.cat(pair_atom), torch.cat(length_A)
+            results = _on_separate_cores(cores, evaluate_group, jobs)
+        energy_eV, forces_eV_A, length_A = zip(*results)
+        return torch.cat(energy_eV), torch.cat(forces_eV_A), list(length_A)
 
     def checkpoint(step: int) -> None:
         for writer in writers:
@@ -423,8 +446,8 @@ def run_batched_md(
             "momenta": momenta.cpu(),
             "eta": torch.as_tensor(thermostat.eta),
             "p_eta": torch.as_tensor(thermostat.p_eta),
-            "temperature_sum_K": temperature_sum_K.cpu(),
-            "n_temperatures": n_temperatures.cpu(),
+            "temperature_sum_K": torch.tensor(temperature_sum_K, dtype=f64),
+            "n_temperatures": torch.tensor(n_temperatures, dtype=torch.long),
             "records": records,
             "rdf_windows": [torch.as_tensor(np.asarray(w, dtype=np.float64).reshape(-1, n_atoms, 3)) for w in windows],
             "rng_states": [json.dumps(rng.bit_generator.state) for rng in rngs],
@@ -456,33 +479,41 @@ def run_batched_md(
             if resumed:
                 writer.truncate(record["n_frames"])
         if live:  # a checkpoint written after the last step has none
-            energy_eV, forces_eV_A, _, _ = evaluate(positions_A)
+            energy_eV, forces_eV_A, _ = evaluate(positions_A)
+        step_dt, half_dt = dt[:, None, None], (0.5 * dt)[:, None, None]  # [n_live, 1, 1]
+        twice_kinetic = None  # [n_live] (momenta**2 / masses).sum(dim=(1, 2)) when known
         step = steps_done
         while live:
             step += 1
-            thermostatted = step > n_ramp  # [n_live]
+            ramping = [step <= protocols[r].n_ramp_steps for r in live]  # [n_live]
             nhc_delta = [
-                0.5 * protocols[r].timestep_fs * ASE_TIME_PER_FS if step > protocols[r].n_ramp_steps else 0.0 for r in live
+                0.0 if ramps else 0.5 * protocols[r].timestep_fs * ASE_TIME_PER_FS for r, ramps in zip(live, ramping)
             ]  # [n_live]
-            half_dt = (0.5 * dt)[:, None, None]
-            momenta = thermostat.half_step(momenta, masses, nhc_delta)
+            momenta = thermostat.half_step(momenta, masses, nhc_delta, twice_kinetic)
             momenta = momenta + half_dt * forces_eV_A
-            positions_A = positions_A + dt[:, None, None] * momenta / masses
-            energy_eV, forces_eV_A, pair_atom, length_A = evaluate(positions_A)
+            positions_A = positions_A + step_dt * momenta / masses
+            energy_eV, forces_eV_A, lengths_A = evaluate(positions_A)
             momenta = momenta + half_dt * forces_eV_A
             momenta = thermostat.half_step(momenta, masses, nhc_delta)
-            temperature_K = (momenta**2 / masses).sum(dim=(1, 2)) * kinetic_to_K  # [n_live]
-            ramp_K = ramp_start_K + (target_K - ramp_start_K) * step / n_ramp.clamp(min=1)
-            rescale = torch.where(thermostatted, torch.ones_like(ramp_K), torch.sqrt(ramp_K / temperature_K))
-            momenta = momenta * rescale[:, None, None]
-            temperature_K = torch.where(thermostatted, temperature_K, ramp_K)
-            finite = (
-                torch.isfinite(energy_eV)
-                & torch.isfinite(forces_eV_A).all(dim=(1, 2))
-                & torch.isfinite(positions_A).all(dim=(1, 2))
-            )
-            temperature_sum_K += torch.where(thermostatted & finite, temperature_K, 0.0)
-            n_temperatures += (thermostatted & finite).long()
+            kinetic_sum = (momenta**2 / masses).sum(dim=(1, 2))  # [n_live], twice the kinetic energy
+            twice_kinetic, host_energy = kinetic_sum.tolist(), energy_eV.tolist()
+            # Non-finite forces, or positions, make the momenta and so the kinetic energy non-finite.
+            finite = [math.isfinite(kinetic) and math.isfinite(energy)
+                      for kinetic, energy in zip(twice_kinetic, host_energy)]  # [n_live]
+            if any(ramping):  # velocities rescaled to the ramp's temperature
+                temperature_K = kinetic_sum * kinetic_to_K  # [n_live]
+                thermostatted = step > n_ramp  # [n_live]
+                ramp_K = ramp_start_K + (target_K - ramp_start_K) * step / n_ramp.clamp(min=1)
+                rescale = torch.where(thermostatted, torch.ones_like(ramp_K), torch.sqrt(ramp_K / temperature_K))
+                momenta = momenta * rescale[:, None, None]
+                host_temperature = torch.where(thermostatted, temperature_K, ramp_K).tolist()
+                twice_kinetic = None
+            else:  # the kinetic sum is also the next step's first thermostat half step's
+                host_temperature = [value * kinetic_to_K for value in twice_kinetic]
+            for slot in range(len(live)):
+                if finite[slot] and not ramping[slot]:
+                    temperature_sum_K[slot] += host_temperature[slot]
+                    n_temperatures[slot] += 1
             bar.update()
 
             production_step = [step - protocols[replica].n_ramp_steps for replica in live]
@@ -490,15 +521,16 @@ def run_batched_md(
                 production_step[slot] > 0 and production_step[slot] % protocols[replica].save_every_steps == 0
                 for slot, replica in enumerate(live)
             ]
-            reasons = [None if ok else "non_finite" for ok in finite.tolist()]
+            reasons = [None if ok else "non_finite" for ok in finite]
             if any(saving) or step % check_every_steps == 0:
+                shortest_A = torch.cat([neighbours.shortest_A(length_A)
+                                        for (_, _, neighbours), length_A in zip(groups, lengths_A, strict=True)])
                 reasons = _instabilities(
-                    reasons, pair_atom, length_A, n_atoms, fusion_distance_A, temperature_K, [limit_K[r] for r in live]
+                    reasons, shortest_A.tolist(), fusion_distance_A, host_temperature, [limit_K[r] for r in live]
                 )
-                bar.set_postfix(T_K=f"{float(temperature_K.mean()):.0f}", refresh=False)
+                bar.set_postfix(T_K=f"{sum(host_temperature) / len(host_temperature):.0f}", refresh=False)
             if any(saving):
                 host_positions = positions_A.cpu().numpy()
-                host_energy, host_temperature = energy_eV.tolist(), temperature_K.tolist()
                 host_forces = forces_eV_A.cpu().numpy() if record_forces else None
                 for slot, replica in enumerate(live):
                     if not saving[slot] or reasons[slot]:
@@ -523,12 +555,12 @@ def run_batched_md(
 
             finished = [step >= n_total[replica] for replica in live]
             if any(reasons) or any(finished):
-                sums, counts = temperature_sum_K.tolist(), n_temperatures.tolist()
                 keep = []
                 for slot, replica in enumerate(live):
                     if reasons[slot] or finished[slot]:
                         records[replica].update(
-                            reason=reasons[slot], stop_step=step, temperature_sum_K=sums[slot], n_temperatures=counts[slot]
+                            reason=reasons[slot], stop_step=step,
+                            temperature_sum_K=temperature_sum_K[slot], n_temperatures=n_temperatures[slot],
                         )
                     else:
                         keep.append(slot)
@@ -537,10 +569,12 @@ def run_batched_md(
                 positions_A, momenta = positions_A[keep_index], momenta[keep_index]
                 energy_eV, forces_eV_A = energy_eV[keep_index], forces_eV_A[keep_index]
                 dt, n_ramp = dt[keep_index], n_ramp[keep_index]
+                step_dt, half_dt, twice_kinetic = dt[:, None, None], (0.5 * dt)[:, None, None], None
                 ramp_start_K, target_K = ramp_start_K[keep_index], target_K[keep_index]
-                temperature_sum_K, n_temperatures = temperature_sum_K[keep_index], n_temperatures[keep_index]
+                temperature_sum_K = [temperature_sum_K[slot] for slot in keep]
+                n_temperatures = [n_temperatures[slot] for slot in keep]
                 thermostat.select(keep)
-                neighbour_lists.clear()
+                groups.clear()
             if checkpoint_path is not None and (preemption.requested() or step % checkpoint_every_steps == 0):
                 checkpoint(step)
                 if preemption.requested():
@@ -574,21 +608,15 @@ def run_batched_md(
 
 def _instabilities(
     reasons: list[str | None],
-    pair_atom: torch.Tensor,
-    length_A: torch.Tensor,
-    n_atoms: int,
+    shortest_A: list[float],
     fusion_distance_A: float,
-    temperature_K: torch.Tensor,
+    temperature_K: list[float],
     limit_K: list[float],
 ) -> list[str | None]:
     """Per live replica, ``reasons`` (already "non_finite" or None) completed with "atom_fusion"
-    (an edge shorter than ``fusion_distance_A``) and "temperature_blowup" (above ``limit_K``)."""
-    n_live = temperature_K.shape[0]
-    shortest_A = torch.full((n_live,), torch.inf, dtype=length_A.dtype, device=length_A.device)
-    shortest_A = shortest_A.scatter_reduce(0, pair_atom // n_atoms, length_A, reduce="amin")
-    fused = (shortest_A < fusion_distance_A).tolist()
-    hot = (temperature_K > torch.as_tensor(limit_K, dtype=temperature_K.dtype, device=temperature_K.device)).tolist()
+    (its shortest pair ``shortest_A`` below ``fusion_distance_A``) and "temperature_blowup"
+    (``temperature_K`` above ``limit_K``)."""
     return [
-        reason or ("atom_fusion" if is_fused else "temperature_blowup" if is_hot else None)
-        for reason, is_fused, is_hot in zip(reasons, fused, hot)
+        reason or ("atom_fusion" if shortest < fusion_distance_A else "temperature_blowup" if kelvin > limit else None)
+        for reason, shortest, kelvin, limit in zip(reasons, shortest_A, temperature_K, limit_K)
     ]

@@ -211,6 +211,32 @@ def test_atom_fusion_stops_before_a_fused_frame_is_written(tmp_path):
     assert min_distance_A(traj.positions_A, traj.cell_A).min() >= 1.0
 
 
+class NaNForceField(PairForceField):
+    """The pair potential with finite energies but NaN forces from call ``n_good + 1`` on."""
+
+    def __init__(self, n_good: int):
+        super().__init__()
+        self.n_good = n_good
+
+    def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
+        energies_eV = super().atom_energies_eV(graph)
+        if self.calls > self.n_good:  # sqrt(0 * r) adds 0 eV, and its gradient inf * 0 is NaN
+            energies_eV = energies_eV + torch.sqrt(0.0 * edge_vectors_A(graph).norm(dim=-1)).sum()
+        return energies_eV
+
+
+def test_non_finite_forces_stop_before_being_written(tmp_path):
+    protocol = MDProtocol(temperature_K=30.0, ramp_start_K=30.0, ramp_ps=0.0, production_ps=0.1)
+    failing_step = 23  # call 1 is the initial force evaluation, call k + 1 is step k
+    (summary,) = run_batched_md(
+        NaNForceField(n_good=failing_step).double(), argon(), [protocol], [0], [tmp_path / "n.frames"], progress=False
+    )
+    assert summary["stopped_early_reason"] == "non_finite" and summary["n_steps_run"] == failing_step
+    traj = read_trajectory(tmp_path / "n.frames")
+    assert traj.n_frames == summary["n_frames_written"] == failing_step - 1
+    assert np.isfinite(traj.positions_A).all() and np.isfinite(traj.energy_eV).all()
+
+
 def test_rdf_window_check(tmp_path):
     """The windowed RDF MAE against the perfect crystal trips a tight threshold and passes a loose one."""
     model, atoms = PairForceField().double(), argon()
