@@ -40,6 +40,7 @@ from tqdm import tqdm
 from analysis.rdf import RDF, rdf, rdf_mae
 from analysis.stability import RDF_MAE_STABLE
 from mlff import preemption
+from mlff.atomic_file import atomic_write
 from mlff.graph import AtomGraph
 from mlff.md import (
     ASE_TIME_PER_FS,
@@ -248,14 +249,8 @@ def _identity(protocols: list[MDProtocol], seeds: list[int], atoms: Atoms) -> st
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save ``state`` atomically (temporary file in the same directory, then os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_write(path) as fh:
+        torch.save(state, fh)
 
 
 def _load_checkpoint(path: Path, identity: str) -> dict:

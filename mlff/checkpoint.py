@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from mlff.atomic_file import atomic_write
 from mlff.models import ForceField, build_model
 from mlff.models.base import resolve_device
 
@@ -22,13 +23,11 @@ class CheckpointError(ValueError):
 def save_checkpoint(
     path: str | os.PathLike, model: ForceField, *, dataset_hash: str, extra: dict | None = None
 ) -> None:
-    """Write ``model`` to ``path`` atomically (a temporary file in the same directory, then os.replace).
+    """Write ``model`` to ``path`` atomically (mlff/atomic_file.py).
 
     ``extra`` holds anything else to keep (epoch, scores, optimizer state): tensors, numbers,
     strings and containers of them, so that it loads with ``weights_only=True``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "model_name": model.name,
@@ -37,12 +36,8 @@ def save_checkpoint(
         "dataset_hash": dataset_hash,
         "extra": extra or {},
     }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_write(path) as fh:
+        torch.save(payload, fh)
 
 
 def read_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None) -> dict:

@@ -35,6 +35,7 @@ from ase import Atoms, units
 from tqdm import tqdm
 
 from mlff import preemption
+from mlff.atomic_file import atomic_write
 from mlff.md import (
     CHECK_EVERY_MAX_STEPS,
     CHECKPOINT_EVERY_STEPS,
@@ -234,12 +235,8 @@ def _write_checkpoint(path: Path, system: LammpsSystem, state: dict) -> None:
     """LAMMPS' restart file first (named by its step), then the JSON that points at it, atomically."""
     restart_file = path.with_name(f"{path.name}.step{state['step']}.restart")
     system.write_restart(restart_file)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as fh:
+    with atomic_write(path, "w") as fh:
         json.dump({**state, "restart_file": restart_file.name}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temporary, path)
     for old in path.parent.glob(f"{path.name}.step*.restart"):
         if old != restart_file:
             old.unlink()

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from vesin import NeighborList
 
 from mlff import preemption
+from mlff.atomic_file import atomic_write
 from mlff.trajectory import TrajectoryWriter
 
 ASE_TIME_PER_FS = units.fs  # ASE internal time unit per femtosecond
@@ -142,13 +143,8 @@ def instability(
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    """Write the MD state atomically (temporary file, then os.replace)."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as fh:
+    with atomic_write(path) as fh:
         np.savez(fh, **state)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temporary, path)
 
 
 def _read_checkpoint(path: Path, identity: str) -> dict:

@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mlff import preemption
+from mlff.atomic_file import atomic_write
 from mlff.checkpoint import read_checkpoint, save_checkpoint
 from mlff.graph import MAX_ATOMIC_NUMBER
 from mlff.models import ForceField, build_model, energy_and_forces
@@ -68,12 +69,6 @@ def validation_errors(model: ForceField, trajectories: list[Trajectory], batch_s
         "energy_mae_eV_atom": float(np.concatenate(energy_errors).mean()),
         "force_mae_eV_A": float(np.concatenate(force_errors).mean()),
     }
-
-
-def _write_json_atomically(path: Path, data) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=1))
-    os.replace(temporary, path)
 
 
 def train(
@@ -193,7 +188,8 @@ def train(
             "learning_rate": optimizer.param_groups[0]["lr"],
             "wall_s": time.monotonic() - start_s,
         })
-        _write_json_atomically(out_dir / LEARNING_CURVE, curve)
+        with atomic_write(out_dir / LEARNING_CURVE, "w") as fh:
+            json.dump(curve, fh, indent=1)
         save_checkpoint(last_path, model, dataset_hash=dataset_hash, extra={
             "epoch": epoch,
             "seed": seed,

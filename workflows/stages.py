@@ -27,6 +27,7 @@ from campaign.results import (
     TemperatureResult,
     TrainingResult,
 )
+from mlff.atomic_file import atomic_write
 from mlff.provenance import package_versions, sha256_file
 from mlff.trajectory import Trajectory, read_trajectory
 
@@ -44,9 +45,8 @@ def _provenance(**fields) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    with atomic_write(path, "w") as fh:
+        json.dump(data, fh, indent=2)
 
 
 def md_summary_path(trajectory_path: str | Path) -> Path:
