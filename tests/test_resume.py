@@ -22,32 +22,32 @@ from tests.test_training import SMALL_HPARAMS, emt_run
 PROTOCOL = MDProtocol(temperature_K=600.0, ramp_start_K=100.0, ramp_ps=0.04, production_ps=0.1, save_every_steps=3)
 
 
-class SignalAt(EMT):
-    """EMT that sends this process SIGTERM at its ``at``-th force evaluation (as Slurm would)."""
+class FailAt(EMT):
+    """EMT that calls ``fail`` at its ``at``-th force evaluation."""
 
-    def __init__(self, at: int):
+    def __init__(self, at: int, fail):
         super().__init__()
-        self.at, self.calls = at, 0
+        self.at, self.fail, self.calls = at, fail, 0
 
     def calculate(self, *args, **kwargs):
         self.calls += 1
         if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGTERM)
+            self.fail()
         super().calculate(*args, **kwargs)
 
 
-class CrashAt(EMT):
-    """EMT that dies at its ``at``-th force evaluation, like a process killed with -9 mid-run."""
+def signal_at(at: int) -> FailAt:
+    """Sends this process SIGTERM at the ``at``-th evaluation (as Slurm would)."""
+    return FailAt(at, lambda: os.kill(os.getpid(), signal.SIGTERM))
 
-    def __init__(self, at: int):
-        super().__init__()
-        self.at, self.calls = at, 0
 
-    def calculate(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.at:
-            raise SystemExit("killed")
-        super().calculate(*args, **kwargs)
+def crash_at(at: int) -> FailAt:
+    """Dies at the ``at``-th evaluation, like a process killed with -9 mid-run."""
+
+    def crash():
+        raise SystemExit("killed")
+
+    return FailAt(at, crash)
 
 
 def _copper():
@@ -65,7 +65,7 @@ def _md(tmp_path, name, calculator, every=10):
 def test_md_stopped_by_a_signal_resumes_to_the_same_trajectory(tmp_path, stop_signals, stop_call):
     straight = _md(tmp_path, "straight", EMT())
     with pytest.raises(preemption.Preempted) as stopped:
-        _md(tmp_path, "stopped", SignalAt(stop_call))
+        _md(tmp_path, "stopped", signal_at(stop_call))
     assert stopped.value.to_dict()["preempted"] is True
     saved = np.load(tmp_path / "stopped.checkpoint.npz")
     assert 0 < int(saved["step"]) < PROTOCOL.n_ramp_steps + PROTOCOL.n_production_steps
@@ -83,7 +83,7 @@ def test_md_stopped_by_a_signal_resumes_to_the_same_trajectory(tmp_path, stop_si
 def test_md_killed_between_checkpoints_drops_later_frames_and_stays_continuous(tmp_path):
     _md(tmp_path, "straight", EMT())
     with pytest.raises(SystemExit):
-        _md(tmp_path, "killed", CrashAt(47))  # production step 27: frames up to 27 written, checkpoint at 20
+        _md(tmp_path, "killed", crash_at(47))  # production step 27: frames up to 27 written, checkpoint at 20
     written = read_trajectory(tmp_path / "killed.frames")
     saved_step = int(np.load(tmp_path / "killed.checkpoint.npz")["step"])
     assert written.step[-1] > saved_step - PROTOCOL.n_ramp_steps  # frames beyond the checkpoint exist
@@ -96,7 +96,7 @@ def test_md_killed_between_checkpoints_drops_later_frames_and_stays_continuous(t
 
 def test_md_refuses_a_checkpoint_of_another_run(tmp_path, stop_signals):
     with pytest.raises(preemption.Preempted):
-        _md(tmp_path, "run", SignalAt(20))
+        _md(tmp_path, "run", signal_at(20))
     with pytest.raises(ValueError, match="checkpoint of another run"):
         run_md(_copper(), EMT(), PROTOCOL, seed=8, out_path=tmp_path / "run.frames", progress=False,
                checkpoint_path=tmp_path / "run.checkpoint.npz")
