@@ -34,7 +34,7 @@ import numpy as np
 from ase import Atoms, units
 from tqdm import tqdm
 
-from mlff import preemption
+from mlff import host_memory, preemption
 from mlff.atomic_file import atomic_write
 from mlff.md import (
     CHECK_EVERY_MAX_STEPS,
@@ -271,6 +271,7 @@ def run_lammps_md(
     matches an uninterrupted one within 1e-9 Å (measured: 2e-15 Å on CPU; LAMMPS' restart file
     holds positions wrapped into its box).
     """
+    host_memory.retain_freed_memory()
     if max_temperature_K is None:
         max_temperature_K = DEFAULT_MAX_TEMPERATURE_FACTOR * protocol.temperature_K
     atoms = atoms.copy()

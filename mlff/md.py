@@ -29,7 +29,7 @@ from ase.md.nose_hoover_chain import NoseHooverChainNVT
 from tqdm import tqdm
 from vesin import NeighborList
 
-from mlff import preemption
+from mlff import host_memory, preemption
 from mlff.atomic_file import atomic_write
 from mlff.trajectory import TrajectoryWriter
 
@@ -190,6 +190,7 @@ def run_md(
     (mean over production steps; None if production never started), wall_s (over all attempts),
     seed, engine, resumed_from_step (the checkpoint's step, or None for a run from the start).
     """
+    host_memory.retain_freed_memory()
     if max_temperature_K is None:
         max_temperature_K = DEFAULT_MAX_TEMPERATURE_FACTOR * protocol.temperature_K
     atoms = atoms.copy()
