@@ -49,9 +49,9 @@ class GaussianBasis(nn.Module):
 
     def forward(self, distance_A: torch.Tensor) -> torch.Tensor:
         exponent = -self.inverse_two_width_squared * (distance_A[:, None] - self.centres_A).square()  # [n_edges, n]
-        # Below -EXPONENT_FLOOR the Gaussian is under 1e-38, float32's smallest normal number;
-        # flooring the exponent there changes no result and spares exp its slow path for
-        # arguments whose result underflows (ten times the cost of the whole basis on x86).
+        # Below -EXPONENT_FLOOR the Gaussian is under 1.6e-38 (float32's smallest normal number is
+        # 1.2e-38): flooring the exponent there moves basis values by less than that, and spares
+        # exp its slow path for underflowing arguments (ten times the cost of the whole basis on x86).
         return torch.exp(exponent.clamp(min=-EXPONENT_FLOOR))
 
 
@@ -74,7 +74,8 @@ class Interaction(nn.Module):
 
     def filters(self, basis: torch.Tensor) -> torch.Tensor:
         """``filter_network(basis)`` [n_pairs, num_filters], with the shift of its softplus folded
-        into the last bias: one pass less over the largest array of the model."""
+        into the last bias: one pass less over the largest array of the model. (``filter_network``
+        keeps its layers, and so the checkpoints' keys.)"""
         first, _, last = self.filter_network
         bias = last.bias - LN2 * last.weight.sum(dim=1)
         return nn.functional.linear(nn.functional.softplus(first(basis)), last.weight, bias)
