@@ -47,10 +47,11 @@ from mlff.md import (
     BOLTZMANN_eV_PER_K,
     CHECKPOINT_EVERY_STEPS,
     DEFAULT_MAX_TEMPERATURE_FACTOR,
-    FS_PER_PS,
     NOSE_HOOVER_CHAIN_LENGTH,
     MDProtocol,
+    run_summary,
     set_maxwell_boltzmann_velocities,
+    trajectory_metadata,
 )
 from mlff.models import ForceField, energy_and_forces
 from mlff.trajectory import TrajectoryWriter
@@ -456,16 +457,7 @@ def run_batched_md(
         })
 
     file_metadata = [
-        {
-            **dataclasses.asdict(protocol),
-            "seed": seed,
-            "engine": "torch",
-            "target_temperature_K": protocol.temperature_K,
-            "calculator": type(model).__name__,
-            "fusion_distance_A": fusion_distance_A,
-            "max_temperature_K": limit,
-            **(metadata or {}),
-        }
+        trajectory_metadata(protocol, seed, "torch", type(model).__name__, fusion_distance_A, limit, metadata)
         for protocol, seed, limit in zip(protocols, seeds, limit_K)
     ]
     start_s = time.perf_counter() - previous_wall_s
@@ -595,23 +587,14 @@ def run_batched_md(
             writer.close()
 
     wall_s = time.perf_counter() - start_s
-    summaries = []
-    for replica, (protocol, seed, record) in enumerate(zip(protocols, seeds, records)):
-        reason, stop_step = record["reason"], record["stop_step"]
-        summaries.append({
-            "n_steps_run": stop_step,
-            "n_frames_written": record["n_frames"],
-            "completed": reason is None,
-            "stopped_early_reason": reason,
-            "collapse_time_ps": None if reason is None else
-            (stop_step - protocol.n_ramp_steps) * protocol.timestep_fs / FS_PER_PS,
-            "temperature_K": record["temperature_sum_K"] / record["n_temperatures"] if record["n_temperatures"] else None,
-            "wall_s": wall_s,
-            "seed": seed,
-            "engine": "torch",
-            "resumed_from_step": steps_done if resumed else None,
-        })
-    return summaries
+    return [
+        run_summary(
+            protocol, seed, "torch", n_steps_run=record["stop_step"], n_frames=record["n_frames"],
+            reason=record["reason"], wall_s=wall_s, resumed_from_step=steps_done if resumed else None,
+            mean_temperature_K=record["temperature_sum_K"] / record["n_temperatures"] if record["n_temperatures"] else None,
+        )
+        for protocol, seed, record in zip(protocols, seeds, records)
+    ]
 
 
 def _instabilities(

@@ -23,7 +23,6 @@ callback maps them back, so the model always sees the structure in our own frame
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import json
 import os
 import sys
@@ -44,7 +43,10 @@ from mlff.md import (
     NOSE_HOOVER_CHAIN_LENGTH,
     MDProtocol,
     instability,
+    run_identity,
+    run_summary,
     set_maxwell_boltzmann_velocities,
+    trajectory_metadata,
 )
 from mlff.models import ForceField, energy_and_forces
 from mlff.trajectory import TrajectoryWriter, wrap_positions_A
@@ -275,9 +277,7 @@ def run_lammps_md(
     if max_temperature_K is None:
         max_temperature_K = DEFAULT_MAX_TEMPERATURE_FACTOR * protocol.temperature_K
     atoms = atoms.copy()
-    identity = json.dumps(
-        {"protocol": dataclasses.asdict(protocol), "seed": seed, "n_atoms": len(atoms)}, sort_keys=True
-    )
+    identity = run_identity(protocol, seed, len(atoms))
     checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
     resumed = checkpoint_path is not None and checkpoint_path.exists()
     if resumed:
@@ -291,16 +291,9 @@ def run_lammps_md(
 
     n_ramp, n_production = protocol.n_ramp_steps, protocol.n_production_steps
     fields = ["energy_eV", "temperature_K"] + (["forces_eV_A"] if record_forces else [])
-    file_metadata = {
-        **dataclasses.asdict(protocol),
-        "seed": seed,
-        "engine": "lammps",
-        "target_temperature_K": protocol.temperature_K,
-        "calculator": type(model).__name__,
-        "fusion_distance_A": fusion_distance_A,
-        "max_temperature_K": max_temperature_K,
-        **(metadata or {}),
-    }
+    file_metadata = trajectory_metadata(
+        protocol, seed, "lammps", type(model).__name__, fusion_distance_A, max_temperature_K, metadata
+    )
     start_s = time.perf_counter() - previous_wall_s
     model.eval()
 
@@ -353,15 +346,8 @@ def run_lammps_md(
                 })
                 if stop:
                     raise preemption.Preempted(str(checkpoint_path))
-    return {
-        "n_steps_run": step,
-        "n_frames_written": n_frames,
-        "completed": reason is None,
-        "stopped_early_reason": reason,
-        "collapse_time_ps": None if reason is None else (step - n_ramp) * protocol.timestep_fs / FS_PER_PS,
-        "temperature_K": float(np.mean(production_temperatures)) if production_temperatures else None,
-        "wall_s": time.perf_counter() - start_s,
-        "seed": seed,
-        "engine": "lammps",
-        "resumed_from_step": steps_done if resumed else None,
-    }
+    return run_summary(
+        protocol, seed, "lammps", n_steps_run=step, n_frames=n_frames, reason=reason,
+        mean_temperature_K=float(np.mean(production_temperatures)) if production_temperatures else None,
+        wall_s=time.perf_counter() - start_s, resumed_from_step=steps_done if resumed else None,
+    )

@@ -142,6 +142,48 @@ def instability(
     return None
 
 
+def run_identity(protocol: MDProtocol, seed: int, n_atoms: int) -> str:
+    """What a single-run checkpoint must match to be resumed: protocol, seed and system size."""
+    return json.dumps({"protocol": dataclasses.asdict(protocol), "seed": seed, "n_atoms": n_atoms}, sort_keys=True)
+
+
+def trajectory_metadata(
+    protocol: MDProtocol, seed: int, engine: str, calculator: str, fusion_distance_A: float,
+    max_temperature_K: float, metadata: dict | None,
+) -> dict:
+    """The metadata every engine writes into a run's trajectory file; ``metadata`` adds to it."""
+    return {
+        **dataclasses.asdict(protocol),
+        "seed": seed,
+        "engine": engine,
+        "target_temperature_K": protocol.temperature_K,
+        "calculator": calculator,
+        "fusion_distance_A": fusion_distance_A,
+        "max_temperature_K": max_temperature_K,
+        **(metadata or {}),
+    }
+
+
+def run_summary(
+    protocol: MDProtocol, seed: int, engine: str, *, n_steps_run: int, n_frames: int, reason: str | None,
+    mean_temperature_K: float | None, wall_s: float, resumed_from_step: int | None,
+) -> dict:
+    """The summary every engine returns for a run (see ``run_md``)."""
+    return {
+        "n_steps_run": n_steps_run,
+        "n_frames_written": n_frames,
+        "completed": reason is None,
+        "stopped_early_reason": reason,
+        "collapse_time_ps": None if reason is None else
+        (n_steps_run - protocol.n_ramp_steps) * protocol.timestep_fs / FS_PER_PS,
+        "temperature_K": mean_temperature_K,
+        "wall_s": wall_s,
+        "seed": seed,
+        "engine": engine,
+        "resumed_from_step": resumed_from_step,
+    }
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     with atomic_write(path) as fh:
         np.savez(fh, **state)
@@ -196,7 +238,7 @@ def run_md(
     atoms = atoms.copy()
     atoms.calc = calculator
     rng = np.random.default_rng(seed)
-    identity = json.dumps({"protocol": dataclasses.asdict(protocol), "seed": seed, "n_atoms": len(atoms)}, sort_keys=True)
+    identity = run_identity(protocol, seed, len(atoms))
     checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
     resumed = checkpoint_path is not None and checkpoint_path.exists()
     if resumed:
@@ -213,16 +255,9 @@ def run_md(
 
     n_ramp, n_production = protocol.n_ramp_steps, protocol.n_production_steps
     fields = ["energy_eV", "temperature_K"] + (["forces_eV_A"] if record_forces else [])
-    file_metadata = {
-        **dataclasses.asdict(protocol),
-        "seed": seed,
-        "engine": "ase",
-        "target_temperature_K": protocol.temperature_K,
-        "calculator": type(calculator).__name__,
-        "fusion_distance_A": fusion_distance_A,
-        "max_temperature_K": max_temperature_K,
-        **(metadata or {}),
-    }
+    file_metadata = trajectory_metadata(
+        protocol, seed, "ase", type(calculator).__name__, fusion_distance_A, max_temperature_K, metadata
+    )
 
     start_s = time.perf_counter() - previous_wall_s
     dynamics = None
@@ -306,15 +341,8 @@ def run_md(
                     )
                     n_frames += 1
                 checkpoint_or_stop(step)
-    return {
-        "n_steps_run": step,
-        "n_frames_written": n_frames,
-        "completed": reason is None,
-        "stopped_early_reason": reason,
-        "collapse_time_ps": None if reason is None else (step - n_ramp) * protocol.timestep_fs / FS_PER_PS,
-        "temperature_K": float(np.mean(production_temperatures)) if production_temperatures else None,
-        "wall_s": time.perf_counter() - start_s,
-        "seed": seed,
-        "engine": "ase",
-        "resumed_from_step": steps_done if resumed else None,
-    }
+    return run_summary(
+        protocol, seed, "ase", n_steps_run=step, n_frames=n_frames, reason=reason,
+        mean_temperature_K=float(np.mean(production_temperatures)) if production_temperatures else None,
+        wall_s=time.perf_counter() - start_s, resumed_from_step=steps_done if resumed else None,
+    )
