@@ -42,14 +42,13 @@ import torch
 
 from mlff.models import MODELS, build_model, energy_and_forces
 from mlff.structures import load_structure
-from mlff.training import train_epoch
+from mlff.training import ENERGY_WEIGHT, FORCE_WEIGHT, GRAD_CLIP_NORM, train_epoch
 from mlff.trajectory import Trajectory
 
 QUICKSTART_HIDDEN_CHANNELS, QUICKSTART_LAYERS, QUICKSTART_CUTOFF_A = 32, 2, 6.0
 LAYER_HPARAMS = ("num_interactions", "num_layers")  # the name of the depth hyperparameter, per model
 RATTLE_A = 0.05  # standard deviation of the displacements of the training frames
 LEARNING_RATE = 1e-4
-ENERGY_WEIGHT, FORCE_WEIGHT, GRAD_CLIP_NORM = 1.0, 1000.0, 10.0  # mlff.training.train's defaults
 MS_PER_S = 1e3
 
 

@@ -24,6 +24,8 @@ from mlff.trajectory import Trajectory
 BEST_CHECKPOINT = "best.pt"
 LAST_CHECKPOINT = "last.pt"
 LEARNING_CURVE = "learning_curve.json"
+# The loss weights (the paper's 1:1000) and gradient-clipping norm ``train`` uses unless told otherwise.
+ENERGY_WEIGHT, FORCE_WEIGHT, GRAD_CLIP_NORM = 1.0, 1000.0, 10.0
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -78,8 +80,8 @@ def train(
     validation: list[Trajectory],
     out_dir: str | os.PathLike,
     *,
-    energy_weight: float = 1.0,
-    force_weight: float = 1000.0,
+    energy_weight: float = ENERGY_WEIGHT,
+    force_weight: float = FORCE_WEIGHT,
     learning_rate: float,
     batch_size: int,
     max_epochs: int,
@@ -88,7 +90,7 @@ def train(
     device: str,
     dataset_hash: str,
     progress: bool = True,
-    grad_clip_norm: float = 10.0,
+    grad_clip_norm: float = GRAD_CLIP_NORM,
     lr_patience_epochs: int = 5,
     lr_factor: float = 0.5,
     resume: bool = False,
