@@ -209,7 +209,7 @@ def results(spec_path: str, table: str, fmt: str, campaign_name: str | None, mod
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output directory [default: <workdir>/report].")
 def report(spec_path: str, out_dir: str | None) -> None:
     """Write the paper's tables and figures (PNGs) and one HTML page linking them."""
-    from campaign.report import write_report
+    from campaign.report import REPORT_TABLES, write_report
     from campaign.store import results_collection
     from campaign.tables import ResultFilter, run_table
 
@@ -219,7 +219,7 @@ def report(spec_path: str, out_dir: str | None) -> None:
     with open_store(spec.campaign.store, base_dir).read() as launchpad:
         collection = results_collection(launchpad)
         docs = list(collection.find({"campaign": spec.campaign.name}))
-        tables = {name: run_table(collection, name, ResultFilter(spec.campaign.name)) for name in TABLES}
+        tables = {name: run_table(collection, name, ResultFilter(spec.campaign.name)) for name in REPORT_TABLES}
     if not docs:
         raise click.ClickException(f"campaign {spec.campaign.name!r} has no results yet; run it first")
     click.echo(f"report: {write_report(spec.campaign.name, docs, tables, analyses, out)}")

@@ -30,11 +30,12 @@ from analysis.diffusion_paths import (  # noqa: E402
     wrong_channel_fraction,
 )
 from analysis.rdf import CHEMICAL_SYMBOLS  # noqa: E402
+from analysis.stability import RDF_MAE_STABLE  # noqa: E402
 from analysis.statistics import bootstrap_arrhenius, bootstrap_mean, wilson_interval  # noqa: E402
 from analysis.transport import extrapolate_arrhenius, fit_arrhenius  # noqa: E402
 from campaign.tables import REFERENCE  # noqa: E402
 from mlff.trajectory import read_trajectory  # noqa: E402
-from workflows.stages import FS_PER_PS, RDF_FILE  # noqa: E402
+from workflows.stages import RDF_FILE, production_frames  # noqa: E402
 
 DPI = 120
 KILO = 1000.0  # the Arrhenius axis is 1000 / T
@@ -104,8 +105,9 @@ def plot_rdf_overlays(rdf_files: dict[str, Path], material: str, colors: dict[st
     return True
 
 
-def plot_error_bars(figure_4: list[dict], colors: dict[str, str], path: Path) -> None:
-    """Fig. 4: force MAE and RDF MAE per model (bars) and material (groups); rows of the ``fig4`` table."""
+def plot_error_bars(figure_4: list[dict], colors: dict[str, str], rdf_mae_threshold: float, path: Path) -> None:
+    """Fig. 4: force MAE and RDF MAE per model (bars) and material (groups), rows of the ``fig4``
+    table, with the campaign's stability threshold on the RDF MAE."""
     models = sorted({row["model"] for row in figure_4})
     names = sorted({row["material"] for row in figure_4})
     force = {(row["model"], row["material"]): row["force_mae_eV_A"] for row in figure_4}
@@ -119,7 +121,7 @@ def plot_error_bars(figure_4: list[dict], colors: dict[str, str], path: Path) ->
             ax.bar(x + (k - (len(models) - 1) / 2) * width, heights, width, label=model, color=colors[model])
         ax.set_xticks(x, names)
         ax.set_title(title)
-    axes[1].axhline(0.02, color="grey", ls="--", lw=1, label="stable (< 0.02)")
+    axes[1].axhline(rdf_mae_threshold, color="grey", ls="--", lw=1, label=f"stable (< {rdf_mae_threshold:g})")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -196,10 +198,7 @@ def _li_positions(entries: list[dict], discard_ps: float, specie: int):
     positions, whole = [], []
     cell = numbers = None
     for entry in entries:
-        trajectory = read_trajectory(entry["path"])
-        kept = trajectory.select(trajectory.time_fs >= discard_ps * FS_PER_PS)
-        finite = np.isfinite(kept.positions_A).all(axis=(1, 2))
-        kept = kept.select(np.flatnonzero(finite))
+        kept, _ = production_frames(read_trajectory(entry["path"]), discard_ps)
         if kept.n_frames == 0:
             continue
         cell, numbers = kept.cell_A, kept.numbers
@@ -215,20 +214,31 @@ def diffusion_paths(analyses: list[dict]) -> tuple[list[dict], dict]:
     (material, source) with the reference under source ``reference``) for the projection plots.
     """
     rows, densities = [], {}
+    references = {}  # (material, temperature_K) -> the reference's Li positions [n_frames, n_li, 3] and cell
+
+    def reference_positions(analysis: dict, top_K: float, specie_number: int):
+        key = (analysis["material"], top_K)
+        if key not in references:
+            refs = [e for e in analysis["references"] if e["temperature_K"] == top_K]
+            ref_li, _, ref_cell, _ = _li_positions(refs, analysis["discard_ps"], specie_number)
+            references[key] = (np.concatenate(ref_li) if ref_li else None, ref_cell)
+        return references[key]
+
     for analysis in sorted(analyses, key=lambda a: (a["material"], a["source"] != REFERENCE, a["source"])):
         if not analysis["runs"]:
             continue
         specie_number = CHEMICAL_SYMBOLS.index(analysis["diffusing_specie"])
         top_K = max(entry["temperature_K"] for entry in analysis["runs"])
         runs = [e for e in analysis["runs"] if e["temperature_K"] == top_K]
-        refs = [e for e in analysis["references"] if e["temperature_K"] == top_K]
         li, whole, cell, numbers = _li_positions(runs, analysis["discard_ps"], specie_number)
-        ref_li, _, ref_cell, _ = _li_positions(refs, analysis["discard_ps"], specie_number)
-        if not li or not ref_li or li[0].shape[1] == 0:
+        ref_li, ref_cell = reference_positions(analysis, top_K, specie_number)
+        if not li or ref_li is None or li[0].shape[1] == 0:
             continue
         grid = grid_shape(cell)
         density = occupancy_density(np.concatenate(li), cell, grid)
-        reference = occupancy_density(np.concatenate(ref_li), ref_cell, grid)
+        reference = densities.get((analysis["material"], REFERENCE))
+        if reference is None or reference.shape != density.shape:
+            reference = occupancy_density(ref_li, ref_cell, grid)
         densities[(analysis["material"], analysis["source"])] = density
         densities.setdefault((analysis["material"], REFERENCE), reference)
         drifts = [framework_drift(p, cell, numbers, mobile_number=specie_number) for p in whole]
@@ -339,11 +349,14 @@ _STYLE = (
 )
 
 
+REPORT_TABLES = ("fig4", "table2", "s1-s3")  # the tables of campaign/tables.py that write_report reads
+
+
 def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]], analyses: list[dict], out_dir: str | Path) -> Path:
     """Write every figure and ``index.html`` into out_dir; returns the HTML path.
 
-    docs: the campaign's result documents; tables: name -> rows of every table of campaign/tables.py
-    (``run_table``) over those documents; analyses: the inputs (with ``out_dir``) of its analyze tasks.
+    docs: the campaign's result documents; tables: name -> rows of each of ``REPORT_TABLES``
+    (``campaign.tables.run_table``) over those documents; analyses: the inputs (with ``out_dir``) of its analyze tasks.
     A figure whose data is missing (e.g. no ``rdf.npz`` from an older analysis) is left out and said so.
     """
     out = Path(out_dir)
@@ -358,7 +371,8 @@ def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]],
         (figures if made else missing).append((caption, name) if made else caption)
 
     colors = _colors([d["source"] for d in docs])
-    plot_error_bars(tables["fig4"], colors, out / "fig4_errors.png")
+    threshold = next((a["rdf_mae_threshold"] for a in analyses), RDF_MAE_STABLE)
+    plot_error_bars(tables["fig4"], colors, threshold, out / "fig4_errors.png")
     figure("fig4_errors.png", "Fig. 4: force MAE and RDF MAE per model and material", True)
     figure("parity_forces.png", "Force parity plots", plot_parity(predictions, out / "parity_forces.png"))
     path_rows, densities = diffusion_paths(analyses)

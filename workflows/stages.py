@@ -276,7 +276,7 @@ def md(
     return {"summary": {"runs": summaries} if batched else summaries[0], "results": []}
 
 
-def _production(trajectory: Trajectory, discard_ps: float) -> tuple[Trajectory, int]:
+def production_frames(trajectory: Trajectory, discard_ps: float) -> tuple[Trajectory, int]:
     """Frames after the discard, with non-finite frames removed; also how many were removed."""
     kept = trajectory.select(trajectory.time_fs >= discard_ps * FS_PER_PS)
     finite = np.isfinite(kept.positions_A).all(axis=(1, 2))
@@ -337,7 +337,7 @@ def analyze(
     reference_rdf: dict[float, RDF] = {}
     for temperature_K in sorted({entry["temperature_K"] for entry in references}):
         frames = [
-            _production(read_trajectory(e["path"]), discard_ps)[0] for e in references if e["temperature_K"] == temperature_K
+            production_frames(read_trajectory(e["path"]), discard_ps)[0] for e in references if e["temperature_K"] == temperature_K
         ]
         curves = [_rdf(t, rdf_settings) for t in frames if t.n_frames]
         if curves:
@@ -351,7 +351,7 @@ def analyze(
         trajectory = read_trajectory(entry["path"])
         summary_file = md_summary_path(entry["path"])
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-        production, n_nonfinite = _production(trajectory, discard_ps)
+        production, n_nonfinite = production_frames(trajectory, discard_ps)
         mask = production.numbers == specie
         framework = ~mask
         d_cm2_s = sigma = r_mae = window = None
