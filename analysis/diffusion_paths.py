@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.rdf import CHEMICAL_SYMBOLS
+from analysis.rdf import CHEMICAL_SYMBOLS, validated_cell, validated_positions
 from analysis.transport import unwrap
 
 __all__ = [
@@ -61,9 +61,9 @@ class FrameworkDrift:
 
 def grid_shape(cell_A, voxel_A: float = VOXEL_A) -> tuple[int, int, int]:
     """Number of voxels along each lattice vector so that each voxel edge is about voxel_A."""
-    cell = np.asarray(cell_A, dtype=float)
-    if cell.shape != (3, 3) or voxel_A <= 0:
-        raise ValueError("cell_A must be [3, 3] and voxel_A > 0")
+    cell = validated_cell(cell_A)
+    if voxel_A <= 0:
+        raise ValueError(f"voxel_A must be positive, got {voxel_A}")
     lengths_A = np.linalg.norm(cell, axis=1)
     return tuple(int(n) for n in np.maximum(1, np.round(lengths_A / voxel_A)))
 
@@ -74,12 +74,7 @@ def occupancy_density(positions_A, cell_A, n_grid: tuple[int, int, int]) -> np.n
     positions_A: [n_frames, n_atoms, 3] Cartesian positions of the atoms of interest (e.g. Li),
     wrapped or not (they are wrapped here); cell_A [3, 3] rows are lattice vectors.
     """
-    pos = np.asarray(positions_A, dtype=float)
-    cell = np.asarray(cell_A, dtype=float)
-    if pos.ndim != 3 or pos.shape[2] != 3 or pos.shape[0] * pos.shape[1] == 0:
-        raise ValueError(f"positions_A must be a non-empty [n_frames, n_atoms, 3], got {pos.shape}")
-    if not np.all(np.isfinite(pos)):
-        raise ValueError("positions_A contains non-finite values")
+    pos, cell = validated_positions(positions_A), validated_cell(cell_A)
     grid = np.asarray(n_grid, dtype=int)
     if grid.shape != (3,) or np.any(grid < 1):
         raise ValueError(f"n_grid must be three positive integers, got {n_grid}")

@@ -70,7 +70,8 @@ class RDF:
 # --------------------------------------------------------------------------- geometry helpers
 
 
-def _validated_cell(cell_A) -> np.ndarray:
+def validated_cell(cell_A) -> np.ndarray:
+    """``cell_A`` as a float [3, 3] array (rows are lattice vectors); ValueError unless finite with a volume."""
     cell = np.asarray(cell_A, dtype=float)
     if cell.shape != (3, 3):
         raise ValueError(f"cell_A must be [3, 3] (rows = lattice vectors), got {cell.shape}")
@@ -79,7 +80,8 @@ def _validated_cell(cell_A) -> np.ndarray:
     return cell
 
 
-def _validated_positions(positions_A) -> np.ndarray:
+def validated_positions(positions_A) -> np.ndarray:
+    """``positions_A`` as a float [n_frames, n_atoms, 3] array; ValueError if empty or not finite."""
     pos = np.asarray(positions_A, dtype=float)
     if pos.ndim != 3 or pos.shape[2] != 3:
         raise ValueError(f"positions_A must be [n_frames, n_atoms, 3], got {pos.shape}")
@@ -97,7 +99,7 @@ def perpendicular_widths_A(cell_A) -> np.ndarray:
     A fractional coordinate difference along axis i of a vector of length L is at most
     L / h_i, because it equals the dot product with the reciprocal vector b_i (|b_i| = 1/h_i).
     """
-    cell = _validated_cell(cell_A)
+    cell = validated_cell(cell_A)
     return 1.0 / np.linalg.norm(np.linalg.inv(cell).T, axis=1)
 
 
@@ -146,8 +148,8 @@ def accumulate_pair_counts(
     ``ceil(d / dr)`` as in the module docstring), summed over the frames of the block.
     Results of several blocks can simply be added.
     """
-    pos = _validated_positions(positions_A)
-    cell = _validated_cell(cell_A)
+    pos = validated_positions(positions_A)
+    cell = validated_cell(cell_A)
     species = np.asarray(species, dtype=int)
     n_frames, n_atoms, _ = pos.shape
     if species.shape != (n_atoms,):
@@ -243,8 +245,8 @@ def rdf(
     Normalisation as ``ase.geometry.rdf.get_rdf`` (see module docstring); all periodic images
     within ``r_max_A`` are included, so r_max may exceed half the cell's width.
     """
-    pos = _validated_positions(positions_A)
-    cell = _validated_cell(cell_A)
+    pos = validated_positions(positions_A)
+    cell = validated_cell(cell_A)
     if frame_stride < 1:
         raise ValueError("frame_stride must be >= 1")
     numbers = np.asarray(numbers)

@@ -16,6 +16,8 @@ from typing import Literal
 import numpy as np
 import scipy.fft
 
+from analysis.rdf import validated_cell, validated_positions
+
 __all__ = [
     "BOLTZMANN_J_K",
     "ELEMENTARY_CHARGE_C",
@@ -50,27 +52,6 @@ STEP_CHUNK_FRAMES = 512
 
 
 # --------------------------------------------------------------------------- validation helpers
-
-
-def _positions(positions_A) -> np.ndarray:
-    pos = np.asarray(positions_A, dtype=float)
-    if pos.ndim != 3 or pos.shape[2] != 3:
-        raise ValueError(f"positions_A must be [n_frames, n_atoms, 3], got {pos.shape}")
-    if pos.shape[0] < 1 or pos.shape[1] < 1:
-        raise ValueError("positions_A has no frames or no atoms")
-    n_bad = int(np.count_nonzero(~np.isfinite(pos)))
-    if n_bad:
-        raise ValueError(f"positions_A contains {n_bad} non-finite value(s)")
-    return pos
-
-
-def _cell(cell_A) -> np.ndarray:
-    cell = np.asarray(cell_A, dtype=float)
-    if cell.shape != (3, 3):
-        raise ValueError(f"cell_A must be [3, 3] (rows = lattice vectors), got {cell.shape}")
-    if not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) < 1e-10:
-        raise ValueError("cell_A must be finite with non-zero volume")
-    return cell
 
 
 def _mask(mask, n_atoms: int, name: str) -> np.ndarray:
@@ -136,8 +117,8 @@ def unwrap(positions_A, cell_A) -> np.ndarray:
     save frames often enough. Same procedure as pymatgen's ``DiffusionAnalyzer.from_structures``.
     Returns unwrapped Cartesian positions [n_frames, n_atoms, 3].
     """
-    pos = _positions(positions_A)
-    cell = _cell(cell_A)
+    pos = validated_positions(positions_A)
+    cell = validated_cell(cell_A)
     unwrapped = np.empty_like(pos)  # fractional until the last line
     unwrapped[0] = pos[0] @ np.linalg.inv(cell)
     for first, step in _image_steps(pos, cell):
@@ -196,8 +177,8 @@ def mean_square_displacement(
     """
     if coordinates not in ("wrapped", "unwrapped"):
         raise ValueError(f"coordinates must be 'wrapped' or 'unwrapped', got {coordinates!r}")
-    pos = _positions(positions_A)
-    cell = _cell(cell_A)
+    pos = validated_positions(positions_A)
+    cell = validated_cell(cell_A)
     n_frames, n_atoms, _ = pos.shape
     atoms = np.arange(n_atoms) if atom_mask is None else _mask(atom_mask, n_atoms, "atom_mask")
     framework = None if framework_mask is None else _mask(framework_mask, n_atoms, "framework_mask")
