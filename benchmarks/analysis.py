@@ -1,6 +1,6 @@
 """Speed of the analysis chain on a paper-sized trajectory: 25,000 frames x 50 atoms (50 ps at 2 fs).
 
-Run: ``.venv/bin/python benchmarks/analysis.py``. Prints a table; the last line is one JSON object.
+Run: ``.venv/bin/python -m benchmarks.analysis``. Prints a table; the last line is one JSON object.
 
 * ``analysis_seconds_25k_frames``: RDF (every ``RDF_FRAME_STRIDE``-th frame) + RDF MAE + MSD +
   diffusive window + D + σ + stability (minimum distance over every frame, classification), on
@@ -21,18 +21,14 @@ core, and unlike wall time it does not grow when other jobs share the machine.
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
-# Run as a script, this file's directory would come first on sys.path and this module would shadow
-# the project's ``analysis`` package; put the repository root there instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_variable] = "1"
 
 import json  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
