@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from fireworks import LaunchPad
 from mongomock.store import DatabaseStore, ServerStore
 
 from campaign.spec import StoreSpec
+from mlff.atomic_file import atomic_write
 
 DATABASE = "fireworks"
 RESULTS_COLLECTION = "campaign_results"
@@ -113,19 +113,11 @@ class EmbeddedStore:
 
     def _save(self, server: ServerStore) -> None:
         text = bson.json_util.dumps(server.to_dict())
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
         try:
-            with os.fdopen(fd, "w") as fh:
+            with atomic_write(self.path, "w") as fh:
                 fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException as err:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            if isinstance(err, OSError):
-                raise StoreError(f"{self.path}: could not save the store, nothing was changed ({err})") from err
-            raise
+        except OSError as err:
+            raise StoreError(f"{self.path}: could not save the store, nothing was changed ({err})") from err
 
     @contextlib.contextmanager
     def write(self) -> Iterator[LaunchPad]:
