@@ -18,7 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from campaign.store import EmbeddedStore, MongoStore
-from launchers.offline import campaign_worker, fold, outcome, requeue, reserve, run_rocket, unfinished_launches
+from launchers.offline import (
+    campaign_worker,
+    fold,
+    fold_all,
+    outcome,
+    requeue,
+    reserve,
+    run_rocket,
+    unfinished_launches,
+)
 
 
 class LauncherBusy(RuntimeError):
@@ -70,13 +79,14 @@ def run_local(
     worker = campaign_worker(campaign)
     with _exclusive(launch_root / "local-launcher.lock", campaign):
         with store.write() as launchpad:
+            finished = []
             for run in unfinished_launches(launchpad, campaign):
-                launch = launchpad.get_launch_by_id(run["launch_id"])
-                if outcome(launch.launch_dir) is not None:
-                    fold(launchpad, run["launch_id"])
+                if outcome(launchpad.get_launch_by_id(run["launch_id"]).launch_dir) is not None:
+                    finished.append(run["launch_id"])
                 else:
                     requeue(launchpad, run)
                     report.requeued.append(run["name"])
+            fold_all(launchpad, finished)
         if report.requeued:
             echo(f"requeued {len(report.requeued)} interrupted firework(s): {', '.join(report.requeued)}")
         while True:

@@ -64,13 +64,15 @@ def reserve(launchpad: LaunchPad, worker: FWorker, launch_dir: Path) -> tuple[in
 
 @contextlib.contextmanager
 def one_workflow_refresh(launchpad: LaunchPad) -> Iterator[None]:
-    """Reserve many fireworks of one workflow with one workflow refresh instead of one each.
+    """Reserve, or record the end of, many fireworks of one workflow with one workflow refresh
+    instead of one each.
 
     FireWorks refreshes (loads, recomputes and writes back) the whole workflow after every
-    reservation; a campaign is one workflow of thousands of fireworks, so reserving an array's
-    worth costs seconds per firework. In this block the refreshes are collected and done together
-    on one loaded workflow at the end, also when the block raises. Reservation itself reads only
-    the fireworks collection, so the deferred refresh changes nothing it sees.
+    reservation and every completed launch; a campaign is one workflow of thousands of fireworks,
+    so an array's worth costs seconds per firework. In this block the refreshes are collected and
+    done together on one loaded workflow at the end, also when the block raises. Reservation and
+    ``recover_offline`` read and write only the fireworks' and launches' own documents, so the
+    deferred refresh changes nothing they see; firework states are up to date after the block.
     """
     pending: list[int] = []
     launchpad._refresh_wf = pending.append  # the instance attribute shadows LaunchPad._refresh_wf
@@ -112,16 +114,28 @@ def outcome(launch_dir: Path) -> str | None:
 
 def fold(launchpad: LaunchPad, launch_id: int) -> str:
     """Record a finished offline launch in the store; returns the firework's new state."""
-    launch = launchpad.get_launch_by_id(launch_id)
-    if outcome(launch.launch_dir) is None:
-        raise RuntimeError(f"launch {launch_id} in {launch.launch_dir} has not finished; nothing to fold")
-    launchpad.recover_offline(launch_id)
-    firework = launchpad.get_fw_by_id(launch.fw_id)
-    if firework.state == "COMPLETED":
-        store_results(launchpad, firework, launchpad.get_launch_by_id(launch_id))
-    elif firework.state == "FIZZLED":
-        return settle_failure(launchpad, launch_id)
-    return firework.state
+    return fold_all(launchpad, [launch_id])[launch_id]
+
+
+def fold_all(launchpad: LaunchPad, launch_ids: list[int]) -> dict[int, str]:
+    """``fold`` for many finished launches, recorded with one workflow refresh for all of them
+    (``one_workflow_refresh``); launch id -> the firework's new state."""
+    launches = [launchpad.get_launch_by_id(launch_id) for launch_id in launch_ids]
+    for launch in launches:
+        if outcome(launch.launch_dir) is None:
+            raise RuntimeError(f"launch {launch.launch_id} in {launch.launch_dir} has not finished; nothing to fold")
+    with one_workflow_refresh(launchpad):
+        for launch_id in launch_ids:
+            launchpad.recover_offline(launch_id)
+    states = {}
+    for launch in launches:  # the firework states are known once the workflow is refreshed
+        firework = launchpad.get_fw_by_id(launch.fw_id)
+        if firework.state == "COMPLETED":
+            store_results(launchpad, firework, launchpad.get_launch_by_id(launch.launch_id))
+        states[launch.launch_id] = (
+            settle_failure(launchpad, launch.launch_id) if firework.state == "FIZZLED" else firework.state
+        )
+    return states
 
 
 def settle_failure(launchpad: LaunchPad, launch_id: int) -> str:

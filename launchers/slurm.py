@@ -41,7 +41,7 @@ from campaign.spec import CPUResources, ResourcesSpec, StoreSpec
 from launchers.offline import (
     OFFLINE_FILE,
     campaign_worker,
-    fold,
+    fold_all,
     one_workflow_refresh,
     outcome,
     requeue,
@@ -209,7 +209,7 @@ def dispatch(
                 job_dir.rmdir()
                 break
             manifest = {"mode": "offline", "campaign": campaign, "category": category,
-                        "launch_dirs": launch_dirs, "fw_ids": fw_ids, "launch_ids": launch_ids}
+                        "launch_dirs": launch_dirs, "launch_ids": launch_ids}
             try:
                 submitted.append(_submit(launchpad, campaign, category, settings, job_dir, len(launch_dirs), manifest))
             except SlurmError as err:
@@ -230,10 +230,8 @@ def _dispatch_online(launchpad, campaign, category, settings, job_root, store, l
     pending = 0
     jobs = list(launchpad.db[JOBS_COLLECTION].find({"campaign": campaign, "category": category, "mode": "online"}))
     if jobs:
-        queued = queued_array_tasks()
-        pending = sum(
-            state == "PENDING" for task, state in queued.items() if task.split("_")[0] in {j["job_id"] for j in jobs}
-        )
+        job_ids = {job["job_id"] for job in jobs}
+        pending = sum(state == "PENDING" for task, state in queued_array_tasks().items() if task.split("_")[0] in job_ids)
     submitted = []
     needed = ready - pending
     while needed > 0:
@@ -256,24 +254,37 @@ def sync(launchpad: LaunchPad, campaign: str) -> SyncReport:
     """Fold finished array tasks back and requeue lost ones (see the module docstring)."""
     report = SyncReport()
     jobs = launchpad.db[JOBS_COLLECTION]
-    queued = None
-    for run in unfinished_launches(launchpad, campaign):
-        launch = launchpad.get_launch_by_id(run["launch_id"])
-        if outcome(launch.launch_dir) is not None:
-            report.folded[run["name"]] = fold(launchpad, run["launch_id"])
+    runs = unfinished_launches(launchpad, campaign)
+    # One query each for the runs' launch directories and their array tasks, not one per run.
+    launch_dirs = {
+        doc["launch_id"]: doc["launch_dir"]
+        for doc in launchpad.launches.find({"launch_id": {"$in": [run["launch_id"] for run in runs]}},
+                                           {"launch_id": 1, "launch_dir": 1})
+    }
+    array_task = {
+        launch_id: f"{job['job_id']}_{index}"
+        for job in jobs.find({"campaign": campaign, "mode": "offline"}, {"job_id": 1, "launch_ids": 1})
+        for index, launch_id in enumerate(job["launch_ids"])
+    }
+    finished, queued = [], None
+    for run in runs:
+        launch_dir = launch_dirs[run["launch_id"]]
+        if outcome(launch_dir) is not None:
+            finished.append(run)
             continue
-        job = jobs.find_one({"campaign": campaign, "launch_ids": run["launch_id"]})
-        if job is None:
+        if run["launch_id"] not in array_task:
             continue  # not reserved for Slurm (a local launcher's run)
         if queued is None:
             queued = queued_array_tasks()
-        if f"{job['job_id']}_{job['launch_ids'].index(run['launch_id'])}" in queued:
+        if array_task[run["launch_id"]] in queued:
             continue
-        if outcome(launch.launch_dir) is not None:  # finished after Slurm was asked
-            report.folded[run["name"]] = fold(launchpad, run["launch_id"])
+        if outcome(launch_dir) is not None:  # finished after Slurm was asked
+            finished.append(run)
         else:
             requeue(launchpad, run)
             report.lost.append(run["name"])
+    states = fold_all(launchpad, [run["launch_id"] for run in finished])
+    report.folded.update({run["name"]: states[run["launch_id"]] for run in finished})
     online_jobs = {job["job_dir"]: job for job in jobs.find({"campaign": campaign, "mode": "online"})}
     if online_jobs:
         _sync_online(launchpad, campaign, online_jobs, report)
@@ -332,13 +343,13 @@ def run_array_task(manifest_path: Path, index: int) -> None:
         return
     from fireworks.core.rocket_launcher import launch_rocket
 
-    from campaign.store import MongoStore
+    from campaign.store import open_store
 
-    store = StoreSpec(**manifest["store"])
     launch_dir = Path(manifest["job_dir"]) / f"{os.environ['SLURM_ARRAY_JOB_ID']}_{index}"
     launch_dir.mkdir()
-    mongo = MongoStore(uri=store.uri, database=store.database, launchpad_file=store.launchpad)
-    with mongo.write() as launchpad, contextlib.chdir(launch_dir):
+    # The manifest's launchpad file, if any, is an absolute path (see _sync).
+    store = open_store(StoreSpec(**manifest["store"]), Path(manifest["job_dir"]))
+    with store.write() as launchpad, contextlib.chdir(launch_dir):
         launch_rocket(launchpad, worker)
 
 
