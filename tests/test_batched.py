@@ -252,17 +252,7 @@ def test_rdf_window_check(tmp_path):
     assert summaries[1]["completed"]
 
 
-@pytest.fixture
-def stop_handlers():
-    previous = {signum: signal.getsignal(signum) for signum in preemption.STOP_SIGNALS}
-    preemption.install_handlers()
-    yield
-    preemption.clear()
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)
-
-
-def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, stop_handlers):
+def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, stop_signals):
     """SIGTERM mid-run writes a checkpoint and raises Preempted; resuming gives the uninterrupted run's
     trajectory files byte for byte (neighbour lists rebuilt at different times, one replica stopped)."""
     atoms = argon()

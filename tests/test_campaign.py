@@ -139,8 +139,7 @@ def test_analyze_command_on_our_file_and_on_extxyz(campaign_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.lammps
-@pytest.mark.parametrize("engine", ["ase", "torch", "lammps"])
+@pytest.mark.parametrize("engine", ["ase", "torch", pytest.param("lammps", marks=pytest.mark.lammps)])
 def test_every_md_engine_runs_the_md_stage_with_a_trained_checkpoint(campaign_dir, tmp_path, engine):
     from workflows.stages import md, md_summary_path
 

@@ -11,7 +11,7 @@ import yaml
 from campaign.spec import SpecError, parse_spec
 from campaign.store import EmbeddedStore
 from campaign.submission import add_tasks
-from campaign.tasks import expand
+from campaign.tasks import _md_run_entries, expand
 from mlff.checkpoint import save_checkpoint
 from mlff.md import MDProtocol
 from mlff.models import build_model
@@ -39,19 +39,11 @@ def _tasks(data: dict, base_dir: Path = Path("/campaigns")):
 
 def _runs(tasks) -> dict:
     """(model, material, T, repetition) -> (seed, trajectory path) of every MD run."""
-    runs = {}
-    for task in tasks:
-        if task.stage != "md":
-            continue
-        if "replicas" in task.inputs:
-            for replica, path in zip(task.inputs["replicas"], task.inputs["out_paths"], strict=True):
-                key = (task.labels["model"], task.labels["material"], replica["temperature_K"], replica["repetition"])
-                runs[key] = (replica["seed"], path)
-        else:
-            labels = task.labels
-            key = (labels["model"], labels["material"], labels["temperature_K"], labels["repetition"])
-            runs[key] = (task.inputs["seed"], task.inputs["out_path"])
-    return runs
+    return {
+        (task.labels["model"], task.labels["material"], run["temperature_K"], run["repetition"]): (run["seed"], run["path"])
+        for task in tasks if task.stage == "md"
+        for run in _md_run_entries(task)
+    }
 
 
 @pytest.mark.parametrize("batch", ["repetitions", "all"])
