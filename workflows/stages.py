@@ -54,9 +54,17 @@ def md_summary_path(trajectory_path: str | Path) -> Path:
     return Path(trajectory_path).with_suffix(".json")
 
 
-def md_checkpoint_path(trajectory_path: str | Path) -> Path:
-    """Where an MD run keeps its checkpoint; a rerun (after preemption or a lost job) resumes from it."""
-    return Path(trajectory_path).with_suffix(".checkpoint.npz")
+MD_CHECKPOINT_SUFFIXES = {"ase": ".checkpoint.npz", "torch": ".checkpoint.pt", "lammps": ".checkpoint.json"}
+BATCH_CHECKPOINT = "batch.checkpoint.pt"  # one per batch directory (torch engine)
+
+
+def md_checkpoint_path(trajectory_path: str | Path, engine: str, batch: bool = False) -> Path:
+    """Where an MD task keeps its checkpoint: next to its trajectory, or for a batch (``trajectory_path``
+    one of its trajectories) one in the batch's directory; a rerun (after preemption or a lost job)
+    resumes from it."""
+    if batch:
+        return Path(trajectory_path).with_name(BATCH_CHECKPOINT)
+    return Path(trajectory_path).with_suffix(MD_CHECKPOINT_SUFFIXES[engine])
 
 
 def reference(mode: str, material: str, out_path: str, **settings) -> dict:
@@ -238,37 +246,34 @@ def md(
         raise ValueError(f"a batch of MD runs needs the torch engine, got engine {engine!r}")
     if not batched:
         replicas, out_paths = [{"protocol": protocol, "seed": seed}], [out_path]
+    if engine not in MD_CHECKPOINT_SUFFIXES:
+        raise ValueError(f"unknown MD engine {engine!r}; available: {', '.join(MD_CHECKPOINT_SUFFIXES)}")
+    from mlff.checkpoint import load_model
+
     protocols = [MDProtocol(**replica["protocol"]) for replica in replicas]
     seeds = [replica["seed"] for replica in replicas]
+    model, checkpoint_path = load_model(checkpoint, device=device)[0], md_checkpoint_path(out_paths[0], engine, batched)
     if engine == "ase":
-        from mlff import load_calculator
+        from mlff.calculator import MLFFCalculator
         from mlff.md import run_md
 
         summaries = [run_md(
-            atoms, load_calculator(checkpoint, device=device), protocols[0], seed=seeds[0], out_path=out_paths[0],
-            fusion_distance_A=fusion_distance_A, checkpoint_path=md_checkpoint_path(out_paths[0]),
+            atoms, MLFFCalculator(model), protocols[0], seed=seeds[0], out_path=out_paths[0],
+            fusion_distance_A=fusion_distance_A, checkpoint_path=checkpoint_path,
         )]
     elif engine == "torch":
         from mlff.batched import run_batched_md
-        from mlff.checkpoint import load_model
 
-        checkpoint_path = (
-            Path(out_paths[0]).with_name("batch.checkpoint.pt") if batched else Path(out_path).with_suffix(".checkpoint.pt")
-        )
         summaries = run_batched_md(
-            load_model(checkpoint, device=device)[0], atoms, protocols, seeds, out_paths,
-            checkpoint_path=checkpoint_path, fusion_distance_A=fusion_distance_A,
+            model, atoms, protocols, seeds, out_paths, checkpoint_path=checkpoint_path, fusion_distance_A=fusion_distance_A,
         )
-    elif engine == "lammps":
-        from mlff.checkpoint import load_model
+    else:
         from mlff.lammps_engine import run_lammps_md
 
         summaries = [run_lammps_md(
-            atoms, load_model(checkpoint, device=device)[0], protocols[0], seeds[0], out_paths[0],
-            fusion_distance_A=fusion_distance_A, checkpoint_path=Path(out_paths[0]).with_suffix(".checkpoint.json"),
+            atoms, model, protocols[0], seeds[0], out_paths[0],
+            fusion_distance_A=fusion_distance_A, checkpoint_path=checkpoint_path,
         )]
-    else:
-        raise ValueError(f"unknown MD engine {engine!r}; available: ase, torch, lammps")
     checkpoint_sha256 = sha256_file(checkpoint)
     summaries = [{**summary, "device": device, "checkpoint_sha256": checkpoint_sha256} for summary in summaries]
     for summary, path in zip(summaries, out_paths, strict=True):
@@ -298,14 +303,20 @@ def _rdf(trajectory: Trajectory, settings: dict) -> RDF:
 RDF_FILE = "rdf.npz"
 
 
-def _write_rdf(path: Path, reference_rdf: dict[float, RDF], run_rdf: dict[float, list[RDF]]) -> None:
+def _mean_rdf(curves: list[RDF]) -> RDF:
+    """The mean of RDFs on the same bins, label by label."""
+    return RDF(r_A=curves[0].r_A, g={label: np.mean([c.g[label] for c in curves], axis=0) for label in curves[0].g})
+
+
+def _write_rdf(path: Path, reference_rdf: dict[float, RDF], source_rdf: dict[float, RDF]) -> None:
     """Mean RDF curves for plotting: key ``<reference|source>|<T>K|<label>`` -> g [n_bins], plus ``r_A``."""
-    arrays = {}
-    for kind, curves in (("reference", {t: [c] for t, c in reference_rdf.items()}), ("source", run_rdf)):
-        for temperature_K, at_t in curves.items():
-            for label in at_t[0].g:
-                arrays[f"{kind}|{temperature_K:g}K|{label}"] = np.mean([c.g[label] for c in at_t], axis=0)
-    first = next(iter(reference_rdf.values()), None) or next((c[0] for c in run_rdf.values()), None)
+    arrays = {
+        f"{kind}|{temperature_K:g}K|{label}": g
+        for kind, curves in (("reference", reference_rdf), ("source", source_rdf))
+        for temperature_K, curve in curves.items()
+        for label, g in curve.g.items()
+    }
+    first = next(iter(reference_rdf.values()), None) or next(iter(source_rdf.values()), None)
     if first is not None:
         arrays["r_A"] = first.r_A
     np.savez_compressed(path, **arrays)
@@ -341,9 +352,7 @@ def analyze(
         ]
         curves = [_rdf(t, rdf_settings) for t in frames if t.n_frames]
         if curves:
-            reference_rdf[temperature_K] = RDF(
-                r_A=curves[0].r_A, g={label: np.mean([c.g[label] for c in curves], axis=0) for label in curves[0].g}
-            )
+            reference_rdf[temperature_K] = _mean_rdf(curves)
 
     run_docs = []
     run_rdf: dict[float, list[RDF]] = {}  # RDFs of this source's runs, per temperature, for the report's plots
@@ -452,5 +461,5 @@ def analyze(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", {"results": docs})
-    _write_rdf(out / RDF_FILE, reference_rdf, run_rdf)
+    _write_rdf(out / RDF_FILE, reference_rdf, {t: _mean_rdf(curves) for t, curves in run_rdf.items()})
     return {"summary": {"n_runs": len(run_docs), "results_path": str(out / "results.json")}, "results": docs}
