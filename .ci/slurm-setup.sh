@@ -59,10 +59,8 @@ munged --force --key-file="$dir/munge.key" --socket="$dir/munge.socket" --pid-fi
     --log-file="$dir/munged.log" --seed-file="$dir/munged.seed"
 wait_for 10 munged test -S "$dir/munge.socket"
 
-gpu_files=()
 for ((i = 0; i < n_gpus; i++)); do
     [[ -e "$dir/devices/gpu$i" ]] || mknod "$dir/devices/gpu$i" c 195 "$i"
-    gpu_files+=("$dir/devices/gpu$i")
 done
 host=$(hostname -s)
 cat >"$dir/gres.conf" <<EOF
