@@ -9,6 +9,12 @@ import torch
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, Structure, build_graph
 
+# Added to the mean square of an l > 0 feature block before dividing by its root (eSCN, SCN and
+# Equiformer's norms): 0.1 (features are O(1)), not a tiny number, so a block that is ~0 (every l > 0
+# feature at a site of cubic symmetry, where only float32 rounding remains) is left ~0 instead of
+# being scaled up to O(1) values and huge forces.
+DEGREE_NORM_EPSILON = 0.1
+
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``device``, or CUDA when available and CPU otherwise when it is None."""

@@ -60,15 +60,12 @@ from e3nn import o3
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import DEGREE_NORM_EPSILON, ForceField, require_positive
+from mlff.models.deeper_gatgnn import segment_softmax
 from mlff.models.dimenet_pp import envelope
 from mlff.models.schnet import GaussianBasis
 
 LAYER_NORM_EPSILON = 1e-5
-# Added to the mean square of an l > 0 block before dividing by its root: 0.1 (features are O(1)), not
-# a tiny number, so a block that is ~0 (every l > 0 feature at a site of cubic symmetry, where only
-# float32 rounding remains) is left ~0 instead of being scaled up to O(1) values and large forces.
-DEGREE_NORM_EPSILON = 0.1
 LEAKY_SLOPE = 0.2  # negative slope of the smooth leaky ReLU on the attention features
 
 
@@ -248,20 +245,11 @@ class GraphAttention(nn.Module):
         hidden = self.first_product(message, harmonics, self.first_radial(basis))  # [n_edges, first out dim]
         features = smooth_leaky_relu(self.attention_features(hidden)).view(-1, self.num_heads, self.head_channels)
         logits = torch.einsum("ehc,hc->eh", features, self.alpha_dot)  # [n_edges, n_heads]
-        weights = self.softmax_over_incoming(logits, receiver, edge_envelope, x.shape[0])  # [n_edges, n_heads]
+        # u_ij exp(a_ij) / sum_k u_ik exp(a_ik) over the edges k into each receiver i: [n_edges, n_heads]
+        weights = segment_softmax(logits, receiver, x.shape[0], edge_envelope)
         values = self.second_product(self.gate(self.value_in(hidden)), harmonics, self.second_radial(basis))
         values = self.value(values) * (weights * edge_envelope[:, None])[:, self.head_of_component]
         return self.output(values.new_zeros(x.shape[0], values.shape[1]).index_add(0, receiver, values))
-
-    @staticmethod
-    def softmax_over_incoming(logits, receiver, edge_envelope, n_atoms):
-        """u_ij exp(a_ij) / sum_k u_ik exp(a_ik) over the edges k into each receiver i: [n_edges, n_heads]."""
-        n_heads = logits.shape[1]
-        largest = logits.new_full((n_atoms, n_heads), -torch.inf)
-        largest = largest.scatter_reduce(0, receiver[:, None].expand(-1, n_heads), logits.detach(), "amax")
-        scaled = torch.exp(logits - largest[receiver]) * edge_envelope[:, None]  # [n_edges, n_heads]
-        totals = torch.zeros_like(largest).index_add(0, receiver, scaled)  # [n_atoms, n_heads]
-        return scaled / totals[receiver].clamp_min(torch.finfo(logits.dtype).tiny)
 
 
 class FeedForward(nn.Module):

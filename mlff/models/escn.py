@@ -14,7 +14,7 @@ the atom-wise feed-forward block), this implementation uses gates instead (SiLU 
 (l > 0, channel) block scaled by the sigmoid of a learned l = 0 channel). Grid nonlinearities are
 equivariant only up to sampling error; gates are exactly equivariant, which the tests demand to
 1e-9. Blocks are pre-normalised by an equivariant RMS norm per degree, with 0.1 added to the mean
-square (``RMS_NORM_EPSILON``, shared with SCN) so near-zero degrees are not amplified. Forces are -dE/dx by autograd
+square (``DEGREE_NORM_EPSILON``, shared with SCN) so near-zero degrees are not amplified. Forces are -dE/dx by autograd
 (the paper's OC20 model has a direct force head).
 
 Hyperparameters (defaults: the eSCN paper's OC20 model, with the force-field paper's 128 / 6 Å / 500):
@@ -36,14 +36,10 @@ from e3nn import o3
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import DEGREE_NORM_EPSILON, ForceField, require_positive
 from mlff.models.dimenet_pp import envelope
 from mlff.models.schnet import GaussianBasis
 
-# Added to each degree's mean square before dividing by its root: 0.1 (features are O(1)), not a tiny
-# number, so a degree whose coefficients are ~0 (every l > 0 at a site of cubic symmetry, where only
-# float32 rounding remains) is left ~0 instead of being scaled up to O(1) values and huge forces.
-RMS_NORM_EPSILON = 0.1
 POLE_COS_ANGLE = 0.5  # |cos| of the angle to the y axis above which an edge counts as near a pole
 # rotation taking the y axis to the x axis: rotations about x are this, then y, then its inverse
 Y_TO_X = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
@@ -239,7 +235,7 @@ class DegreeRMSNorm(nn.Module):
         squares = torch.zeros(x.shape[0], self.lmax + 1, dtype=x.dtype, device=x.device)
         squares.index_add_(1, self.degrees, x.pow(2).mean(-1))  # [n, lmax+1]
         counts = torch.arange(self.lmax + 1, device=x.device, dtype=x.dtype) * 2 + 1
-        rms = torch.sqrt(squares / counts + RMS_NORM_EPSILON)  # [n, lmax+1]
+        rms = torch.sqrt(squares / counts + DEGREE_NORM_EPSILON)  # [n, lmax+1]
         return x / rms[:, self.degrees, None] * self.weight[self.degrees]
 
 

@@ -72,8 +72,8 @@ class SphAllMulBasis(nn.Module):
         self.register_buffer("frequencies", math.pi * torch.arange(1, num_freqs + 1.0), persistent=False)
         self.out_channels = 4 * num_freqs * (max_n + 1) ** 2
 
-    def forward(self, vectors_A: torch.Tensor) -> torch.Tensor:
-        distance_A = vectors_A.norm(dim=-1, keepdim=True)  # [n_edges, 1]
+    def forward(self, vectors_A: torch.Tensor, distance_A: torch.Tensor) -> torch.Tensor:
+        """The basis [n_edges, out_channels] of edge vectors [n_edges, 3] of lengths ``distance_A`` [n_edges, 1]."""
         scaled = torch.cat([vectors_A, distance_A], dim=-1) / self.cutoff_A  # [n_edges, 4]
         sines = torch.sin(scaled[:, :, None] * self.frequencies).flatten(1)  # [n_edges, 4 num_freqs]
         harmonics = real_spherical_harmonics(vectors_A / distance_A, self.max_n)  # [n_edges, (max_n + 1)^2]
@@ -149,8 +149,9 @@ class ForceNet(ForceField):
 
     def atom_energies_and_forces(self, graph: AtomGraph) -> tuple[torch.Tensor, torch.Tensor]:
         vectors_A = edge_vectors_A(graph)  # [n_edges, 3]
-        envelope = cosine_cutoff(vectors_A.norm(dim=-1), self.cutoff_A)  # [n_edges]
-        edge_embedding = self.edge_embedding(self.basis(vectors_A)) * envelope[:, None]  # [n_edges, hidden]
+        distance_A = vectors_A.norm(dim=-1, keepdim=True)  # [n_edges, 1]
+        envelope = cosine_cutoff(distance_A, self.cutoff_A)  # [n_edges, 1]
+        edge_embedding = self.edge_embedding(self.basis(vectors_A, distance_A)) * envelope  # [n_edges, hidden]
         h = self.embedding(graph.numbers)  # [n_atoms, hidden]
         for interaction in self.interactions:
             h = interaction(h, graph.edge_index, edge_embedding)

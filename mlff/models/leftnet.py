@@ -48,13 +48,13 @@ class ExpNormalBasis(nn.Module):
     def __init__(self, cutoff_A: float, n: int):
         super().__init__()
         start = math.exp(-cutoff_A)
-        self.cutoff_A = cutoff_A
         self.register_buffer("means", torch.linspace(start, 1.0, n), persistent=False)
         self.beta = (2.0 / n * (1.0 - start)) ** -2
 
-    def forward(self, distance_A: torch.Tensor) -> torch.Tensor:
+    def forward(self, distance_A: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
+        """The basis [n_edges, n] of ``distance_A`` [n_edges], times ``envelope`` [n_edges] (the cosine cutoff)."""
         gaussians = torch.exp(-self.beta * (torch.exp(-distance_A)[:, None] - self.means) ** 2)  # [n_edges, n]
-        return gaussians * cosine_cutoff(distance_A, self.cutoff_A)[:, None]
+        return gaussians * envelope[:, None]
 
 
 class NeighbourEmbedding(nn.Module):
@@ -149,10 +149,10 @@ class LEFTNet(ForceField):
             nn.Linear(hidden_channels, hidden_channels // 2), nn.SiLU(), nn.Linear(hidden_channels // 2, 1)
         )
 
-    def edge_frames(self, graph: AtomGraph, vectors_A, distance_A) -> torch.Tensor:
-        """Orthonormal frames [n_edges, 3, 3] (rows e1, e2, e3) of each edge."""
+    def edge_frames(self, graph: AtomGraph, vectors_A, distance_A, envelope) -> torch.Tensor:
+        """Orthonormal frames [n_edges, 3, 3] (rows e1, e2, e3) of each edge; ``envelope`` [n_edges] is
+        the cosine cutoff of ``distance_A``."""
         sender, receiver = graph.edge_index
-        envelope = cosine_cutoff(distance_A, self.cutoff_A)  # [n_edges]
         centre_A = torch.zeros_like(graph.positions_A).index_add_(0, receiver, vectors_A * envelope[:, None])
         e1 = vectors_A / distance_A[:, None]  # [n_edges, 3]
         normal = torch.linalg.cross(e1, centre_A[receiver] + centre_A[sender])  # [n_edges, 3]
@@ -163,9 +163,10 @@ class LEFTNet(ForceField):
         sender, receiver = graph.edge_index
         vectors_A = edge_vectors_A(graph)  # [n_edges, 3]
         distance_A = vectors_A.norm(dim=-1)  # [n_edges]
-        rbf = self.basis(distance_A)  # [n_edges, num_radial], zero at the cutoff
+        envelope = cosine_cutoff(distance_A, self.cutoff_A)  # [n_edges]
+        rbf = self.basis(distance_A, envelope)  # [n_edges, num_radial], zero at the cutoff
         s = self.embedding(graph.numbers, graph.edge_index, self.radial(rbf))  # [n_atoms, hidden]
-        frames = self.edge_frames(graph, vectors_A, distance_A)  # [n_edges, 3, 3]
+        frames = self.edge_frames(graph, vectors_A, distance_A, envelope)  # [n_edges, 3, 3]
         unit = frames[:, 0]  # [n_edges, 3]
         # local substructure encoding: a vector summary of each atom's neighbourhood, scalarised per edge
         weighted = (s[sender] * self.substructure_radial(rbf))[:, None, :] * unit[:, :, None]  # [n_edges, 3, hidden]
@@ -173,7 +174,7 @@ class LEFTNet(ForceField):
         summary.index_add_(0, receiver, weighted)  # [n_atoms, 3, hidden]
         pair = torch.stack([summary[receiver], summary[sender]], dim=1)  # [n_edges, 2, 3, hidden]
         projections = torch.einsum("eab,epbh->epah", frames, pair).flatten(1, 2)  # [n_edges, 6, hidden]
-        edge_weight = self.frame_weight(projections.flatten(1)) * cosine_cutoff(distance_A, self.cutoff_A)[:, None]
+        edge_weight = self.frame_weight(projections.flatten(1)) * envelope[:, None]
         v = torch.zeros_like(summary)  # [n_atoms, 3, hidden]
         for message, update in zip(self.messages, self.updates):
             s, v = message(s, v, graph.edge_index, rbf, edge_weight, unit)
