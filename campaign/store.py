@@ -62,7 +62,9 @@ def _drop_unique_checks(launchpad: LaunchPad) -> None:
 
     mongomock checks a unique index by scanning the whole collection on every insert and update,
     which makes adding or refreshing a workflow of N fireworks cost O(N²). FireWorks' id counters
-    and the single writer already keep ``fw_id`` and ``launch_id`` unique.
+    and the single writer already keep ``fw_id`` and ``launch_id`` unique. mongomock-persistence
+    saves no indexes, so only the session that creates the database (FireWorks' reset builds the
+    indexes) has any to change.
     """
     for name in FIREWORKS_COLLECTIONS:
         collection = launchpad.db[name]
@@ -72,12 +74,15 @@ def _drop_unique_checks(launchpad: LaunchPad) -> None:
                 collection.create_index(index["key"], name=index_name)
 
 
-def _initialise(launchpad: LaunchPad) -> None:
-    """Give an empty database FireWorks' id counters; never touches a database that holds work."""
-    if launchpad.fw_id_assigner.count_documents({}) == 0:
-        if launchpad.fireworks.count_documents({}) or launchpad.workflows.count_documents({}):
-            raise StoreError("the database holds fireworks but no fw_id_assigner; it was not made by FireWorks")
-        launchpad.reset("", require_password=False)
+def _initialise(launchpad: LaunchPad) -> bool:
+    """Give an empty database FireWorks' id counters and indexes; never touches a database that
+    holds work. Returns whether it did."""
+    if launchpad.fw_id_assigner.count_documents({}):
+        return False
+    if launchpad.fireworks.count_documents({}) or launchpad.workflows.count_documents({}):
+        raise StoreError("the database holds fireworks but no fw_id_assigner; it was not made by FireWorks")
+    launchpad.reset("", require_password=False)
+    return True
 
 
 class EmbeddedStore:
@@ -125,8 +130,8 @@ class EmbeddedStore:
         with self._locked(fcntl.LOCK_EX):
             server = self._load()
             launchpad = EmbeddedLaunchPad(server)
-            _initialise(launchpad)
-            _drop_unique_checks(launchpad)
+            if _initialise(launchpad):
+                _drop_unique_checks(launchpad)
             yield launchpad
             self._save(server)
 
