@@ -35,6 +35,8 @@ import yaml
 from ase.build import bulk
 from fireworks import FWAction
 
+from launchers.offline import OFFLINE_FILE, outcome
+
 ISSUE_MODELS, MATERIALS, TEMPERATURES_K, ISSUE_REPETITIONS = 11, ("LGPS", "Li2S", "Li2S-expanded"), (800, 900, 1000, 1100, 1200), 6
 N_MD_TASKS = ISSUE_MODELS * len(MATERIALS) * len(TEMPERATURES_K) * ISSUE_REPETITIONS
 LI2S_EXPANSION = 1.03  # the third material: Li2S with its lattice stretched by 3 %
@@ -114,10 +116,10 @@ def _finish_reserved(runs: Path) -> int:
     """Write COMPLETED outcomes into every reserved launch that has none, as offline rockets do."""
     finished = 0
     now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-    for path in runs.glob("launches/*/task*/FW_offline.json"):
-        data = json.loads(path.read_text())
-        if "fwaction" in data:
+    for path in runs.glob(f"launches/*/task*/{OFFLINE_FILE}"):
+        if outcome(path.parent) is not None:
             continue
+        data = json.loads(path.read_text())
         data.update(started_on=now, completed_on=now, state="COMPLETED",
                     fwaction=FWAction(stored_data={"summary": {}, "results": []}).to_dict())
         path.write_text(json.dumps(data))

@@ -10,7 +10,6 @@ puts the interrupted firework back to READY, and it restarts from its checkpoint
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from launchers.offline import (
     requeue,
     reserve,
     run_rocket,
+    timestamped_dir,
     unfinished_launches,
 )
 
@@ -63,11 +63,6 @@ def _exclusive(lock_path: Path, campaign: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _launch_dir(root: Path) -> Path:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    return root / f"launcher_{stamp}"
-
-
 def run_local(
     store: EmbeddedStore | MongoStore,
     campaign: str,
@@ -90,7 +85,7 @@ def run_local(
         if report.requeued:
             echo(f"requeued {len(report.requeued)} interrupted firework(s): {', '.join(report.requeued)}")
         while True:
-            launch_dir = _launch_dir(launch_root)
+            launch_dir = timestamped_dir(launch_root, "launcher")
             with store.write() as launchpad:
                 reserved = reserve(launchpad, worker, launch_dir)
                 if reserved is None:

@@ -16,6 +16,7 @@ This is how every rocket of ours runs, locally or on a compute node: only the lo
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import threading
 from collections.abc import Iterator
@@ -60,6 +61,12 @@ def reserve(launchpad: LaunchPad, worker: FWorker, launch_dir: Path) -> tuple[in
     (launch_dir / OFFLINE_FILE).write_text(json.dumps({"launch_id": launch_id}))
     launchpad.add_offline_run(launch_id, firework.fw_id, firework.name)
     return firework.fw_id, launch_id
+
+
+def timestamped_dir(root: Path, prefix: str) -> Path:
+    """``root/<prefix>-<UTC time to the microsecond>``: a new launch or job directory's path."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
+    return root / f"{prefix}-{stamp}"
 
 
 @contextlib.contextmanager

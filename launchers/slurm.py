@@ -48,6 +48,7 @@ from launchers.offline import (
     reserve,
     run_rocket,
     settle_failure,
+    timestamped_dir,
     unfinished_launches,
 )
 
@@ -153,8 +154,7 @@ def script_values(resources: CPUResources, job_name: str, job_dir: Path, n_tasks
 
 
 def _new_job_dir(job_root: Path, category: str) -> Path:
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-%f")
-    job_dir = job_root / f"{category}-{stamp}"
+    job_dir = timestamped_dir(job_root, category)
     job_dir.mkdir(parents=True)
     return job_dir
 
