@@ -34,7 +34,7 @@ from analysis.stability import RDF_MAE_STABLE  # noqa: E402
 from analysis.statistics import bootstrap_arrhenius, bootstrap_mean, wilson_interval  # noqa: E402
 from analysis.transport import extrapolate_arrhenius, fit_arrhenius  # noqa: E402
 from campaign.tables import REFERENCE  # noqa: E402
-from mlff.trajectory import read_trajectory  # noqa: E402
+from mlff.trajectory import read_system, read_trajectory  # noqa: E402
 from workflows.stages import RDF_FILE, production_frames  # noqa: E402
 
 DPI = 120
@@ -297,9 +297,9 @@ def table_2(run_docs: list[dict], table: list[dict], analyses: list[dict]) -> li
     volume = {}  # (source, material) -> (n carriers, cell volume) from the first analysed trajectory
     for analysis in analyses:
         if analysis["runs"]:
-            trajectory = read_trajectory(analysis["runs"][0]["path"])
-            n_li = int((trajectory.numbers == CHEMICAL_SYMBOLS.index(analysis["diffusing_specie"])).sum())
-            volume[(analysis["source"], analysis["material"])] = (n_li, abs(float(np.linalg.det(trajectory.cell_A))))
+            numbers, cell_A = read_system(analysis["runs"][0]["path"])
+            n_li = int((numbers == CHEMICAL_SYMBOLS.index(analysis["diffusing_specie"])).sum())
+            volume[(analysis["source"], analysis["material"])] = (n_li, abs(float(np.linalg.det(cell_A))))
     for row in table:
         key = (row["model"], row["material"])
         per_t = defaultdict(list)

@@ -199,6 +199,12 @@ def _read_header(path: Path) -> dict:
     return header
 
 
+def read_system(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Atomic numbers [n_atoms] and cell_A [3, 3] of a ``.frames`` file, from its header alone."""
+    header = _read_header(Path(path))
+    return np.asarray(header["numbers"], dtype=np.int64), np.asarray(header["cell_A"], dtype=np.float64)
+
+
 def read_trajectory(path: str | os.PathLike, allow_partial: bool = False) -> Trajectory:
     """Read a ``.frames`` file.
 

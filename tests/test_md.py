@@ -20,7 +20,7 @@ from mlff.md import (
     set_maxwell_boltzmann_velocities,
     velocity_verlet_step,
 )
-from mlff.trajectory import read_trajectory
+from mlff.trajectory import read_system, read_trajectory
 
 
 def copper() -> Atoms:
@@ -113,6 +113,9 @@ def test_output_file_frames_time_axis_and_metadata(tmp_path):
     assert trajectory.metadata["seed"] == 2 and trajectory.metadata["engine"] == "ase"
     assert trajectory.metadata["target_temperature_K"] == 500.0
     assert summary["seed"] == 2 and summary["engine"] == "ase" and summary["wall_s"] > 0
+    numbers, cell_A = read_system(path)  # the header alone
+    np.testing.assert_array_equal(numbers, copper().numbers)
+    np.testing.assert_array_equal(cell_A, copper().cell.array)
 
     run_md(copper(), EMT(), protocol, seed=2, out_path=tmp_path / "no_forces.frames", progress=False)
     assert read_trajectory(tmp_path / "no_forces.frames").forces_eV_A is None

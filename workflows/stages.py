@@ -29,7 +29,7 @@ from campaign.results import (
 )
 from mlff.atomic_file import atomic_write
 from mlff.provenance import package_versions, sha256_file
-from mlff.trajectory import Trajectory, read_trajectory
+from mlff.trajectory import Trajectory, read_system, read_trajectory
 
 FS_PER_PS = 1000.0
 
@@ -439,9 +439,9 @@ def analyze(
     fit_points = [(d.temperature_K, d.diffusivity_cm2_s_mean) for d in temperature_docs if (d.diffusivity_cm2_s_mean or 0) > 0]
     activation_eV = sigma_target = None
     if len(fit_points) >= 2:
-        first = next(read_trajectory(e["path"]) for e in runs)
-        n_carriers = int((first.numbers == specie).sum())
-        volume_A3 = abs(float(np.linalg.det(first.cell_A)))
+        numbers, cell_A = read_system(runs[0]["path"])
+        n_carriers = int((numbers == specie).sum())
+        volume_A3 = abs(float(np.linalg.det(cell_A)))
         temperatures, diffusivities = zip(*fit_points, strict=True)
         sigma_target, fit = conductivity_at_mS_cm(temperatures, diffusivities, target_temperature_K, n_carriers, volume_A3)
         activation_eV = fit.activation_energy_eV
