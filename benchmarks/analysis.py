@@ -32,16 +32,15 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from analysis.rdf import rdf, rdf_mae  # noqa: E402
-from analysis.stability import classify_stability, min_distance_A  # noqa: E402
-from analysis.statistics import diffusive_window  # noqa: E402
+from analysis.rdf import rdf  # noqa: E402
+from analysis.stability import classify_stability  # noqa: E402
 from analysis.transport import (  # noqa: E402
     conductivity_mS_cm,
-    diffusivity_cm2_s,
     diffusivity_like_diffusion_analyzer_cm2_s,
     mean_square_displacement,
 )
-from mlff.trajectory import TrajectoryWriter, read_trajectory  # noqa: E402
+from mlff.trajectory import Trajectory, TrajectoryWriter, read_trajectory  # noqa: E402
+from workflows.stages import analyse_run  # noqa: E402
 
 N_FRAMES = 25_000
 TIMESTEP_FS = 2.0
@@ -50,6 +49,9 @@ CELL_A = np.diag([8.72, 8.72, 12.63])  # Li10GeP2S12 conventional cell
 NUMBERS = np.array([3] * 20 + [32] * 2 + [15] * 4 + [16] * 24)  # Li20 Ge2 P4 S24, 50 atoms
 RDF_FRAME_STRIDE = 100  # 250 of 25,000 frames: frames 200 fs apart are nearly uncorrelated
 RDF_R_MAX_A, RDF_N_BINS = 6.0, 60
+RDF_SETTINGS = {"r_max_A": RDF_R_MAX_A, "n_bins": RDF_N_BINS, "pairs": [("Li", "S"), ("P", "S")],
+                "frame_stride": RDF_FRAME_STRIDE}  # an analyze task's ``rdf`` input
+LITHIUM = 3
 REPEATS = 3
 HOP_ATTEMPT_FS = 1000.0  # mean time between hop attempts of one Li
 HOP_FS = 150.0  # duration of one hop (Li moves ~0.02 Å/fs)
@@ -118,25 +120,21 @@ def _best_of(function) -> tuple[float, object]:
 
 def transport_chain(positions_A: np.ndarray) -> float:
     """Our MSD -> D -> σ with DiffusionAnalyzer's settings (framework drift removed, "max" smoothing)."""
-    li = NUMBERS == 3
+    li = NUMBERS == LITHIUM
     msd = mean_square_displacement(positions_A, CELL_A, "wrapped", atom_mask=li, framework_mask=~li)
     d_cm2_s, _ = diffusivity_like_diffusion_analyzer_cm2_s(msd, TIMESTEP_FS, int(li.sum()))
     return conductivity_mS_cm(d_cm2_s, int(li.sum()), abs(np.linalg.det(CELL_A)), TEMPERATURE_K)
 
 
 def full_analysis(positions_A: np.ndarray, reference) -> dict:
-    """What the analyze stage does per run: RDF + MAE, MSD, diffusive window, D, σ, stability."""
-    li = NUMBERS == 3
-    curves = rdf(positions_A, CELL_A, NUMBERS, RDF_R_MAX_A, RDF_N_BINS, pairs=[("Li", "S"), ("P", "S")],
-                 frame_stride=RDF_FRAME_STRIDE)
-    r_mae = rdf_mae(curves, reference)
-    msd = mean_square_displacement(positions_A, CELL_A, "wrapped", atom_mask=li, framework_mask=~li)
-    time_fs = np.arange(len(msd)) * TIMESTEP_FS
-    window = diffusive_window(msd, time_fs)
-    d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, window.start_fs, window.end_fs)
-    sigma = conductivity_mS_cm(d_cm2_s, int(li.sum()), abs(np.linalg.det(CELL_A)), TEMPERATURE_K)
-    smallest = float(min_distance_A(positions_A, CELL_A).min())
-    return {"D_cm2_s": d_cm2_s, "sigma_mS_cm": sigma, "stability": classify_stability(r_mae, smallest)}
+    """What the analyze stage does per run (``workflows.stages.analyse_run``: RDF + MAE, MSD,
+    diffusive window, D, σ, smallest distance), then the stability classification."""
+    n_frames = len(positions_A)
+    trajectory = Trajectory(numbers=NUMBERS, cell_A=CELL_A, positions_A=positions_A, step=np.arange(n_frames),
+                            time_fs=np.arange(n_frames) * TIMESTEP_FS)
+    measured = analyse_run(trajectory, trajectory, TEMPERATURE_K, LITHIUM, reference, RDF_SETTINGS)
+    return {"D_cm2_s": measured.diffusivity_cm2_s, "sigma_mS_cm": measured.conductivity_mS_cm,
+            "stability": classify_stability(measured.rdf_mae, measured.min_distance_A)}
 
 
 def diffusion_analyzer_seconds(positions_A: np.ndarray) -> tuple[float, float]:
@@ -155,7 +153,7 @@ def main() -> None:
     positions_A = synthetic_trajectory()
     # The reference: other frames of the same run (halfway between the analysed ones).
     reference = rdf(positions_A[RDF_FRAME_STRIDE // 2 :], CELL_A, NUMBERS, RDF_R_MAX_A, RDF_N_BINS,
-                    pairs=[("Li", "S"), ("P", "S")], frame_stride=RDF_FRAME_STRIDE)
+                    pairs=RDF_SETTINGS["pairs"], frame_stride=RDF_FRAME_STRIDE)
     analysis_s, outcome = _best_of(lambda: full_analysis(positions_A, reference))
     ours_s, sigma_ours = _best_of(lambda: transport_chain(positions_A))
     theirs_s, sigma_theirs = diffusion_analyzer_seconds(positions_A)

@@ -10,6 +10,7 @@ and result documents, so mlff/ and analysis/ stay free of campaign concepts.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from analysis.errors import mae, r2_score
 from analysis.rdf import RDF, rdf, rdf_mae
 from analysis.stability import classify_stability, min_distance_A
-from analysis.statistics import diffusive_window
+from analysis.statistics import DiffusiveWindow, diffusive_window
 from analysis.transport import conductivity_at_mS_cm, conductivity_mS_cm, diffusivity_cm2_s, mean_square_displacement
 from campaign.results import (
     MaterialResult,
@@ -300,6 +301,51 @@ def _rdf(trajectory: Trajectory, settings: dict) -> RDF:
     )
 
 
+@dataclass(frozen=True)
+class RunAnalysis:
+    """What ``analyse_run`` measures of one MD run (None where it cannot be measured)."""
+
+    rdf: RDF | None  # of the production frames, when there is a reference to compare with
+    rdf_mae: float | None
+    min_distance_A: float | None  # over every finite frame, the ramp included
+    window: DiffusiveWindow | None  # where the MSD is fitted
+    diffusivity_cm2_s: float | None
+    conductivity_mS_cm: float | None
+
+
+def analyse_run(
+    trajectory: Trajectory, production: Trajectory, temperature_K: float, specie: int, reference: RDF | None,
+    rdf_settings: dict,
+) -> RunAnalysis:
+    """RDF and its MAE against ``reference``, the smallest interatomic distance, and the diffusing
+    ``specie``'s MSD -> diffusive window -> D -> σ, of one run; ``production`` is ``trajectory``'s
+    frames after the discard (``production_frames``)."""
+    finite = trajectory.positions_A[np.isfinite(trajectory.positions_A).all(axis=(1, 2))]
+    smallest = float(min_distance_A(finite, trajectory.cell_A).min()) if len(finite) else None
+    mask = production.numbers == specie
+    window = d_cm2_s = sigma = None
+    if production.n_frames >= 3 and mask.any():
+        framework = ~mask
+        msd = mean_square_displacement(
+            production.positions_A, production.cell_A, coordinates="wrapped", atom_mask=mask,
+            framework_mask=framework if framework.any() else None,
+        )
+        time_fs = production.time_fs - production.time_fs[0]
+        try:  # the ballistic start and long, noisy lags are left out of the fit
+            window = diffusive_window(msd, time_fs)
+        except ValueError:  # too few frames, or an MSD that is zero at some lag: no diffusive regime to fit
+            window = None
+        if window is not None:
+            d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, window.start_fs, window.end_fs)
+            volume_A3 = abs(float(np.linalg.det(production.cell_A)))
+            sigma = conductivity_mS_cm(d_cm2_s, int(mask.sum()), volume_A3, temperature_K)
+    curve = r_mae = None
+    if production.n_frames and reference is not None:
+        curve = _rdf(production, rdf_settings)
+        r_mae = rdf_mae(curve, reference)
+    return RunAnalysis(curve, r_mae, smallest, window, d_cm2_s, sigma)
+
+
 RDF_FILE = "rdf.npz"
 
 
@@ -361,29 +407,12 @@ def analyze(
         summary_file = md_summary_path(entry["path"])
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         production, n_nonfinite = production_frames(trajectory, discard_ps)
-        mask = production.numbers == specie
-        framework = ~mask
-        d_cm2_s = sigma = r_mae = window = None
-        finite = trajectory.positions_A[np.isfinite(trajectory.positions_A).all(axis=(1, 2))]
-        smallest = float(min_distance_A(finite, trajectory.cell_A).min()) if len(finite) else None
-        if production.n_frames >= 3 and mask.any():
-            msd = mean_square_displacement(
-                production.positions_A, production.cell_A, coordinates="wrapped", atom_mask=mask,
-                framework_mask=framework if framework.any() else None,
-            )
-            time_fs = production.time_fs - production.time_fs[0]
-            try:  # the ballistic start and long, noisy lags are left out of the fit
-                window = diffusive_window(msd, time_fs)
-            except ValueError:  # too few frames, or an MSD that is zero at some lag: no diffusive regime to fit
-                window = None
-        if window is not None:
-            d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, window.start_fs, window.end_fs)
-            volume_A3 = abs(float(np.linalg.det(production.cell_A)))
-            sigma = conductivity_mS_cm(d_cm2_s, int(mask.sum()), volume_A3, entry["temperature_K"])
-        if production.n_frames and entry["temperature_K"] in reference_rdf:
-            curve = _rdf(production, rdf_settings)
-            run_rdf.setdefault(entry["temperature_K"], []).append(curve)
-            r_mae = rdf_mae(curve, reference_rdf[entry["temperature_K"]])
+        measured = analyse_run(
+            trajectory, production, entry["temperature_K"], specie, reference_rdf.get(entry["temperature_K"]), rdf_settings
+        )
+        if measured.rdf is not None:
+            run_rdf.setdefault(entry["temperature_K"], []).append(measured.rdf)
+        r_mae, smallest, window = measured.rdf_mae, measured.min_distance_A, measured.window
         stopped = summary.get("stopped_early_reason")
         if stopped is not None:  # non-finite forces and temperature blow-ups come from atoms running into each other
             stability = "atom_fusion"
@@ -405,11 +434,11 @@ def analyze(
                 rdf_mae=r_mae,
                 min_distance_A=smallest,
                 stability=stability,
-                diffusivity_cm2_s=d_cm2_s,
+                diffusivity_cm2_s=measured.diffusivity_cm2_s,
                 msd_fit_start_ps=window.start_fs / FS_PER_PS if window else None,
                 msd_fit_end_ps=window.end_fs / FS_PER_PS if window else None,
                 msd_loglog_slope=window.loglog_slope if window else None,
-                conductivity_mS_cm=sigma,
+                conductivity_mS_cm=measured.conductivity_mS_cm,
                 provenance=_provenance(
                     seed=entry.get("seed"), engine=summary.get("engine"), device=summary.get("device"),
                     checkpoint_sha256=summary.get("checkpoint_sha256"),
