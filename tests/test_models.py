@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -329,6 +331,12 @@ def test_hparams_rebuild_the_same_architecture(name):
     rebuilt = build_model(name, **model.hparams)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
     assert type(rebuilt) is type(model)
+
+
+def test_registry_names_its_classes_and_loads_e3nn_models_only_on_use():
+    assert all(MODELS[name].name == name for name in MODELS)
+    code = "import sys, mlff.models; mlff.models.build_model('schnet'); print('e3nn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
 
 def test_build_model_rejects_unknown_names_and_options():

@@ -1,28 +1,47 @@
-"""Registry of force-field models by name."""
+"""Registry of force-field models by name.
+
+``MODELS`` maps each name to its class. A model's module is imported the first time its class is
+looked up, so a process that uses SchNet does not pay for the e3nn-based models (eSCN, SCN,
+Equiformer), whose import costs about 1.4 s, most of it torch._dynamo pulled in by e3nn.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+from collections.abc import Iterator, Mapping
 
 from mlff.models.base import ForceField, energy_and_forces
-from mlff.models.cgcnn import CGCNN
-from mlff.models.deeper_gatgnn import DeeperGATGNN
-from mlff.models.dimenet import DimeNet
-from mlff.models.dimenet_pp import DimeNetPlusPlus
-from mlff.models.equiformer import Equiformer
-from mlff.models.escn import ESCN
-from mlff.models.forcenet import ForceNet
-from mlff.models.gns_tat import GNSTAT
-from mlff.models.leftnet import LEFTNet
-from mlff.models.scn import SCN
-from mlff.models.schnet import SchNet
 
-MODELS: dict[str, type[ForceField]] = {
-    model.name: model
-    for model in (
-        SchNet, DimeNetPlusPlus, ForceNet, GNSTAT, LEFTNet, CGCNN, DimeNet, DeeperGATGNN, ESCN, SCN, Equiformer
-    )
+# name -> (module, class); each class's ``name`` attribute is its key here.
+_REGISTERED = {
+    "schnet": ("mlff.models.schnet", "SchNet"),
+    "dimenet++": ("mlff.models.dimenet_pp", "DimeNetPlusPlus"),
+    "forcenet": ("mlff.models.forcenet", "ForceNet"),
+    "gns-tat": ("mlff.models.gns_tat", "GNSTAT"),
+    "leftnet": ("mlff.models.leftnet", "LEFTNet"),
+    "cgcnn": ("mlff.models.cgcnn", "CGCNN"),
+    "dimenet": ("mlff.models.dimenet", "DimeNet"),
+    "deeper-gatgnn": ("mlff.models.deeper_gatgnn", "DeeperGATGNN"),
+    "escn": ("mlff.models.escn", "ESCN"),
+    "scn": ("mlff.models.scn", "SCN"),
+    "equiformer": ("mlff.models.equiformer", "Equiformer"),
 }
+
+
+class _Registry(Mapping[str, type[ForceField]]):
+    def __getitem__(self, name: str) -> type[ForceField]:
+        module, class_name = _REGISTERED[name]
+        return getattr(importlib.import_module(module), class_name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_REGISTERED)
+
+    def __len__(self) -> int:
+        return len(_REGISTERED)
+
+
+MODELS: Mapping[str, type[ForceField]] = _Registry()
 
 __all__ = ["MODELS", "ForceField", "build_model", "energy_and_forces"]
 
