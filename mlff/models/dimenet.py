@@ -34,7 +34,14 @@ from torch import nn
 
 from mlff.graph import AtomGraph
 from mlff.models.base import ForceField, require_positive
-from mlff.models.dimenet_pp import Embedding, RadialBasis, Residual, SphericalBasis, directional_atom_energies
+from mlff.models.dimenet_pp import (
+    Embedding,
+    Output,
+    RadialBasis,
+    Residual,
+    SphericalBasis,
+    directional_atom_energies,
+)
 
 
 class BilinearInteraction(nn.Module):
@@ -63,23 +70,6 @@ class BilinearInteraction(nn.Module):
         h = self.before_skip(x_ji + gathered)
         h = silu(self.skip(h)) + m
         return self.after_skip(h)
-
-
-class Output(nn.Module):
-    """Atom energies: sum_j (W_rbf e_rbf(d_ji)) * m_ji over incoming edges, then a dense stack to one number."""
-
-    def __init__(self, hidden_channels, num_radial, num_output_layers):
-        super().__init__()
-        self.radial = nn.Linear(num_radial, hidden_channels, bias=False)
-        self.layers = nn.ModuleList(nn.Linear(hidden_channels, hidden_channels) for _ in range(num_output_layers))
-        self.energy = nn.Linear(hidden_channels, 1, bias=False)
-
-    def forward(self, m, rbf, receiver, n_atoms):
-        per_edge = self.radial(rbf) * m  # [n_edges, hidden]
-        h = torch.zeros(n_atoms, m.shape[1], dtype=m.dtype, device=m.device).index_add_(0, receiver, per_edge)
-        for layer in self.layers:
-            h = nn.functional.silu(layer(h))
-        return self.energy(h).squeeze(-1)  # [n_atoms]
 
 
 class DimeNet(ForceField):
@@ -131,7 +121,7 @@ class DimeNet(ForceField):
             for _ in range(num_interactions)
         )
         self.outputs = nn.ModuleList(
-            Output(hidden_channels, num_radial, num_output_layers) for _ in range(num_interactions + 1)
+            Output(hidden_channels, None, num_radial, num_output_layers) for _ in range(num_interactions + 1)
         )
 
     def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:

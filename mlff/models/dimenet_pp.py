@@ -198,12 +198,18 @@ class Interaction(nn.Module):
 
 
 class Output(nn.Module):
-    """Atom energies from messages: sum_j (W_rbf e_rbf(d_ji)) * m_ji, then an MLP to one number."""
+    """Atom energies from messages: sum_j (W_rbf e_rbf(d_ji)) * m_ji, then an MLP to one number.
+
+    DimeNet++ widens the atom features to ``out_emb_channels`` first; DimeNet (None) does not.
+    """
 
     def __init__(self, hidden_channels, out_emb_channels, num_radial, num_output_layers):
         super().__init__()
         self.radial = nn.Linear(num_radial, hidden_channels, bias=False)
-        self.up = nn.Linear(hidden_channels, out_emb_channels, bias=False)
+        if out_emb_channels is None:
+            self.up, out_emb_channels = nn.Identity(), hidden_channels
+        else:
+            self.up = nn.Linear(hidden_channels, out_emb_channels, bias=False)
         self.layers = nn.ModuleList(nn.Linear(out_emb_channels, out_emb_channels) for _ in range(num_output_layers))
         self.energy = nn.Linear(out_emb_channels, 1, bias=False)
 
