@@ -36,7 +36,9 @@ class ForceField(torch.nn.Module):
     The reference energies live in the buffer ``atomic_energies_eV`` [MAX_ATOMIC_NUMBER + 1]
     (index = atomic number), fitted before training and saved in the state_dict.
     Subclasses set ``name`` and implement ``atom_energies_eV``; their constructors take keyword
-    hyperparameters only and pass all of them to ``__init__`` here as ``hparams``.
+    hyperparameters only, and begin with ``super().__init__(locals())``, which records them all
+    as ``hparams`` (saved with checkpoints) and checks ``cutoff_A``, ``max_neighbours`` and the
+    subclass's ``positive_hparams`` are positive.
 
     A model whose paper predicts forces directly sets ``conservative = False`` and implements
     ``atom_energies_and_forces`` instead; ``energy_and_forces`` then returns its direct forces.
@@ -46,12 +48,15 @@ class ForceField(torch.nn.Module):
     name: str = ""
     conservative = True
     rotation_invariant = True
+    positive_hparams: tuple[str, ...] = ()
 
-    def __init__(self, hparams: dict):
+    def __init__(self, constructor_locals: dict):
         super().__init__()
-        require_positive("cutoff_A", hparams["cutoff_A"])
-        require_positive("max_neighbours", hparams["max_neighbours"])
-        self.hparams = dict(hparams)
+        # The subclass constructor's locals at its start are its arguments, plus self and the
+        # __class__ cell that super() uses.
+        self.hparams = {name: value for name, value in constructor_locals.items() if name not in ("self", "__class__")}
+        for name in ("cutoff_A", "max_neighbours", *self.positive_hparams):
+            require_positive(name, self.hparams[name])
         self.register_buffer("atomic_energies_eV", torch.zeros(MAX_ATOMIC_NUMBER + 1))
 
     @property

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import ForceField
 from mlff.models.schnet import GaussianBasis, cosine_cutoff
 
 
@@ -50,6 +50,7 @@ class GatedConvolution(nn.Module):
 
 class CGCNN(ForceField):
     name = "cgcnn"
+    positive_hparams = ("hidden_channels", "num_interactions", "head_channels")
 
     def __init__(
         self,
@@ -61,18 +62,7 @@ class CGCNN(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                num_interactions=num_interactions,
-                num_gaussians=num_gaussians,
-                head_channels=head_channels,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("hidden_channels", "num_interactions", "head_channels"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         if num_gaussians < 2:
             raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians}")
         self.embedding = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)

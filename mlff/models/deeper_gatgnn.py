@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import ForceField
 from mlff.models.schnet import GaussianBasis, cosine_cutoff
 
 NORM_EPSILON = 1e-5  # added to variances before normalising, as in torch's batch norm
@@ -158,6 +158,7 @@ class GlobalAttention(nn.Module):
 
 class DeeperGATGNN(ForceField):
     name = "deeper-gatgnn"
+    positive_hparams = ("hidden_channels", "num_interactions", "num_heads", "num_groups")
 
     def __init__(
         self,
@@ -171,20 +172,7 @@ class DeeperGATGNN(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                num_interactions=num_interactions,
-                num_heads=num_heads,
-                num_groups=num_groups,
-                group_norm_weight=group_norm_weight,
-                num_gaussians=num_gaussians,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("hidden_channels", "num_interactions", "num_heads", "num_groups"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         if group_norm_weight < 0:
             raise ValueError(f"hyperparameter group_norm_weight must be non-negative, got {group_norm_weight}")
         if num_gaussians < 2:

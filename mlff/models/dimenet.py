@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mlff.graph import AtomGraph
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import ForceField
 from mlff.models.dimenet_pp import (
     Embedding,
     Output,
@@ -74,6 +74,7 @@ class BilinearInteraction(nn.Module):
 
 class DimeNet(ForceField):
     name = "dimenet"
+    positive_hparams = ("hidden_channels", "num_bilinear", "num_interactions", "num_radial", "envelope_p")
 
     def __init__(
         self,
@@ -90,23 +91,7 @@ class DimeNet(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                num_bilinear=num_bilinear,
-                num_interactions=num_interactions,
-                num_spherical=num_spherical,
-                num_radial=num_radial,
-                envelope_p=envelope_p,
-                num_before_skip=num_before_skip,
-                num_after_skip=num_after_skip,
-                num_output_layers=num_output_layers,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("hidden_channels", "num_bilinear", "num_interactions", "num_radial", "envelope_p"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         if num_spherical < 2:
             raise ValueError(f"hyperparameter num_spherical must be at least 2, got {num_spherical}")
         for name in ("num_before_skip", "num_after_skip", "num_output_layers"):

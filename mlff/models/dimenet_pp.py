@@ -41,7 +41,7 @@ from scipy.special import spherical_jn
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import ForceField
 
 
 def spherical_bessel_roots(num_spherical: int, num_radial: int) -> np.ndarray:
@@ -224,6 +224,10 @@ class Output(nn.Module):
 
 class DimeNetPlusPlus(ForceField):
     name = "dimenet++"
+    positive_hparams = (
+        "hidden_channels", "out_emb_channels", "int_emb_size", "basis_emb_size", "num_interactions", "num_radial",
+        "envelope_p",
+    )
 
     def __init__(
         self,
@@ -242,26 +246,7 @@ class DimeNetPlusPlus(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                out_emb_channels=out_emb_channels,
-                int_emb_size=int_emb_size,
-                basis_emb_size=basis_emb_size,
-                num_interactions=num_interactions,
-                num_spherical=num_spherical,
-                num_radial=num_radial,
-                envelope_p=envelope_p,
-                num_before_skip=num_before_skip,
-                num_after_skip=num_after_skip,
-                num_output_layers=num_output_layers,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("hidden_channels", "out_emb_channels", "int_emb_size", "basis_emb_size", "num_interactions",
-                     "num_radial", "envelope_p"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         if num_spherical < 2:
             raise ValueError(f"hyperparameter num_spherical must be at least 2, got {num_spherical}")
         for name in ("num_before_skip", "num_after_skip", "num_output_layers"):

@@ -60,7 +60,7 @@ from e3nn import o3
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import DEGREE_NORM_EPSILON, ForceField, require_positive
+from mlff.models.base import DEGREE_NORM_EPSILON, ForceField
 from mlff.models.deeper_gatgnn import segment_softmax
 from mlff.models.dimenet_pp import envelope
 from mlff.models.schnet import GaussianBasis
@@ -282,6 +282,7 @@ class Block(nn.Module):
 
 class Equiformer(ForceField):
     name = "equiformer"
+    positive_hparams = ("num_layers", "num_heads", "radial_channels", "avg_neighbours", "envelope_p")
 
     def __init__(
         self,
@@ -299,24 +300,7 @@ class Equiformer(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                lmax=lmax,
-                num_layers=num_layers,
-                num_heads=num_heads,
-                head_channels=head_channels,
-                ffn_channels=ffn_channels,
-                num_gaussians=num_gaussians,
-                radial_channels=radial_channels,
-                avg_neighbours=avg_neighbours,
-                envelope_p=envelope_p,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("num_layers", "num_heads", "radial_channels", "avg_neighbours", "envelope_p"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         if lmax not in (0, 1, 2, 3):
             raise ValueError(f"hyperparameter lmax must be 0, 1, 2 or 3, got {lmax!r}")
         for name in ("hidden_channels", "head_channels", "ffn_channels"):

@@ -36,7 +36,7 @@ from e3nn import o3
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import DEGREE_NORM_EPSILON, ForceField, require_positive
+from mlff.models.base import DEGREE_NORM_EPSILON, ForceField
 from mlff.models.dimenet_pp import envelope
 from mlff.models.schnet import GaussianBasis
 
@@ -327,6 +327,7 @@ class SphericalChannelNetwork(ForceField):
 
 class ESCN(SphericalChannelNetwork):
     name = "escn"
+    positive_hparams = ("hidden_channels", "so2_channels", "edge_channels", "lmax", "num_interactions", "envelope_p")
 
     def __init__(
         self,
@@ -342,22 +343,7 @@ class ESCN(SphericalChannelNetwork):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                so2_channels=so2_channels,
-                edge_channels=edge_channels,
-                lmax=lmax,
-                mmax=mmax,
-                num_interactions=num_interactions,
-                num_gaussians=num_gaussians,
-                envelope_p=envelope_p,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("hidden_channels", "so2_channels", "edge_channels", "lmax", "num_interactions", "envelope_p"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         self._build_shared(hidden_channels, edge_channels, lmax, mmax, num_gaussians, cutoff_A)
         self.layers = nn.ModuleList(
             Layer(self.frame, hidden_channels, so2_channels, edge_channels) for _ in range(num_interactions)

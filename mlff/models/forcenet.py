@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import ForceField
 from mlff.models.schnet import cosine_cutoff
 
 MAX_SPHERICAL_DEGREE = 3
@@ -100,6 +100,10 @@ class FMConv(nn.Module):
 
 class ForceNet(ForceField):
     name = "forcenet"
+    positive_hparams = (
+        "hidden_channels", "num_interactions", "num_freqs", "depth_mlp_edge", "depth_mlp_node",
+        "decoder_hidden_channels", "avg_neighbours",
+    )
     conservative = False
     rotation_invariant = False
 
@@ -117,25 +121,7 @@ class ForceNet(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                num_interactions=num_interactions,
-                num_freqs=num_freqs,
-                max_n=max_n,
-                depth_mlp_edge=depth_mlp_edge,
-                depth_mlp_node=depth_mlp_node,
-                decoder_hidden_channels=decoder_hidden_channels,
-                avg_neighbours=avg_neighbours,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in (
-            "hidden_channels", "num_interactions", "num_freqs", "depth_mlp_edge", "depth_mlp_node",
-            "decoder_hidden_channels", "avg_neighbours",
-        ):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         if max_n not in range(MAX_SPHERICAL_DEGREE + 1):
             raise ValueError(f"hyperparameter max_n must be in 0..{MAX_SPHERICAL_DEGREE}, got {max_n!r}")
         self.embedding = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)

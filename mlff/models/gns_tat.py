@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import ForceField
 from mlff.models.schnet import GaussianBasis, cosine_cutoff
 
 BISECTION_STEPS = 60
@@ -107,6 +107,7 @@ class GraphNetworkBlock(nn.Module):
 
 class GNSTAT(ForceField):
     name = "gns-tat"
+    positive_hparams = ("hidden_channels", "num_interactions", "mlp_layers", "avg_neighbours")
 
     def __init__(
         self,
@@ -120,20 +121,7 @@ class GNSTAT(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                num_interactions=num_interactions,
-                mlp_layers=mlp_layers,
-                num_gaussians=num_gaussians,
-                tat_eta=tat_eta,
-                avg_neighbours=avg_neighbours,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("hidden_channels", "num_interactions", "mlp_layers", "avg_neighbours"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         if num_gaussians < 2:
             raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians!r}")
         if not 0 < tat_eta < 1:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import ForceField
 from mlff.models.schnet import cosine_cutoff
 
 NORM_EPSILON = 1e-8  # keeps norms of possibly vanishing vectors differentiable
@@ -113,6 +113,7 @@ class UpdateBlock(nn.Module):
 
 class LEFTNet(ForceField):
     name = "leftnet"
+    positive_hparams = ("num_interactions", "num_radial")
 
     def __init__(
         self,
@@ -123,17 +124,7 @@ class LEFTNet(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                num_interactions=num_interactions,
-                num_radial=num_radial,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("num_interactions", "num_radial"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         if hidden_channels < 2:
             raise ValueError(f"hyperparameter hidden_channels must be at least 2, got {hidden_channels!r}")
         self.basis = ExpNormalBasis(cutoff_A, num_radial)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
-from mlff.models.base import ForceField, require_positive
+from mlff.models.base import ForceField
 
 LN2 = math.log(2.0)
 EXPONENT_FLOOR = 87.0  # exp(-87) = 1.6e-38
@@ -96,6 +96,7 @@ class Interaction(nn.Module):
 
 class SchNet(ForceField):
     name = "schnet"
+    positive_hparams = ("num_filters", "num_interactions")
 
     def __init__(
         self,
@@ -107,18 +108,7 @@ class SchNet(ForceField):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                num_filters=num_filters,
-                num_interactions=num_interactions,
-                num_gaussians=num_gaussians,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("num_filters", "num_interactions"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         for name in ("hidden_channels", "num_gaussians"):
             if self.hparams[name] < 2:
                 raise ValueError(f"hyperparameter {name} must be at least 2, got {self.hparams[name]}")

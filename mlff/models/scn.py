@@ -51,7 +51,6 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from mlff.models.base import require_positive
 from mlff.models.escn import DegreeRMSNorm, EdgeFrame, SphericalChannelNetwork, complex_linear
 
 
@@ -173,6 +172,7 @@ class Layer(nn.Module):
 
 class SCN(SphericalChannelNetwork):
     name = "scn"
+    positive_hparams = ("hidden_channels", "message_channels", "edge_channels", "lmax", "num_interactions", "envelope_p")
 
     def __init__(
         self,
@@ -188,22 +188,7 @@ class SCN(SphericalChannelNetwork):
         cutoff_A: float = 6.0,
         max_neighbours: int = 500,
     ):
-        super().__init__(
-            dict(
-                hidden_channels=hidden_channels,
-                message_channels=message_channels,
-                edge_channels=edge_channels,
-                lmax=lmax,
-                mmax=mmax,
-                num_interactions=num_interactions,
-                num_gaussians=num_gaussians,
-                envelope_p=envelope_p,
-                cutoff_A=cutoff_A,
-                max_neighbours=max_neighbours,
-            )
-        )
-        for name in ("hidden_channels", "message_channels", "edge_channels", "lmax", "num_interactions", "envelope_p"):
-            require_positive(name, self.hparams[name])
+        super().__init__(locals())
         self._build_shared(hidden_channels, edge_channels, lmax, mmax, num_gaussians, cutoff_A)
         self.grid = SphereGrid(lmax)
         self.layers = nn.ModuleList(
