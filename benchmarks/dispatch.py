@@ -10,9 +10,9 @@ the number of MD tasks is the same (990). Slurm is replaced by fake ``sbatch``, 
 2. ``--sync-rounds`` rounds (default 1) of "the rockets finished" (each reserved launch's
    FW_offline.json says COMPLETED, as an offline rocket writes it) and ``campaign sync``: each
    round folds the finished work back and submits what became ready (round 1: the training runs
-   and the reference analyses). Folding costs about a second per firework in a workflow of this
-   size (FireWorks refreshes the whole workflow for each), so later rounds, with ~1000 MD runs,
-   take many minutes.
+   and the reference analyses). A round's folds share one workflow refresh, and so do its
+   reservations (``launchers.offline.one_workflow_refresh``); with ``--sync-rounds 3``, round 2
+   reserves the ~1000 MD runs and round 3 folds them (about a minute each here).
 3. ``campaign submit`` again: nothing new is added or submitted.
 
 Prints a line per step; the last line is one JSON object with every figure.
