@@ -24,6 +24,7 @@ class Provenance(BaseModel):
     device: str | None = Field(None, description="Torch device the work ran on.")
     seed: int | None = Field(None, description="Seed of the run.")
     engine: str | None = Field(None, description="MD engine.")
+    tabulated_filters: bool | None = Field(None, description="MD forces from tabulated filters (md.tabulate_filters).")
     checkpoint_sha256: str | None = Field(None, description="sha256 of the model checkpoint used.")
     dataset_hash: str | None = Field(None, description="Hash of the training frames the model saw.")
 

@@ -243,6 +243,7 @@ def expand(spec: CampaignSpec, base_dir: Path) -> list[Task]:
                 "checkpoint": checkpoint,
                 "structure": plan.structure(material),
                 "engine": md_spec.engine,
+                "tabulate_filters": md_spec.tabulate_filters,
                 "fusion_distance_A": spec.analysis.fusion_distance_A,
                 "device": plan.device(),
             }

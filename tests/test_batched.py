@@ -24,6 +24,7 @@ from mlff.models import build_model
 from mlff.models.base import ForceField
 from mlff.structures import load_structure
 from mlff.trajectory import read_trajectory
+from model_sizes import SMALL_HPARAMS
 
 ARGON_EPSILON_eV = 0.0104  # Lennard-Jones argon
 ARGON_SIGMA_A = 3.40
@@ -178,6 +179,27 @@ def test_nve_conserves_energy(tmp_path):
     total_eV = traj.energy_eV + kinetic_eV
     assert kinetic_eV.std() > 0.01  # the system does move
     assert np.ptp(total_eV) < 0.02 * np.ptp(kinetic_eV)
+
+
+def test_nve_conserves_energy_with_tabulated_schnet_filters(tmp_path):
+    """SchNet evaluated from its filter tables is a conservative force field: velocity Verlet keeps
+    the total energy to 1e-3 of the kinetic energy's swings (filters scaled up so atoms feel them)."""
+    torch.manual_seed(0)
+    model = build_model("schnet", **SMALL_HPARAMS["schnet"]).double()
+    with torch.no_grad():
+        for interaction in model.interactions:
+            interaction.filter_network[2].weight.mul_(10.0)
+    assert model.tabulate_filters()
+    atoms = load_structure("Li2S")
+    protocol = MDProtocol(
+        temperature_K=600.0, ramp_start_K=600.0, ramp_ps=0.0, production_ps=0.3, thermostat_time_fs=1e9, timestep_fs=1.0
+    )
+    run_batched_md(model, atoms, [protocol], [5], [tmp_path / "nve.frames"], progress=False)
+    traj = read_trajectory(tmp_path / "nve.frames")
+    kinetic_eV = 1.5 * len(atoms) * units.kB * traj.temperature_K
+    total_eV = traj.energy_eV + kinetic_eV
+    assert kinetic_eV.std() > 0.05
+    assert np.ptp(total_eV) < 1e-3 * np.ptp(kinetic_eV)
 
 
 def test_hot_replica_stops_and_the_others_finish(tmp_path):

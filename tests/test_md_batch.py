@@ -102,6 +102,7 @@ def test_md_stage_of_a_batch_writes_one_trajectory_and_summary_per_replica(quick
 
     replicas, paths = inputs["replicas"], inputs["out_paths"]
     assert len(outcome["summary"]["runs"]) == len(replicas) == len(paths) == 4
+    assert inputs["tabulate_filters"] and all(summary["tabulated_filters"] for summary in outcome["summary"]["runs"])
     for replica, path, summary in zip(replicas, paths, outcome["summary"]["runs"], strict=True):
         trajectory = read_trajectory(path)
         assert trajectory.metadata["seed"] == replica["seed"]

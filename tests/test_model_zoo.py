@@ -65,7 +65,7 @@ def test_model_trains_runs_md_and_is_analysed(name, references, tmp_path):
 
     trajectory_path = tmp_path / "md" / "rep0.frames"
     ran = stages.md(
-        name, "Li2S", checkpoint, "Li2S", "ase", fusion_distance_A=0.5, device="cpu",
+        name, "Li2S", checkpoint, "Li2S", "ase", tabulate_filters=True, fusion_distance_A=0.5, device="cpu",
         protocol=protocol(ramp_ps=0.004, production_ps=MD_PRODUCTION_PS), seed=3, out_path=str(trajectory_path),
     )
     assert ran["summary"]["completed"], ran["summary"]

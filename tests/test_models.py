@@ -154,6 +154,92 @@ def test_paired_graph_lists_each_pair_both_ways_and_schnet_uses_it_exactly():
     assert not crowded.paired  # truncated to the nearest neighbours: not every pair is kept both ways
 
 
+# ---------------------------------------------------------------- SchNet's filter tables
+
+
+QUICKSTART_SCHNET = dict(hidden_channels=32, num_interactions=2, cutoff_A=6.0)  # examples/quickstart.yaml
+
+
+def test_tabulated_schnet_matches_the_exact_model_on_lgps():
+    torch.manual_seed(0)
+    model = build_model("schnet", **QUICKSTART_SCHNET).eval()
+    atoms = load_structure("LGPS")
+    rng = np.random.default_rng(0)
+    structures = [(atoms.numbers, atoms.positions + rng.normal(0.0, 0.1, atoms.positions.shape), atoms.cell.array)
+                  for _ in range(3)]
+    graph = model.make_graph(structures)
+    exact_energy, exact_forces = energy_and_forces(model, graph)
+    assert model.tabulate_filters() and not model.training
+    energy, forces = energy_and_forces(model, graph)
+    # float32 throughout: the table's own error is 1e-6 of the largest filter value at most.
+    largest_force = float(exact_forces.abs().max())
+    assert largest_force > 1e-3
+    torch.testing.assert_close(forces, exact_forces, rtol=0, atol=1e-4 * largest_force)
+    torch.testing.assert_close(energy, exact_energy, rtol=1e-6, atol=0.0)
+
+
+def test_sharper_filters_get_a_finer_table_and_untabulable_ones_a_clear_error():
+    model = fresh_model("schnet")
+    smooth = model.tabulate_filters() and model.filter_tables[0].spacing_A
+    with torch.no_grad():
+        for interaction in model.interactions:
+            interaction.filter_network[0].weight.mul_(30.0)
+    model.tabulate_filters()
+    assert model.filter_tables[0].spacing_A < smooth
+    numbers, positions_A, cell_A = triclinic_structure()
+    tabulated = evaluate(model, numbers, positions_A, cell_A)
+    model.train()
+    assert model.filter_tables is None
+    exact = evaluate(model.eval(), numbers, positions_A, cell_A)
+    assert tabulated[0] == pytest.approx(exact[0], rel=1e-6)
+    np.testing.assert_allclose(tabulated[1], exact[1], rtol=0, atol=1e-6 * np.abs(exact[1]).max())
+    with torch.no_grad():
+        model.interactions[0].filter_network[0].weight.mul_(1e5)
+    with pytest.raises(ValueError, match="cannot be tabulated"):
+        model.tabulate_filters()
+
+
+def test_tabulated_forces_are_minus_the_energy_gradient_and_vanish_beyond_the_cutoff():
+    model = fresh_model("schnet")
+    model.tabulate_filters()
+    numbers, positions_A, cell_A = triclinic_structure()
+    _, forces = evaluate(model, numbers, positions_A, cell_A)
+    step_A = 1e-5
+    for atom, axis in [(0, 0), (1, 2), (3, 1), (4, 0)]:
+        plus, minus = positions_A.copy(), positions_A.copy()
+        plus[atom, axis] += step_A
+        minus[atom, axis] -= step_A
+        energy_difference = evaluate(model, numbers, plus, cell_A)[0] - evaluate(model, numbers, minus, cell_A)[0]
+        assert -energy_difference / (2 * step_A) == pytest.approx(forces[atom, axis], rel=1e-6, abs=1e-8)
+    # Pairs listed beyond the model's cutoff contribute nothing, as in the exact model.
+    wide = build_graph([(numbers, positions_A, cell_A)], model.cutoff_A + 1.5, 500, "cpu", torch.float64)
+    narrow = model.make_graph([(numbers, positions_A, cell_A)])
+    assert wide.n_pairs > narrow.n_pairs
+    for graph_energy, graph_forces in [energy_and_forces(model, wide)]:
+        narrow_energy, narrow_forces = energy_and_forces(model, narrow)
+        torch.testing.assert_close(graph_energy, narrow_energy, rtol=0, atol=1e-12)
+        torch.testing.assert_close(graph_forces, narrow_forces, rtol=0, atol=1e-12)
+
+
+def test_filter_tables_leave_checkpoints_alone_and_go_stale_with_the_weights():
+    model = fresh_model("schnet")
+    keys = set(model.state_dict())
+    model.tabulate_filters()
+    assert set(model.state_dict()) == keys
+    single = model.to(torch.float32)
+    assert single.filter_tables[0].coefficients.dtype == torch.float32
+    with torch.no_grad():
+        model.interactions[1].filter_network[2].bias.add_(0.1)
+    numbers, positions_A, cell_A = triclinic_structure()
+    with pytest.raises(RuntimeError, match="tabulate_filters"):
+        evaluate(model, numbers, positions_A, cell_A)
+    other = fresh_model("cgcnn")
+    before = evaluate(other, numbers, positions_A, cell_A)
+    assert other.tabulate_filters() is False and not other.training
+    after = evaluate(other, numbers, positions_A, cell_A)
+    assert after[0] == before[0] and np.array_equal(after[1], before[1])
+
+
 # ---------------------------------------------------------------- bases and triplets
 
 

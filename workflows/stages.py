@@ -220,6 +220,7 @@ def md(
     checkpoint: str,
     structure: str,
     engine: str,
+    tabulate_filters: bool,
     fusion_distance_A: float,
     device: str,
     protocol: dict | None = None,
@@ -234,7 +235,8 @@ def md(
     Engines: ``ase`` (ASE calculator and thermostat), ``torch`` (our integrator, mlff/batched.py; the
     only engine for batches) and ``lammps`` (fix external, mlff/lammps_engine.py). All write the same
     trajectory format and, per run, the same summary, and resume from their own checkpoint; an
-    instability ends a run early as a result.
+    instability ends a run early as a result. With ``tabulate_filters``, a model with distance-only
+    parts evaluates them from tables (``ForceField.tabulate_filters``); the summary records whether.
     """
     from mlff.md import MDProtocol
     from mlff.structures import load_structure
@@ -254,6 +256,7 @@ def md(
     protocols = [MDProtocol(**replica["protocol"]) for replica in replicas]
     seeds = [replica["seed"] for replica in replicas]
     model, checkpoint_path = load_model(checkpoint, device=device)[0], md_checkpoint_path(out_paths[0], engine, batched)
+    tabulated = tabulate_filters and model.tabulate_filters()
     if engine == "ase":
         from mlff.calculator import MLFFCalculator
         from mlff.md import run_md
@@ -276,7 +279,10 @@ def md(
             fusion_distance_A=fusion_distance_A, checkpoint_path=checkpoint_path,
         )]
     checkpoint_sha256 = sha256_file(checkpoint)
-    summaries = [{**summary, "device": device, "checkpoint_sha256": checkpoint_sha256} for summary in summaries]
+    summaries = [
+        {**summary, "device": device, "checkpoint_sha256": checkpoint_sha256, "tabulated_filters": tabulated}
+        for summary in summaries
+    ]
     for summary, path in zip(summaries, out_paths, strict=True):
         _write_json(md_summary_path(path), summary)
     return {"summary": {"runs": summaries} if batched else summaries[0], "results": []}
@@ -441,7 +447,7 @@ def analyze(
                 conductivity_mS_cm=measured.conductivity_mS_cm,
                 provenance=_provenance(
                     seed=entry.get("seed"), engine=summary.get("engine"), device=summary.get("device"),
-                    checkpoint_sha256=summary.get("checkpoint_sha256"),
+                    checkpoint_sha256=summary.get("checkpoint_sha256"), tabulated_filters=summary.get("tabulated_filters"),
                 ),
             )
         )

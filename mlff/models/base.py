@@ -87,6 +87,13 @@ class ForceField(torch.nn.Module):
         """Energy of each structure [n_structures] in eV."""
         return self.structure_energies_eV(graph, self.atom_energies_eV(graph))
 
+    def tabulate_filters(self) -> bool:
+        """For MD: evaluate the parts of the model that depend on a pair distance alone from verified
+        tables, when the model has such parts (SchNet's filters); whether it has. The model is put
+        in eval mode; ``train()`` goes back to exact evaluation."""
+        self.eval()
+        return False
+
     def make_graph(self, structures: list[Structure]) -> AtomGraph:
         """The AtomGraph of ``structures`` with this model's cutoff, neighbour limit, device and dtype."""
         reference = self.atomic_energies_eV

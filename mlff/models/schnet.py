@@ -12,10 +12,16 @@ paper's otherwise):
 - ``num_interactions`` (6): interaction blocks.
 - ``num_gaussians`` (50): Gaussians on [0, cutoff_A], width equal to their spacing.
 - ``cutoff_A`` (6.0), ``max_neighbours`` (500): neighbour graph.
+
+For MD, ``tabulate_filters`` replaces each interaction's filter network (times the cosine cutoff),
+a function of the pair distance alone, by a cubic Hermite table of it, as DeePMD-kit's model
+compression does for its embedding nets: the same function to float32 rounding, checked when the
+table is built, at a fraction of the cost of evaluating a [pairs x num_filters] MLP twice per call.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -26,6 +32,12 @@ from mlff.models.base import ForceField
 
 LN2 = math.log(2.0)
 EXPONENT_FLOOR = 87.0  # exp(-87) = 1.6e-38
+# Filter tables: the largest interpolation error of values and of slopes allowed, relative to the
+# largest value and slope (float32's epsilon is 1.2e-7), and the grid spacings tried, halving from
+# the first down to the last.
+TABLE_RELATIVE_TOLERANCE = 1e-6
+TABLE_FIRST_SPACING_A = 0.01
+TABLE_FINEST_SPACING_A = 1e-4
 
 
 def shifted_softplus(x: torch.Tensor) -> torch.Tensor:
@@ -80,11 +92,11 @@ class Interaction(nn.Module):
         bias = last.bias - LN2 * last.weight.sum(dim=1)
         return nn.functional.linear(nn.functional.softplus(first(basis)), last.weight, bias)
 
-    def forward(self, h, pair_index, basis, envelope, both_ways: bool):
+    def forward(self, h, pair_index, filters, both_ways: bool):
         """Update ``h`` [n_atoms, hidden] with messages along ``pair_index`` [2, n_pairs] (sender,
-        receiver), and also receiver -> sender with the same filter when ``both_ways``."""
+        receiver) weighted by ``filters`` [n_pairs, num_filters], and also receiver -> sender with
+        the same filter when ``both_ways``."""
         sender, receiver = pair_index
-        filters = self.filters(basis) * envelope[:, None]  # [n_pairs, num_filters]
         features = self.to_filters(h)  # [n_atoms, num_filters]
         pooled = torch.zeros(h.shape[0], filters.shape[1], dtype=h.dtype, device=h.device)
         pooled.index_add_(0, receiver, features.index_select(0, sender) * filters)  # [n_atoms, num_filters]
@@ -120,14 +132,144 @@ class SchNet(ForceField):
         self.readout = nn.Sequential(
             nn.Linear(hidden_channels, hidden_channels // 2), ShiftedSoftplus(), nn.Linear(hidden_channels // 2, 1)
         )
+        self.filter_tables = None  # nn.ModuleList of FilterTable, one per interaction, after tabulate_filters
+
+    def exact_filters(self, distance_A: torch.Tensor) -> list[torch.Tensor]:
+        """Every interaction's filters [n_pairs, num_filters] at ``distance_A`` [n_pairs]: its
+        filter network of the Gaussian basis, times the cosine cutoff."""
+        basis = self.basis(distance_A)  # [n_pairs, num_gaussians]
+        envelope = cosine_cutoff(distance_A, self.cutoff_A)[:, None]  # [n_pairs, 1]
+        return [interaction.filters(basis) * envelope for interaction in self.interactions]
+
+    def tabulate_filters(self) -> bool:
+        """Evaluate the filters from cubic Hermite tables (``FilterTable``) from now on, until the
+        model is put in training mode. Changing the filter networks' weights otherwise makes the
+        next call raise."""
+        super().tabulate_filters()
+        self.filter_tables = None
+        self.filter_tables = nn.ModuleList(FilterTable.build(self))
+        return True
+
+    def train(self, mode: bool = True) -> SchNet:
+        if mode:
+            self.filter_tables = None
+        return super().train(mode)
 
     def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
         # Filters depend on the distance only: on a paired graph they are computed once per pair.
         n_pairs = graph.n_pairs
         distance_A = edge_vectors_A(graph, n_pairs).norm(dim=-1)  # [n_pairs]
-        basis = self.basis(distance_A)  # [n_pairs, num_gaussians]
-        envelope = cosine_cutoff(distance_A, self.cutoff_A)  # [n_pairs]
+        if self.filter_tables is None:
+            filters = self.exact_filters(distance_A)
+        else:
+            filters = [table(distance_A, interaction) for table, interaction in zip(self.filter_tables, self.interactions)]
         h = self.embedding(graph.numbers)  # [n_atoms, hidden_channels]
-        for interaction in self.interactions:
-            h = interaction(h, graph.edge_index[:, :n_pairs], basis, envelope, graph.paired)
+        for interaction, interaction_filters in zip(self.interactions, filters):
+            h = interaction(h, graph.edge_index[:, :n_pairs], interaction_filters, graph.paired)
         return self.readout(h).squeeze(-1)
+
+
+class FilterTable(nn.Module):
+    """One interaction's filters, times the cosine cutoff, as a function of distance: cubic Hermite
+    interpolation of values and slopes on a uniform grid over [0, cutoff], zero beyond.
+
+    ``build`` tabulates every interaction of a model on one grid, in float64 from the exact
+    filters, halving the spacing from ``TABLE_FIRST_SPACING_A`` until, at eighths of every
+    interval, both the values and the slopes (which make the forces) are within
+    ``TABLE_RELATIVE_TOLERANCE`` of their largest magnitude. A table holds polynomial coefficients
+    [n_intervals + 1, 4 * num_filters] in the model's dtype (the last interval is the zero beyond
+    the cutoff) as a non-persistent buffer, so checkpoints do not change.
+    """
+
+    def __init__(self, coefficients: torch.Tensor, spacing_A: float, weight_versions: tuple[int, ...]):
+        super().__init__()
+        self.register_buffer("coefficients", coefficients, persistent=False)
+        self.spacing_A = spacing_A
+        self.weight_versions = weight_versions
+
+    @staticmethod
+    def build(model: SchNet) -> list[FilterTable]:
+        reference = model.atomic_energies_eV
+        exact = copy.deepcopy(model).double()
+
+        def values_and_slopes(distance_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """Filters and their derivatives in distance [n_interactions, n, num_filters]: each row
+            depends on its own distance only, so one forward-mode pass gives every slope."""
+            with torch.no_grad():
+                return torch.func.jvp(lambda d: torch.stack(exact.exact_filters(d)), (distance_A,),
+                                      (torch.ones_like(distance_A),))
+
+        eighths = torch.arange(1, 8, dtype=torch.float64, device=reference.device) / 8
+        powers = torch.stack([torch.ones_like(eighths), eighths, eighths**2, eighths**3], dim=1)  # [7, 4]: t^k
+        slope_powers = torch.stack([torch.zeros_like(eighths), torch.ones_like(eighths), 2 * eighths, 3 * eighths**2], dim=1)
+        spacing_A = TABLE_FIRST_SPACING_A
+        while True:
+            n_intervals = math.ceil(model.cutoff_A / spacing_A)
+            spacing_A = model.cutoff_A / n_intervals
+            grid_A = torch.linspace(0.0, model.cutoff_A, n_intervals + 1, dtype=torch.float64, device=reference.device)
+            values, slopes = values_and_slopes(grid_A)
+            # Per interval, the Hermite cubic in t = (d - d_i) / spacing: c0 + c1 t + c2 t^2 + c3 t^3.
+            start, end = values[:, :-1], values[:, 1:]
+            start_slope, end_slope = spacing_A * slopes[:, :-1], spacing_A * slopes[:, 1:]
+            coefficients = torch.stack([
+                start, start_slope, 3 * (end - start) - 2 * start_slope - end_slope, 2 * (start - end) + start_slope + end_slope,
+            ], dim=2)  # [n_interactions, n_intervals, 4, num_filters]
+            probe_values, probe_slopes = values_and_slopes((grid_A[:-1, None] + spacing_A * eighths).reshape(-1))
+            value_error = (torch.einsum("qk,nikf->niqf", powers, coefficients).flatten(1, 2) - probe_values).abs().max()
+            slope_error = (torch.einsum("qk,nikf->niqf", slope_powers, coefficients).flatten(1, 2) / spacing_A
+                           - probe_slopes).abs().max()
+            relative_error = max(float(value_error / values.abs().max()), float(slope_error / slopes.abs().max()))
+            if relative_error <= TABLE_RELATIVE_TOLERANCE:
+                break
+            if spacing_A / 2 < TABLE_FINEST_SPACING_A:
+                raise ValueError(
+                    f"SchNet's filters cannot be tabulated to a relative error of {TABLE_RELATIVE_TOLERANCE} with a "
+                    f"spacing of {TABLE_FINEST_SPACING_A} Å or more (relative error {relative_error:.3g} at {spacing_A:.3g} Å)"
+                )
+            spacing_A /= 2
+        beyond_cutoff = torch.zeros_like(coefficients[0, :1])
+        return [
+            FilterTable(torch.cat([table, beyond_cutoff]).flatten(1).to(reference.dtype), spacing_A, _versions(interaction))
+            for table, interaction in zip(coefficients, model.interactions)
+        ]
+
+    def forward(self, distance_A: torch.Tensor, interaction: Interaction) -> torch.Tensor:
+        """Filters [n_pairs, num_filters] at ``distance_A`` [n_pairs] (distances >= 0)."""
+        if _versions(interaction) != self.weight_versions:
+            raise RuntimeError("SchNet's filter networks changed after tabulate_filters(): call it again")
+        return _HermiteLookup.apply(distance_A, self.coefficients, 1.0 / self.spacing_A)
+
+
+def _versions(interaction: Interaction) -> tuple[int, ...]:
+    """In-place update counters of ``interaction``'s filter-network parameters."""
+    return tuple(parameter._version for parameter in interaction.filter_network.parameters())
+
+
+class _HermiteLookup(torch.autograd.Function):
+    """Piecewise cubic of ``distance_A`` [n] from ``coefficients`` [n_intervals + 1, 4 * n_out],
+    in interval ``floor(distance / spacing)`` (the last for all beyond); differentiable in distance.
+
+    ``embedding_bag`` sums the four coefficient rows weighted by the powers of t in one pass,
+    without gathering them first; the backward does the same with the derivatives of the powers.
+    """
+
+    @staticmethod
+    def forward(ctx, distance_A: torch.Tensor, coefficients: torch.Tensor, inverse_spacing: float) -> torch.Tensor:
+        rows = coefficients.view(-1, coefficients.shape[1] // 4)  # [4 (n_intervals + 1), n_out]
+        position = (distance_A * inverse_spacing).clamp(max=coefficients.shape[0] - 1)  # [n]
+        interval = position.long()
+        t = position - interval  # [n]
+        indices = 4 * interval[:, None] + torch.arange(4, device=interval.device)  # [n, 4]: rows of c0..c3
+        t_squared = t * t
+        powers = torch.stack([torch.ones_like(t), t, t_squared, t_squared * t], dim=1)  # [n, 4]
+        ctx.save_for_backward(rows, indices, t, t_squared)
+        ctx.inverse_spacing = inverse_spacing
+        return nn.functional.embedding_bag(indices, rows, per_sample_weights=powers, mode="sum")  # [n, n_out]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        rows, indices, t, t_squared = ctx.saved_tensors
+        slope_powers = torch.stack([torch.zeros_like(t), torch.ones_like(t), 2 * t, 3 * t_squared], dim=1)  # d/dt
+        slope = nn.functional.embedding_bag(indices, rows, per_sample_weights=slope_powers, mode="sum")  # [n, n_out]
+        return (grad * slope).sum(dim=1) * ctx.inverse_spacing, None, None
