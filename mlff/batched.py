@@ -113,12 +113,14 @@ class NeighbourList:
             self.__init__(self.cutoff_A, 0.0, self.max_neighbours, self.cell_A)
             return self.build(positions_A)
         first, second = np.concatenate(pairs, axis=1)
+        shifts = np.concatenate(shifts)  # [n_pairs, 3]
         as_long = lambda array: torch.as_tensor(array, dtype=torch.long, device=positions_A.device)  # noqa: E731
         self.flat_pairs = as_long(np.concatenate([first, second]))  # [2 n_pairs]
-        self.shifts = as_long(np.concatenate(shifts))  # [n_pairs, 3]
-        self.offsets_A = self.shifts.to(self.cell_A.dtype) @ self.cell_A  # [n_pairs, 3]
-        # Both orientations of every pair, so that one gather yields a paired graph.
-        self.edge_index = as_long(np.stack([np.stack([second, first]), np.stack([first, second])]))  # [2, 2, n_pairs]
+        self.offsets_A = as_long(shifts).to(self.cell_A.dtype) @ self.cell_A  # [n_pairs, 3]
+        # Per pair, its edge (sender, receiver, shift) both ways, so that one gather yields a paired graph.
+        self.edges = as_long(np.stack([
+            np.column_stack([second, first, shifts]), np.column_stack([first, second, -shifts]),
+        ]))  # [2, n_pairs, 5]
         self.pair_replica = as_long(first // n_atoms)  # [n_pairs]
         self.reference_A = positions_A.clone()
         self.truncate = overfull
@@ -132,9 +134,8 @@ class NeighbourList:
         length_squared_A2 = (vectors_A * vectors_A) @ self._ones  # [n_pairs]
         kept = torch.nonzero(length_squared_A2 < self.cutoff_A**2).squeeze(1)  # [n_kept]
         # The kept pairs, then the same pairs reversed: [2, n_edges] and [n_edges, 3].
-        edge_index = self.edge_index[:, :, kept].reshape(2, -1)  # indexing: faster than index_select on dim 2
-        kept_shifts = self.shifts.index_select(0, kept)
-        shifts = torch.cat([kept_shifts, -kept_shifts])
+        edges = self.edges.index_select(1, kept).view(-1, 5)  # [n_edges, 5]
+        edge_index, shifts = edges[:, :2].t().contiguous(), edges[:, 2:]
         if not self.truncate:
             return edge_index, shifts, True, length_squared_A2
         nearest = _nearest_mask(edge_index[1], length_squared_A2[kept].repeat(2), self.max_neighbours)

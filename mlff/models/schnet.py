@@ -255,21 +255,23 @@ class _HermiteLookup(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, distance_A: torch.Tensor, coefficients: torch.Tensor, inverse_spacing: float) -> torch.Tensor:
-        rows = coefficients.view(-1, coefficients.shape[1] // 4)  # [4 (n_intervals + 1), n_out]
-        position = (distance_A * inverse_spacing).clamp(max=coefficients.shape[0] - 1)  # [n]
+        rows = coefficients.view(-1, coefficients.shape[1] // 4)  # [4 (n_intervals + 1), n_out]: c0..c3 of each interval
+        position = (distance_A * inverse_spacing).clamp_(max=coefficients.shape[0] - 1)  # [n]
         interval = position.long()
         t = position - interval  # [n]
-        indices = 4 * interval[:, None] + torch.arange(4, device=interval.device)  # [n, 4]: rows of c0..c3
-        t_squared = t * t
-        powers = torch.stack([torch.ones_like(t), t, t_squared, t_squared * t], dim=1)  # [n, 4]
-        ctx.save_for_backward(rows, indices, t, t_squared)
+        indices = torch.arange(4, device=t.device) + 4 * interval[:, None]  # [n, 4]
+        ctx.save_for_backward(rows, indices, t)
         ctx.inverse_spacing = inverse_spacing
+        powers = torch.linalg.vander(t, N=4)  # [n, 4]: 1, t, t^2, t^3
         return nn.functional.embedding_bag(indices, rows, per_sample_weights=powers, mode="sum")  # [n, n_out]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        rows, indices, t, t_squared = ctx.saved_tensors
-        slope_powers = torch.stack([torch.zeros_like(t), torch.ones_like(t), 2 * t, 3 * t_squared], dim=1)  # d/dt
-        slope = nn.functional.embedding_bag(indices, rows, per_sample_weights=slope_powers, mode="sum")  # [n, n_out]
-        return (grad * slope).sum(dim=1) * ctx.inverse_spacing, None, None
+        rows, indices, t = ctx.saved_tensors
+        # d/d(distance) of t, t^2, t^3 (the rows of c1..c3): (1, 2t, 3t^2) / spacing.
+        factors = torch.tensor([1.0, 2.0, 3.0], dtype=t.dtype, device=t.device) * ctx.inverse_spacing
+        slope = nn.functional.embedding_bag(
+            indices[:, 1:], rows, per_sample_weights=torch.linalg.vander(t, N=3) * factors, mode="sum"
+        )  # [n, n_out]
+        return (grad * slope).sum(dim=1), None, None
