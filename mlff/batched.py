@@ -1,8 +1,8 @@
 """Batched-replica MD engine in torch: many replicas of one model x material advance together.
 
-Each step evaluates the live replicas in groups of at most ``replicas_per_call``, each group one
-batched model call (one AtomGraph with a structure per replica) with its own neighbour list; on CPU
-with several torch threads, the groups' calls run concurrently, one thread each. The protocol
+Each step evaluates the live replicas in groups, each group one batched model call (one AtomGraph
+with a structure per replica) with its own neighbour list: by default one group per torch thread
+on CPU, whose calls run concurrently, one thread each, and one group on a GPU. The protocol
 is ``mlff.md``'s, replica by replica: Maxwell–Boltzmann velocities from
 ``np.random.default_rng(seed)``; velocity-Verlet with velocities rescaled after every step to a
 target rising linearly from ``ramp_start_K`` to ``temperature_K`` over ``ramp_ps``; then
@@ -62,9 +62,6 @@ CHECKPOINT_FORMAT = "mlff-batched-md-1"
 RDF_R_MAX_A = 6.0  # defaults of the online RDF check: range, bins, frames per window
 RDF_N_BINS = 120
 RDF_WINDOW_FRAMES = 200
-# Replicas per model call: on CPU, small calls keep the edge arrays in cache, and batching more
-# replicas into one call is slower per replica (benchmarks/md_throughput.py).
-REPLICAS_PER_CALL = 4
 
 
 class NeighbourList:
@@ -232,11 +229,11 @@ def _twice_kinetic(momenta: torch.Tensor, masses: torch.Tensor) -> list[float]:
     return (momenta.square() / masses).sum(dim=(1, 2)).tolist()
 
 
-def _group_bounds(n_live: int, replicas_per_call: int, n_workers: int) -> list[int]:
-    """Boundaries [n_groups + 1] of groups of at most ``replicas_per_call`` consecutive replicas,
-    as equal in size as possible, their number a multiple of ``n_workers`` when there are enough
-    replicas (so concurrent workers get equal shares)."""
-    n_groups = -(-n_live // replicas_per_call)
+def _group_bounds(n_live: int, replicas_per_call: int | None, n_workers: int) -> list[int]:
+    """Boundaries [n_groups + 1] of groups of at most ``replicas_per_call`` (default: an equal
+    share per worker) consecutive replicas, as equal in size as possible, their number a multiple
+    of ``n_workers`` when there are enough replicas (so concurrent workers get equal shares)."""
+    n_groups = n_workers if replicas_per_call is None else -(-n_live // replicas_per_call)
     n_groups = min(n_live, -(-n_groups // n_workers) * n_workers)
     return [n_live * group // n_groups for group in range(n_groups + 1)]
 
@@ -289,7 +286,7 @@ def run_batched_md(
     rdf_window_frames: int = RDF_WINDOW_FRAMES,
     check_every_steps: int = 10,
     neighbour_skin_A: float = 1.5,
-    replicas_per_call: int = REPLICAS_PER_CALL,
+    replicas_per_call: int | None = None,
     record_forces: bool = False,
     metadata: dict | None = None,
     progress: bool = True,
@@ -308,7 +305,10 @@ def run_batched_md(
     With ``checkpoint_path``, the state of every replica is saved every ``checkpoint_every_steps``
     steps and when ``mlff.preemption`` asks to stop (which then raises ``Preempted``); a run whose
     checkpoint exists resumes from it, truncating the trajectories to the frames it had written.
-    Live replicas share model calls, at most ``replicas_per_call`` per call, in groups as equal as possible.
+    Live replicas share model calls, in groups as equal as possible: one group per torch thread on
+    CPU by default (measured fastest for tabulated SchNet, ``benchmarks/md_throughput.py``; models
+    evaluated exactly gain about 15 % from ``replicas_per_call=4`` on two cores), or at most
+    ``replicas_per_call`` per call.
 
     Returns one summary per replica with ``run_md``'s keys; ``stopped_early_reason`` may also be
     "rdf_mismatch", and ``wall_s`` is the whole batch's wall time.
@@ -323,7 +323,7 @@ def run_batched_md(
     if not 0 < fusion_distance_A < model.cutoff_A:
         raise ValueError(f"fusion_distance_A must lie in (0, cutoff_A={model.cutoff_A}), got {fusion_distance_A}")
     for name, value in (("check_every_steps", check_every_steps), ("checkpoint_every_steps", checkpoint_every_steps),
-                        ("rdf_window_frames", rdf_window_frames), ("replicas_per_call", replicas_per_call)):
+                        ("rdf_window_frames", rdf_window_frames), ("replicas_per_call", replicas_per_call or 1)):
         if not (isinstance(value, int) and value >= 1):
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     if neighbour_skin_A < 0:
@@ -382,7 +382,7 @@ def run_batched_md(
         positions_A = as_f64(np.repeat(atoms.positions[None], n_replicas, axis=0))  # [n, n_atoms, 3]
         momenta = as_f64(np.stack(starts))  # [n, n_atoms, 3]
         temperature_sum_K, n_temperatures = [0.0] * n_replicas, [0] * n_replicas  # [n_live], on the host
-    # One (start, stop, neighbour list) per group of replicas_per_call live replicas; reset when one leaves.
+    # One (start, stop, neighbour list) per group of live replicas; reset when one leaves.
     groups: list[tuple[int, int, NeighbourList]] = []
     # On CPU with several torch threads and replicas, groups' calls run side by side, one torch thread
     # each: a 50-atom call splits poorly across threads, independent calls do not.
@@ -419,7 +419,7 @@ def run_batched_md(
 
     def evaluate(positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         """Energies [n_live], forces [n_live, n_atoms, 3] and per group its listed pairs' squared lengths [n_pairs] (Å²),
-        one model call per group of at most ``replicas_per_call`` replicas."""
+        one model call per group."""
         if not groups:
             bounds = _group_bounds(positions_A.shape[0], replicas_per_call, 1 if cores is None else threads)
             groups.extend(

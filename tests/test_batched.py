@@ -70,9 +70,12 @@ def argon() -> object:
     return bulk("Ar", "fcc", a=5.26, cubic=True).repeat((2, 2, 2))  # 32 atoms, 10.5 Å cell
 
 
-def small_schnet() -> ForceField:
+def small_schnet(tabulated: bool = False) -> ForceField:
     torch.manual_seed(0)
-    return build_model("schnet", hidden_channels=16, num_interactions=1, cutoff_A=4.0).double().eval()
+    model = build_model("schnet", hidden_channels=16, num_interactions=1, cutoff_A=4.0).double().eval()
+    if tabulated:
+        model.tabulate_filters()
+    return model
 
 
 def test_single_replica_reproduces_the_ase_engine(tmp_path):
@@ -112,21 +115,22 @@ def test_replica_in_a_batch_follows_its_single_run(tmp_path):
         np.testing.assert_allclose(member.energy_eV, alone.energy_eV, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("tabulated", [False, True], ids=["exact", "tabulated"])
 @pytest.mark.parametrize("torch_threads", [1, 2])
-def test_grouping_replicas_into_model_calls_changes_nothing(tmp_path, torch_threads):
+def test_grouping_replicas_into_model_calls_changes_nothing(tmp_path, torch_threads, tabulated):
     """Replicas evaluated in groups of two (2 + 1 calls; with 2 threads the calls run side by side,
     one thread each) follow the same paths as in one call."""
     threads = torch.get_num_threads()
     torch.set_num_threads(torch_threads)
     try:
-        _compare_grouped_with_one_call(tmp_path)
+        _compare_grouped_with_one_call(tmp_path, small_schnet(tabulated))
     finally:
         torch.set_num_threads(threads)
     assert torch.get_num_threads() == threads
 
 
-def _compare_grouped_with_one_call(tmp_path) -> None:
-    model, atoms = small_schnet(), load_structure("Li2S")
+def _compare_grouped_with_one_call(tmp_path, model) -> None:
+    atoms = load_structure("Li2S")
     protocols = [MDProtocol(temperature_K=t, ramp_ps=0.01, production_ps=0.02) for t in (500, 900, 1300)]
     paths = {k: [tmp_path / f"group{k}-{i}.frames" for i in range(3)] for k in (2, 3)}
     for per_call, out_paths in paths.items():

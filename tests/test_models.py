@@ -15,7 +15,7 @@ from scipy.special import eval_legendre, spherical_jn
 from scipy.spatial.transform import Rotation
 
 from mlff.graph import build_graph, edge_vectors_A
-from mlff.models import MODELS, build_model, energy_and_forces
+from mlff.models import MODELS, build_model, energy_and_forces, schnet
 from mlff.models.dimenet_pp import legendre, spherical_bessel, spherical_bessel_roots, triplets
 from mlff.models.scn import SphereGrid
 from mlff.structures import load_structure
@@ -219,6 +219,24 @@ def test_tabulated_forces_are_minus_the_energy_gradient_and_vanish_beyond_the_cu
         narrow_energy, narrow_forces = energy_and_forces(model, narrow)
         torch.testing.assert_close(graph_energy, narrow_energy, rtol=0, atol=1e-12)
         torch.testing.assert_close(graph_forces, narrow_forces, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("both_ways", [True, False])
+def test_chunked_convolution_equals_the_convolution_in_values_and_gradients(monkeypatch, both_ways):
+    monkeypatch.setattr(schnet, "PAIR_CHUNK_ELEMENTS", 7 * 5)  # blocks of 7 pairs of 5 filters
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(9, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    filters = torch.randn(40, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    pair_index = torch.randint(0, 9, (2, 40), generator=generator)
+    weights = torch.randn(9, 5, dtype=torch.float64, generator=generator)
+    results = []
+    for convolve in (schnet.convolution, schnet.chunked_convolution):
+        pooled = convolve(features, filters, pair_index, both_ways)
+        results.append((pooled, *torch.autograd.grad((pooled * weights).sum(), (features, filters))))
+    (pooled, grad_features, grad_filters), (chunked, chunked_grad_features, chunked_grad_filters) = results
+    assert torch.equal(chunked, pooled)  # the same sums in the same order
+    torch.testing.assert_close(chunked_grad_features, grad_features, rtol=0, atol=1e-12)
+    torch.testing.assert_close(chunked_grad_filters, grad_filters, rtol=0, atol=1e-12)
 
 
 def test_filter_tables_leave_checkpoints_alone_and_go_stale_with_the_weights():

@@ -38,6 +38,8 @@ EXPONENT_FLOOR = 87.0  # exp(-87) = 1.6e-38
 TABLE_RELATIVE_TOLERANCE = 1e-6
 TABLE_FIRST_SPACING_A = 0.01
 TABLE_FINEST_SPACING_A = 1e-4
+# Pair features per block of ChunkedConvolution: 2048 pairs of 128 float32 filters, 1 MB.
+PAIR_CHUNK_ELEMENTS = 2048 * 128
 
 
 def shifted_softplus(x: torch.Tensor) -> torch.Tensor:
@@ -92,18 +94,71 @@ class Interaction(nn.Module):
         bias = last.bias - LN2 * last.weight.sum(dim=1)
         return nn.functional.linear(nn.functional.softplus(first(basis)), last.weight, bias)
 
-    def forward(self, h, pair_index, filters, both_ways: bool):
+    def forward(self, h, pair_index, filters, both_ways: bool, convolve=None):
         """Update ``h`` [n_atoms, hidden] with messages along ``pair_index`` [2, n_pairs] (sender,
         receiver) weighted by ``filters`` [n_pairs, num_filters], and also receiver -> sender with
-        the same filter when ``both_ways``."""
-        sender, receiver = pair_index
-        features = self.to_filters(h)  # [n_atoms, num_filters]
-        pooled = torch.zeros(h.shape[0], filters.shape[1], dtype=h.dtype, device=h.device)
-        pooled.index_add_(0, receiver, features.index_select(0, sender) * filters)  # [n_atoms, num_filters]
-        if both_ways:
-            pooled.index_add_(0, sender, features.index_select(0, receiver) * filters)
+        the same filter when ``both_ways``, pooled by ``convolve`` (default ``convolution``)."""
+        pooled = (convolve or convolution)(self.to_filters(h), filters, pair_index, both_ways)  # [n_atoms, num_filters]
         update = self.output(shifted_softplus(self.from_filters(pooled)))
         return h + update
+
+
+def convolution(features: torch.Tensor, filters: torch.Tensor, pair_index: torch.Tensor, both_ways: bool) -> torch.Tensor:
+    """Continuous-filter convolution: per atom, the sum over its pairs of the other atom's
+    ``features`` [n_atoms, n] times the pair's ``filters`` [n_pairs, n], along ``pair_index``
+    [2, n_pairs] (sender, receiver) and, when ``both_ways``, also receiver -> sender."""
+    sender, receiver = pair_index
+    pooled = torch.zeros_like(features)
+    pooled.index_add_(0, receiver, features.index_select(0, sender) * filters)
+    if both_ways:
+        pooled.index_add_(0, sender, features.index_select(0, receiver) * filters)
+    return pooled
+
+
+class ChunkedConvolution(torch.autograd.Function):
+    """``convolution`` for MD (no second derivative), a block of ``PAIR_CHUNK_ELEMENTS`` pair
+    features at a time, so the gathered features and messages stay in cache; its backward keeps
+    only the inputs (no [n_pairs, n] intermediates). Each direction runs over all blocks in order,
+    so every atom's sums are accumulated in the same order as by ``convolution``."""
+
+    @staticmethod
+    def forward(ctx, features, filters, pair_index, both_ways: bool):
+        pooled = torch.zeros_like(features)
+        directions = [(pair_index[0], pair_index[1])] + ([(pair_index[1], pair_index[0])] if both_ways else [])
+        for source, target in directions:
+            for block in _pair_blocks(filters):
+                messages = features.index_select(0, source[block])
+                pooled.index_add_(0, target[block], messages.mul_(filters[block]))
+        ctx.save_for_backward(features, filters, pair_index)
+        ctx.both_ways = both_ways
+        return pooled
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_pooled):
+        features, filters, pair_index = ctx.saved_tensors
+        grad_features, grad_filters = torch.zeros_like(features), torch.empty_like(filters)
+        directions = [(pair_index[0], pair_index[1])] + ([(pair_index[1], pair_index[0])] if ctx.both_ways else [])
+        for direction, (source, target) in enumerate(directions):
+            for block in _pair_blocks(filters):
+                grad_messages = grad_pooled.index_select(0, target[block])
+                source_features = features.index_select(0, source[block])
+                if direction == 0:
+                    torch.mul(grad_messages, source_features, out=grad_filters[block])
+                else:
+                    grad_filters[block].addcmul_(grad_messages, source_features)
+                grad_features.index_add_(0, source[block], grad_messages.mul_(filters[block]))
+        return grad_features, grad_filters, None, None
+
+
+def chunked_convolution(features, filters, pair_index, both_ways: bool) -> torch.Tensor:
+    return ChunkedConvolution.apply(features, filters, pair_index, both_ways)
+
+
+def _pair_blocks(filters: torch.Tensor) -> list[slice]:
+    """Consecutive slices of the pairs of ``filters`` [n_pairs, n], ``PAIR_CHUNK_ELEMENTS`` values each."""
+    size = max(1, PAIR_CHUNK_ELEMENTS // filters.shape[1])
+    return [slice(start, start + size) for start in range(0, filters.shape[0], size)]
 
 
 class SchNet(ForceField):
@@ -160,12 +215,13 @@ class SchNet(ForceField):
         n_pairs = graph.n_pairs
         distance_A = edge_vectors_A(graph, n_pairs).norm(dim=-1)  # [n_pairs]
         if self.filter_tables is None:
-            filters = self.exact_filters(distance_A)
-        else:
+            filters, convolve = self.exact_filters(distance_A), convolution
+        else:  # MD: tables and a convolution in cache-sized blocks, both differentiable once
             filters = [table(distance_A, interaction) for table, interaction in zip(self.filter_tables, self.interactions)]
+            convolve = chunked_convolution
         h = self.embedding(graph.numbers)  # [n_atoms, hidden_channels]
         for interaction, interaction_filters in zip(self.interactions, filters):
-            h = interaction(h, graph.edge_index[:, :n_pairs], interaction_filters, graph.paired)
+            h = interaction(h, graph.edge_index[:, :n_pairs], interaction_filters, graph.paired, convolve)
         return self.readout(h).squeeze(-1)
 
 
