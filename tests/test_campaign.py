@@ -149,7 +149,7 @@ def test_every_md_engine_runs_the_md_stage_with_a_trained_checkpoint(campaign_di
     out_path = tmp_path / "trajectory.frames"
     outcome = md(
         model="schnet", material="Li2S", checkpoint=str(checkpoint), structure="Li2S", protocol=protocol,
-        engine=engine, fusion_distance_A=0.5, seed=3, device="cpu", out_path=str(out_path),
+        engine=engine, tabulate_filters=True, fusion_distance_A=0.5, seed=3, device="cpu", out_path=str(out_path),
     )
     summary = json.loads(md_summary_path(out_path).read_text())
     assert summary["engine"] == engine == outcome["summary"]["engine"]
