@@ -460,3 +460,7 @@ def test_cuda_matches_cpu(name):
     assert cuda_forces.device.type == "cuda"
     assert cuda_energy.item() == pytest.approx(energy, rel=1e-10, abs=1e-10)
     np.testing.assert_allclose(cuda_forces.cpu().numpy(), forces, atol=1e-9)
+    if model.tabulate_filters():  # SchNet's MD path: tables and one-block convolution on the GPU
+        tabulated_energy, tabulated_forces = energy_and_forces(model, model.make_graph([structure]))
+        assert tabulated_energy.item() == pytest.approx(energy, rel=1e-6)
+        np.testing.assert_allclose(tabulated_forces.cpu().numpy(), forces, atol=1e-6 * np.abs(forces).max())

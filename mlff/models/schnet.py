@@ -116,9 +116,9 @@ def convolution(features: torch.Tensor, filters: torch.Tensor, pair_index: torch
 
 
 class ChunkedConvolution(torch.autograd.Function):
-    """``convolution`` for MD (no second derivative), a block of ``PAIR_CHUNK_ELEMENTS`` pair
-    features at a time, so the gathered features and messages stay in cache; its backward keeps
-    only the inputs (no [n_pairs, n] intermediates). Each direction runs over all blocks in order,
+    """``convolution`` for MD (no second derivative), on CPU a block of ``PAIR_CHUNK_ELEMENTS``
+    pair features at a time, so the gathered features and messages stay in cache; its backward
+    keeps only the inputs (no [n_pairs, n] intermediates). Each direction runs over all blocks in order,
     so every atom's sums are accumulated in the same order as by ``convolution``."""
 
     @staticmethod
@@ -156,7 +156,10 @@ def chunked_convolution(features, filters, pair_index, both_ways: bool) -> torch
 
 
 def _pair_blocks(filters: torch.Tensor) -> list[slice]:
-    """Consecutive slices of the pairs of ``filters`` [n_pairs, n], ``PAIR_CHUNK_ELEMENTS`` values each."""
+    """Consecutive slices of the pairs of ``filters`` [n_pairs, n], ``PAIR_CHUNK_ELEMENTS`` values
+    each on CPU; one slice on a GPU, which has no cache to fit and pays for every kernel launch."""
+    if filters.device.type != "cpu":
+        return [slice(None)]
     size = max(1, PAIR_CHUNK_ELEMENTS // filters.shape[1])
     return [slice(start, start + size) for start in range(0, filters.shape[0], size)]
 
@@ -326,7 +329,7 @@ class _HermiteLookup(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         rows, indices, t = ctx.saved_tensors
         # d/d(distance) of t, t^2, t^3 (the rows of c1..c3): (1, 2t, 3t^2) / spacing.
-        factors = torch.tensor([1.0, 2.0, 3.0], dtype=t.dtype, device=t.device) * ctx.inverse_spacing
+        factors = torch.arange(1, 4, dtype=t.dtype, device=t.device) * ctx.inverse_spacing
         slope = nn.functional.embedding_bag(
             indices[:, 1:], rows, per_sample_weights=torch.linalg.vander(t, N=3) * factors, mode="sum"
         )  # [n, n_out]
