@@ -13,8 +13,9 @@ Nosé–Hoover chain one replica at a time; at paper size, our 6 against it; Non
 is not installed: ``pip install -e '.[bench]'``). Every timing is the
 median of ``--repeats`` interleaved repeats. Models have random weights: throughput does not
 depend on them. Our engines run SchNet as a campaign does by default (``md.tabulate_filters``:
-filters from verified tables); the "exact filters" rows evaluate the filter networks instead. The engines keep freed host memory for reuse (``mlff.host_memory``); the
-benchmark sets that before any timing, so every row, the stock one included, runs with it.
+filters from verified tables); the "exact filters" rows evaluate the filter networks instead.
+The engines keep freed host memory for reuse (``mlff.host_memory``); the benchmark sets that
+before any timing, so every row, the stock one included, runs with it.
 """
 
 from __future__ import annotations

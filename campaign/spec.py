@@ -143,8 +143,9 @@ class MDSpec(Strict):
     )
     tabulate_filters: bool = Field(
         True,
-        description="Evaluate distance-only parts of a model from cubic tables verified to 1e-6 of their largest "
-        "value when it has any (SchNet's filters: about 2x faster MD); false evaluates them exactly.",
+        description="Evaluate distance-only parts of a model from cubic tables whose values and slopes are verified "
+        "to 1e-6 of their largest magnitude, when it has any (SchNet's filters: about 2x faster MD); false evaluates "
+        "them exactly.",
     )
     timestep_fs: PositiveFloat = Field(2.0, le=10.0, description="Integration time step in fs.")
     ramp: RampSpec = Field(default_factory=RampSpec, description="Velocity-scaling ramp before NVT.")

@@ -208,6 +208,9 @@ def test_tabulated_forces_are_minus_the_energy_gradient_and_vanish_beyond_the_cu
     wide = build_graph([(numbers, positions_A, cell_A)], model.cutoff_A + 1.5, 500, "cpu", torch.float64)
     narrow = model.make_graph([(numbers, positions_A, cell_A)])
     assert wide.n_pairs > narrow.n_pairs
+    # A non-finite distance gives non-finite filters (an instability the engines record), not an index error.
+    filters = model.filter_tables[0](torch.tensor([1.0, math.nan], dtype=torch.float64), model.interactions[0])
+    assert filters[0].isfinite().all() and filters[1].isnan().all()
     for graph_energy, graph_forces in [energy_and_forces(model, wide)]:
         narrow_energy, narrow_forces = energy_and_forces(model, narrow)
         torch.testing.assert_close(graph_energy, narrow_energy, rtol=0, atol=1e-12)

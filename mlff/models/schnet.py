@@ -316,7 +316,7 @@ class _HermiteLookup(torch.autograd.Function):
     def forward(ctx, distance_A: torch.Tensor, coefficients: torch.Tensor, inverse_spacing: float) -> torch.Tensor:
         rows = coefficients.view(-1, coefficients.shape[1] // 4)  # [4 (n_intervals + 1), n_out]: c0..c3 of each interval
         position = (distance_A * inverse_spacing).clamp_(max=coefficients.shape[0] - 1)  # [n]
-        interval = position.long()
+        interval = position.nan_to_num(0.0).long()  # a NaN distance gives NaN filters, through t
         t = position - interval  # [n]
         indices = torch.arange(4, device=t.device) + 4 * interval[:, None]  # [n, 4]
         ctx.save_for_backward(rows, indices, t)
