@@ -306,8 +306,8 @@ def run_batched_md(
     steps and when ``mlff.preemption`` asks to stop (which then raises ``Preempted``); a run whose
     checkpoint exists resumes from it, truncating the trajectories to the frames it had written.
     Live replicas share model calls, in groups as equal as possible: one group per torch thread on
-    CPU by default (measured fastest for tabulated SchNet, ``benchmarks/md_throughput.py``; models
-    evaluated exactly gain about 15 % from ``replicas_per_call=4`` on two cores), or at most
+    CPU by default (measured fastest for tabulated SchNet, ``benchmarks/md_throughput.py``; SchNet
+    with exact filters gains about 4 % from ``replicas_per_call=4`` on two cores), or at most
     ``replicas_per_call`` per call.
 
     Returns one summary per replica with ``run_md``'s keys; ``stopped_early_reason`` may also be
