@@ -226,7 +226,7 @@ def test_chunked_convolution_equals_the_convolution_in_values_and_gradients(monk
     pair_index = torch.randint(0, 9, (2, 40), generator=generator)
     weights = torch.randn(9, 5, dtype=torch.float64, generator=generator)
     results = []
-    for convolve in (schnet.convolution, schnet.chunked_convolution):
+    for convolve in (schnet.convolution, schnet.ChunkedConvolution.apply):
         pooled = convolve(features, filters, pair_index, both_ways)
         results.append((pooled, *torch.autograd.grad((pooled * weights).sum(), (features, filters))))
     (pooled, grad_features, grad_filters), (chunked, chunked_grad_features, chunked_grad_filters) = results

@@ -94,11 +94,12 @@ class Interaction(nn.Module):
         bias = last.bias - LN2 * last.weight.sum(dim=1)
         return nn.functional.linear(nn.functional.softplus(first(basis)), last.weight, bias)
 
-    def forward(self, h, pair_index, filters, both_ways: bool, convolve=None):
+    def forward(self, h, pair_index, filters, both_ways: bool, convolve):
         """Update ``h`` [n_atoms, hidden] with messages along ``pair_index`` [2, n_pairs] (sender,
         receiver) weighted by ``filters`` [n_pairs, num_filters], and also receiver -> sender with
-        the same filter when ``both_ways``, pooled by ``convolve`` (default ``convolution``)."""
-        pooled = (convolve or convolution)(self.to_filters(h), filters, pair_index, both_ways)  # [n_atoms, num_filters]
+        the same filter when ``both_ways``, pooled by ``convolve`` (``convolution`` or
+        ``ChunkedConvolution.apply``)."""
+        pooled = convolve(self.to_filters(h), filters, pair_index, both_ways)  # [n_atoms, num_filters]
         update = self.output(shifted_softplus(self.from_filters(pooled)))
         return h + update
 
@@ -149,10 +150,6 @@ class ChunkedConvolution(torch.autograd.Function):
                     grad_filters[block].addcmul_(grad_messages, source_features)
                 grad_features.index_add_(0, source[block], grad_messages.mul_(filters[block]))
         return grad_features, grad_filters, None, None
-
-
-def chunked_convolution(features, filters, pair_index, both_ways: bool) -> torch.Tensor:
-    return ChunkedConvolution.apply(features, filters, pair_index, both_ways)
 
 
 def _pair_blocks(filters: torch.Tensor) -> list[slice]:
@@ -221,7 +218,7 @@ class SchNet(ForceField):
             filters, convolve = self.exact_filters(distance_A), convolution
         else:  # MD: tables and a convolution in cache-sized blocks, both differentiable once
             filters = [table(distance_A, interaction) for table, interaction in zip(self.filter_tables, self.interactions)]
-            convolve = chunked_convolution
+            convolve = ChunkedConvolution.apply
         h = self.embedding(graph.numbers)  # [n_atoms, hidden_channels]
         for interaction, interaction_filters in zip(self.interactions, filters):
             h = interaction(h, graph.edge_index[:, :n_pairs], interaction_filters, graph.paired, convolve)
