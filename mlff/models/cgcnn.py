@@ -63,8 +63,6 @@ class CGCNN(ForceField):
         max_neighbours: int = 500,
     ):
         super().__init__(locals())
-        if num_gaussians < 2:
-            raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians}")
         self.embedding = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)
         self.basis = GaussianBasis(cutoff_A, num_gaussians)
         self.convolutions = nn.ModuleList(

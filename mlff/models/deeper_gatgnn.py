@@ -175,8 +175,6 @@ class DeeperGATGNN(ForceField):
         super().__init__(locals())
         if group_norm_weight < 0:
             raise ValueError(f"hyperparameter group_norm_weight must be non-negative, got {group_norm_weight}")
-        if num_gaussians < 2:
-            raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians}")
         self.embedding = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)
         self.basis = GaussianBasis(cutoff_A, num_gaussians)
         self.edge_input = nn.Linear(num_gaussians, hidden_channels)

@@ -307,8 +307,6 @@ class Equiformer(ForceField):
             if self.hparams[name] < 2**lmax or self.hparams[name] % 2**lmax:
                 raise ValueError(f"hyperparameter {name} must be a positive multiple of 2^lmax = {2**lmax}, "
                                  f"got {self.hparams[name]!r}")
-        if num_gaussians < 2:
-            raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians}")
         self.irreps = halving_irreps(hidden_channels, lmax)
         self.element = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)
         self.distance_basis = GaussianBasis(cutoff_A, num_gaussians)

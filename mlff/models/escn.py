@@ -293,8 +293,6 @@ class SphericalChannelNetwork(ForceField):
     def _build_shared(self, hidden_channels, edge_channels, lmax, mmax, num_gaussians, cutoff_A) -> None:
         if not 0 <= mmax <= lmax:
             raise ValueError(f"hyperparameter mmax must lie in 0..lmax={lmax}, got {mmax}")
-        if num_gaussians < 2:
-            raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians}")
         self.frame = EdgeFrame(lmax, mmax)
         self.element = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)
         self.distance_basis = GaussianBasis(cutoff_A, num_gaussians)

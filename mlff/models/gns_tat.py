@@ -122,8 +122,6 @@ class GNSTAT(ForceField):
         max_neighbours: int = 500,
     ):
         super().__init__(locals())
-        if num_gaussians < 2:
-            raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {num_gaussians!r}")
         if not 0 < tat_eta < 1:
             raise ValueError(f"hyperparameter tat_eta must lie strictly between 0 and 1, got {tat_eta!r}")
         depth = (2 * num_interactions + 2) * mlp_layers  # activations on the longest path, encoder to decoder

@@ -57,6 +57,8 @@ class GaussianBasis(nn.Module):
 
     def __init__(self, cutoff_A: float, n: int):
         super().__init__()
+        if n < 2:  # the width is the spacing cutoff / (n - 1)
+            raise ValueError(f"hyperparameter num_gaussians must be at least 2, got {n!r}")
         centres_A = torch.linspace(0.0, cutoff_A, n)
         self.register_buffer("centres_A", centres_A, persistent=False)
         self.inverse_two_width_squared = 0.5 / (cutoff_A / (n - 1)) ** 2
@@ -176,9 +178,8 @@ class SchNet(ForceField):
         max_neighbours: int = 500,
     ):
         super().__init__(locals())
-        for name in ("hidden_channels", "num_gaussians"):
-            if self.hparams[name] < 2:
-                raise ValueError(f"hyperparameter {name} must be at least 2, got {self.hparams[name]}")
+        if hidden_channels < 2:  # the read-out halves it
+            raise ValueError(f"hyperparameter hidden_channels must be at least 2, got {hidden_channels}")
         self.embedding = nn.Embedding(MAX_ATOMIC_NUMBER + 1, hidden_channels)
         self.basis = GaussianBasis(cutoff_A, num_gaussians)
         self.interactions = nn.ModuleList(
