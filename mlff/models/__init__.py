@@ -34,6 +34,9 @@ class _Registry(Mapping[str, type[ForceField]]):
         module, class_name = _REGISTERED[name]
         return getattr(importlib.import_module(module), class_name)
 
+    def __contains__(self, name: object) -> bool:  # without importing the model's module
+        return name in _REGISTERED
+
     def __iter__(self) -> Iterator[str]:
         return iter(_REGISTERED)
 
