@@ -91,7 +91,6 @@ class EdgeFrame(nn.Module):
     def __init__(self, lmax: int, mmax: int):
         super().__init__()
         self.lmax, self.mmax = lmax, mmax
-        self.register_buffer("y_to_x", Y_TO_X.to(torch.get_default_dtype()), persistent=False)  # [3, 3], on the model's device
         for l in range(lmax + 1):
             self.register_buffer(f"y_to_x_{l}", wigner_of_matrix(l, Y_TO_X), persistent=False)  # [2l+1, 2l+1]
 
@@ -105,7 +104,8 @@ class EdgeFrame(nn.Module):
         near_pole = unit_vectors[:, 1].abs() > POLE_COS_ANGLE  # [n_edges]
         safe = unit_vectors.new_tensor([1.0, 0.0, 0.0])  # stands in for edges of the other branch
         direct = torch.where(near_pole[:, None], safe, unit_vectors)  # [n_edges, 3]
-        turned = torch.where(near_pole[:, None], unit_vectors @ self.y_to_x.to(unit_vectors.dtype), safe)  # Y_TO_X^T r
+        x, y, z = unit_vectors.unbind(-1)
+        turned = torch.where(near_pole[:, None], torch.stack([-y, x, z], dim=-1), safe)  # Y_TO_X^T r, i.e. r @ Y_TO_X
         alpha, beta = o3.xyz_to_angles(direct)  # [n_edges] each
         turned_alpha, turned_beta = o3.xyz_to_angles(turned)
         matrices = []
