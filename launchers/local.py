@@ -76,7 +76,7 @@ def run_local(
         with store.write() as launchpad:
             finished = []
             for run in unfinished_launches(launchpad, campaign):
-                if outcome(launchpad.get_launch_by_id(run["launch_id"]).launch_dir) is not None:
+                if outcome(run["launch_dir"]) is not None:
                     finished.append(run["launch_id"])
                 else:
                     requeue(launchpad, run)

@@ -121,27 +121,29 @@ def outcome(launch_dir: Path) -> str | None:
 
 def fold(launchpad: LaunchPad, launch_id: int) -> str:
     """Record a finished offline launch in the store; returns the firework's new state."""
+    launch_dir = launchpad.get_launch_by_id(launch_id).launch_dir
+    if outcome(launch_dir) is None:
+        raise RuntimeError(f"launch {launch_id} in {launch_dir} has not finished; nothing to fold")
     return fold_all(launchpad, [launch_id])[launch_id]
 
 
 def fold_all(launchpad: LaunchPad, launch_ids: list[int]) -> dict[int, str]:
-    """``fold`` for many finished launches, recorded with one workflow refresh for all of them
-    (``one_workflow_refresh``); launch id -> the firework's new state."""
-    launches = [launchpad.get_launch_by_id(launch_id) for launch_id in launch_ids]
-    for launch in launches:
-        if outcome(launch.launch_dir) is None:
-            raise RuntimeError(f"launch {launch.launch_id} in {launch.launch_dir} has not finished; nothing to fold")
+    """``fold`` for many launches whose rockets have finished (the callers have checked their
+    ``outcome``), recorded with one workflow refresh for all of them (``one_workflow_refresh``);
+    launch id -> the firework's new state."""
+    fw_ids = {
+        doc["launch_id"]: doc["fw_id"]
+        for doc in launchpad.launches.find({"launch_id": {"$in": list(launch_ids)}}, {"launch_id": 1, "fw_id": 1})
+    }
     with one_workflow_refresh(launchpad):
         for launch_id in launch_ids:
             launchpad.recover_offline(launch_id)
     states = {}
-    for launch in launches:  # the firework states are known once the workflow is refreshed
-        firework = launchpad.get_fw_by_id(launch.fw_id)
+    for launch_id in launch_ids:  # the firework states are known once the workflow is refreshed
+        firework = launchpad.get_fw_by_id(fw_ids[launch_id])
         if firework.state == "COMPLETED":
-            store_results(launchpad, firework, launchpad.get_launch_by_id(launch.launch_id))
-        states[launch.launch_id] = (
-            settle_failure(launchpad, launch.launch_id) if firework.state == "FIZZLED" else firework.state
-        )
+            store_results(launchpad, firework, launchpad.get_launch_by_id(launch_id))
+        states[launch_id] = settle_failure(launchpad, launch_id) if firework.state == "FIZZLED" else firework.state
     return states
 
 
@@ -175,9 +177,16 @@ def settle_failure(launchpad: LaunchPad, launch_id: int) -> str:
 
 
 def unfinished_launches(launchpad: LaunchPad, campaign: str) -> list[dict]:
-    """Offline runs of ``campaign`` that were reserved but never folded back."""
+    """Offline runs of ``campaign`` that were reserved but never folded back, each with its
+    ``launch_dir`` (one query for all of them, not one per run)."""
     fw_ids = [doc["fw_id"] for doc in launchpad.fireworks.find({"spec._campaign.name": campaign}, {"fw_id": 1})]
-    return list(launchpad.offline_runs.find({"completed": False, "deprecated": {"$ne": True}, "fw_id": {"$in": fw_ids}}))
+    runs = list(launchpad.offline_runs.find({"completed": False, "deprecated": {"$ne": True}, "fw_id": {"$in": fw_ids}}))
+    launch_dirs = {
+        doc["launch_id"]: doc["launch_dir"]
+        for doc in launchpad.launches.find({"launch_id": {"$in": [run["launch_id"] for run in runs]}},
+                                           {"launch_id": 1, "launch_dir": 1})
+    }
+    return [{**run, "launch_dir": launch_dirs[run["launch_id"]]} for run in runs]
 
 
 def requeue(launchpad: LaunchPad, run: dict) -> None:

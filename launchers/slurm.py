@@ -255,12 +255,7 @@ def sync(launchpad: LaunchPad, campaign: str) -> SyncReport:
     report = SyncReport()
     jobs = launchpad.db[JOBS_COLLECTION]
     runs = unfinished_launches(launchpad, campaign)
-    # One query each for the runs' launch directories and their array tasks, not one per run.
-    launch_dirs = {
-        doc["launch_id"]: doc["launch_dir"]
-        for doc in launchpad.launches.find({"launch_id": {"$in": [run["launch_id"] for run in runs]}},
-                                           {"launch_id": 1, "launch_dir": 1})
-    }
+    # One query for the runs' array tasks, not one per run.
     array_task = {
         launch_id: f"{job['job_id']}_{index}"
         for job in jobs.find({"campaign": campaign, "mode": "offline"}, {"job_id": 1, "launch_ids": 1})
@@ -268,7 +263,7 @@ def sync(launchpad: LaunchPad, campaign: str) -> SyncReport:
     }
     finished, queued = [], None
     for run in runs:
-        launch_dir = launch_dirs[run["launch_id"]]
+        launch_dir = run["launch_dir"]
         if outcome(launch_dir) is not None:
             finished.append(run)
             continue
