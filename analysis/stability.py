@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from analysis.rdf import image_shifts
+from analysis.rdf import image_shifts, validated_cell, validated_positions
 
 __all__ = [
     "FUSION_DISTANCE_A",
@@ -87,17 +87,9 @@ def min_distance_A(positions_A, cell_A) -> np.ndarray:
 
     Needs >= 2 atoms.
     """
-    pos = np.asarray(positions_A, dtype=float)
-    cell = np.asarray(cell_A, dtype=float)
-    if pos.ndim != 3 or pos.shape[2] != 3:
-        raise ValueError(f"positions_A must be [n_frames, n_atoms, 3], got {pos.shape}")
+    pos, cell = validated_positions(positions_A), validated_cell(cell_A)
     if pos.shape[1] < 2:
         raise ValueError("need at least 2 atoms for an interatomic distance")
-    n_bad = int(np.count_nonzero(~np.isfinite(pos)))
-    if n_bad:
-        raise ValueError(f"positions_A contains {n_bad} non-finite value(s)")
-    if cell.shape != (3, 3) or abs(np.linalg.det(cell)) < 1e-10:
-        raise ValueError("cell_A must be [3, 3] with non-zero volume")
 
     n_frames, n_atoms, _ = pos.shape
     frac = (pos.reshape(-1, 3) @ np.linalg.inv(cell)).reshape(pos.shape)  # [n_frames, n_atoms, 3]
