@@ -214,14 +214,14 @@ def diffusion_paths(analyses: list[dict]) -> tuple[list[dict], dict]:
     (material, source) with the reference under source ``reference``) for the projection plots.
     """
     rows, densities = [], {}
-    references = {}  # (material, temperature_K) -> the reference's Li positions [n_frames, n_li, 3] and cell
+    references = {}  # (material, temperature_K, grid) -> the reference's Li occupancy density, or None
 
-    def reference_positions(analysis: dict, top_K: float, specie_number: int):
-        key = (analysis["material"], top_K)
+    def reference_density(analysis: dict, top_K: float, specie_number: int, grid: tuple):
+        key = (analysis["material"], top_K, grid)
         if key not in references:
             refs = [e for e in analysis["references"] if e["temperature_K"] == top_K]
             ref_li, _, ref_cell, _ = _li_positions(refs, analysis["discard_ps"], specie_number)
-            references[key] = (np.concatenate(ref_li) if ref_li else None, ref_cell)
+            references[key] = occupancy_density(np.concatenate(ref_li), ref_cell, grid) if ref_li else None
         return references[key]
 
     for analysis in sorted(analyses, key=lambda a: (a["material"], a["source"] != REFERENCE, a["source"])):
@@ -231,14 +231,13 @@ def diffusion_paths(analyses: list[dict]) -> tuple[list[dict], dict]:
         top_K = max(entry["temperature_K"] for entry in analysis["runs"])
         runs = [e for e in analysis["runs"] if e["temperature_K"] == top_K]
         li, whole, cell, numbers = _li_positions(runs, analysis["discard_ps"], specie_number)
-        ref_li, ref_cell = reference_positions(analysis, top_K, specie_number)
-        if not li or ref_li is None or li[0].shape[1] == 0:
+        if not li or li[0].shape[1] == 0:
             continue
         grid = grid_shape(cell)
+        reference = reference_density(analysis, top_K, specie_number, grid)
+        if reference is None:
+            continue
         density = occupancy_density(np.concatenate(li), cell, grid)
-        reference = densities.get((analysis["material"], REFERENCE))
-        if reference is None or reference.shape != density.shape:
-            reference = occupancy_density(ref_li, ref_cell, grid)
         densities[(analysis["material"], analysis["source"])] = density
         densities.setdefault((analysis["material"], REFERENCE), reference)
         drifts = [framework_drift(p, cell, numbers, mobile_number=specie_number) for p in whole]
