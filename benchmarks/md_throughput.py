@@ -36,11 +36,13 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.md.nose_hoover_chain import NoseHooverChainNVT
 from ase.md.velocitydistribution import thermalize_momenta
 
-import mlff.batched
+import mlff.md.torch_engine
 from mlff import host_memory
-from mlff.batched import run_batched_md
 from mlff.calculator import MLFFCalculator
-from mlff.md import FS_PER_PS, MDProtocol, run_md
+from mlff.md.ase_engine import AseEngine
+from mlff.md.driver import run_md
+from mlff.md.protocol import FS_PER_PS, MDProtocol
+from mlff.md.torch_engine import TorchEngine
 from mlff.models import build_model
 from mlff.structures import load_structure
 
@@ -84,9 +86,9 @@ def median_of(repeats: int, *timers):
 
 @contextlib.contextmanager
 def timed_model_calls():
-    """Time the batched engine's model calls: yields [seconds, calls], accumulated while inside."""
+    """Time the torch engine's model calls: yields [seconds, calls], accumulated while inside."""
     totals = [0.0, 0]
-    call = mlff.batched.energy_and_forces
+    call = mlff.md.torch_engine.energy_and_forces
 
     def timed(model, graph):
         start = time.perf_counter()
@@ -95,27 +97,27 @@ def timed_model_calls():
         totals[1] += 1
         return result
 
-    mlff.batched.energy_and_forces = timed
+    mlff.md.torch_engine.energy_and_forces = timed
     try:
         yield totals
     finally:
-        mlff.batched.energy_and_forces = call
+        mlff.md.torch_engine.energy_and_forces = call
 
 
 def time_ase(model, atoms, n_steps: int, directory: Path) -> float:
-    """Replica-steps/s of mlff.md.run_md with our ASE calculator (steps actually run)."""
-    summary = run_md(
-        atoms, MLFFCalculator(model), protocol_for(n_steps), 0, directory / "ase.frames", progress=False,
-        fusion_distance_A=FUSION_DISTANCE_A, max_temperature_K=MAX_TEMPERATURE_K,
+    """Replica-steps/s of the ASE engine with our ASE calculator (steps actually run)."""
+    (summary,) = run_md(
+        AseEngine(atoms, MLFFCalculator(model)), [protocol_for(n_steps)], [0], [directory / "ase.frames"],
+        progress=False, fusion_distance_A=FUSION_DISTANCE_A, max_temperature_K=MAX_TEMPERATURE_K,
     )
     return summary["n_steps_run"] / summary["wall_s"]
 
 
 def time_batched(model, atoms, n_steps: int, n_replicas: int, directory: Path) -> float:
-    """Replica-steps/s of mlff.batched.run_batched_md with ``n_replicas`` replicas (steps actually run)."""
+    """Replica-steps/s of the torch engine with ``n_replicas`` replicas (steps actually run)."""
     paths = [directory / f"torch{i}.frames" for i in range(n_replicas)]
-    summaries = run_batched_md(
-        model, atoms, [protocol_for(n_steps)] * n_replicas, list(range(n_replicas)), paths, progress=False,
+    summaries = run_md(
+        TorchEngine(model, atoms), [protocol_for(n_steps)] * n_replicas, list(range(n_replicas)), paths, progress=False,
         fusion_distance_A=FUSION_DISTANCE_A, max_temperature_K=MAX_TEMPERATURE_K,
     )
     return sum(summary["n_steps_run"] for summary in summaries) / summaries[0]["wall_s"]
@@ -208,7 +210,7 @@ def main() -> None:
             model.tabulate_filters()
             time_batched(model, atoms, 2, 1, directory)  # warm-up
             ase_rate = time_ase(model, atoms, args.steps, directory)
-            rows.append((size, "ase (run_md)", 1, ase_rate))
+            rows.append((size, "ase engine", 1, ase_rate))
             counts = REPLICA_COUNTS[size]
             exact_counts = (1, max(counts))
             # Every engine and replica count interleaved, repeat by repeat, so that drifts of the

@@ -17,9 +17,11 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import BaseCalculator
 
-from mlff.md import MDProtocol, run_md
-from mlff.provenance import sha256_file
-from mlff.trajectory import Trajectory, write_trajectory
+from mlff.md.ase_engine import AseEngine
+from mlff.md.driver import run_md
+from mlff.md.protocol import MDProtocol
+from mlff.trajectory import Trajectory, wrap_positions_A, write_trajectory
+from records.provenance import sha256_file
 
 CELL_TOLERANCE_A = 1e-6  # largest change of a cell-vector component still counted as a fixed cell
 CHGNET_MODEL = "0.3.0"  # pretrained CHGNet weights shipped in the chgnet wheel
@@ -84,17 +86,13 @@ def _frames_from_vasprun(path: Path) -> tuple[list[Atoms], list[float] | None, l
     return frames, energies, forces, timestep_fs
 
 
-def import_reference(
-    source_path: str | os.PathLike, out_path: str | os.PathLike, timestep_fs: float | None = None
-) -> dict:
-    """Convert all frames of a reference trajectory into a ``.frames`` file at ``out_path``.
+def read_reference(source_path: str | os.PathLike, timestep_fs: float | None = None) -> Trajectory:
+    """All frames of a reference trajectory file, positions wrapped into the cell as in a ``.frames`` file.
 
     The format follows the file name (see ``SUPPORTED_FORMATS``). ``timestep_fs`` is the time
     between consecutive frames; when None it is taken from the source (vasprun.xml of an MD run:
     POTIM), and a source without one raises. The cell must be the same in every frame. Energies
-    and forces are stored when every frame has them (XDATCAR has neither: positions only).
-
-    Returns n_frames, n_atoms, formula, has_energies, has_forces, timestep_fs, source_format, out_path.
+    and forces are kept when every frame has them (XDATCAR has neither: positions only).
     """
     path = Path(source_path)
     source_format = _source_format(path)
@@ -124,10 +122,10 @@ def import_reference(
             raise ValueError(f"{path}: the cell changes at frame {index}; a fixed cell (NVT) is required")
 
     steps = np.arange(len(frames))  # [n_frames]
-    trajectory = Trajectory(
+    return Trajectory(
         numbers=first.numbers,
         cell_A=first.cell.array,
-        positions_A=np.stack([frame.positions for frame in frames]),
+        positions_A=wrap_positions_A(np.stack([frame.positions for frame in frames]), first.cell.array),
         step=steps,
         time_fs=steps * float(timestep_fs),
         energy_eV=None if energies is None else np.asarray(energies),
@@ -139,15 +137,25 @@ def import_reference(
             "timestep_fs": float(timestep_fs),
         },
     )
+
+
+def import_reference(
+    source_path: str | os.PathLike, out_path: str | os.PathLike, timestep_fs: float | None = None
+) -> dict:
+    """Convert all frames of a reference trajectory (``read_reference``) into a ``.frames`` file at ``out_path``.
+
+    Returns n_frames, n_atoms, formula, has_energies, has_forces, timestep_fs, source_format, out_path.
+    """
+    trajectory = read_reference(source_path, timestep_fs)
     write_trajectory(out_path, trajectory)
     return {
         "n_frames": trajectory.n_frames,
         "n_atoms": trajectory.n_atoms,
-        "formula": first.get_chemical_formula(),
-        "has_energies": energies is not None,
-        "has_forces": forces is not None,
-        "timestep_fs": float(timestep_fs),
-        "source_format": source_format,
+        "formula": Atoms(numbers=trajectory.numbers).get_chemical_formula(),
+        "has_energies": trajectory.energy_eV is not None,
+        "has_forces": trajectory.forces_eV_A is not None,
+        "timestep_fs": trajectory.metadata["timestep_fs"],
+        "source_format": trajectory.metadata["source_format"],
         "out_path": str(out_path),
     }
 
@@ -211,7 +219,8 @@ def generate_reference(
     device: str | None = None,
 ) -> dict:
     """Run the MD protocol with reference calculator ``calculator_name``, recording energies and
-    forces in ``out_path``. Returns the ``run_md`` summary plus calculator and calculator_version."""
+    forces in ``out_path``. Returns the run's summary (``mlff.md.driver.run_md``) plus calculator and
+    calculator_version."""
     calculator = reference_calculator(calculator_name, device=device)
     provenance = {
         "calculator": calculator_name,
@@ -219,7 +228,8 @@ def generate_reference(
     }
     if calculator_name == "chgnet":
         provenance["calculator_model"] = CHGNET_MODEL
-    summary = run_md(
-        atoms, calculator, protocol, seed, out_path, record_forces=True, progress=progress, metadata=provenance
+    (summary,) = run_md(
+        AseEngine(atoms, calculator), [protocol], [seed], [out_path], record_forces=True, progress=progress,
+        metadata=provenance,
     )
     return {**summary, **provenance}

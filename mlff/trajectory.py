@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlff.md.protocol import FS_PER_PS
+
 MAGIC = b"MLFFTRJ1"
 SUFFIX = ".frames"
 OPTIONAL_FIELDS = ("energy_eV", "forces_eV_A", "temperature_K")
@@ -53,6 +55,17 @@ class Trajectory:
     @property
     def n_atoms(self) -> int:
         return len(self.numbers)
+
+    def production(self, discard_ps: float) -> tuple[Trajectory, int]:
+        """The frames after the first ``discard_ps`` (the analysed part of a run), without non-finite
+        frames; also how many non-finite frames were left out."""
+        kept = self.select(self.time_fs >= discard_ps * FS_PER_PS)
+        finite = np.isfinite(kept.positions_A).all(axis=(1, 2))
+        return kept.select(np.flatnonzero(finite)), int((~finite).sum())
+
+    def finite(self) -> Trajectory:
+        """The frames whose positions are all finite."""
+        return self.select(np.flatnonzero(np.isfinite(self.positions_A).all(axis=(1, 2))))
 
     def select(self, frames: np.ndarray | slice) -> Trajectory:
         """A new Trajectory holding only ``frames`` (an index array or a slice)."""
@@ -205,12 +218,11 @@ def read_system(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(header["numbers"], dtype=np.int64), np.asarray(header["cell_A"], dtype=np.float64)
 
 
-def read_trajectory(path: str | os.PathLike, allow_partial: bool = False) -> Trajectory:
+def read_trajectory(path: str | os.PathLike) -> Trajectory:
     """Read a ``.frames`` file.
 
     A file whose size is not a whole number of frames was cut short (a killed writer or a full
-    disk): that raises TrajectoryError naming the file, unless ``allow_partial`` drops the partial
-    last frame.
+    disk): that raises TrajectoryError naming the file.
     """
     path = Path(path)
     header = _read_header(path)
@@ -218,7 +230,7 @@ def read_trajectory(path: str | os.PathLike, allow_partial: bool = False) -> Tra
     dtype = _record_dtype(len(numbers), header["fields"])
     n_bytes = path.stat().st_size - header["_data_offset"]
     n_frames, remainder = divmod(n_bytes, dtype.itemsize)
-    if remainder and not allow_partial:
+    if remainder:
         raise TrajectoryError(
             f"{path}: truncated — {n_frames} complete frames followed by {remainder} bytes of a partial "
             f"frame ({dtype.itemsize} bytes per frame)"

