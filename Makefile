@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(BIN)/campaign results examples/quickstart.yaml
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 $(BENCH_STAMP): $(STAMP) setup.cfg

@@ -41,7 +41,14 @@ from flask import Flask, Response, abort, request
 from werkzeug.serving import BaseWSGIServer
 from werkzeug.serving import make_server as make_wsgi_server
 
-from campaign.store import FIREWORKS_COLLECTIONS, EmbeddedStore, MongoStore, StoreError
+from records.store import (
+    FIREWORKS_COLLECTIONS,
+    EmbeddedStore,
+    MongoStore,
+    StoreError,
+    campaign_fireworks,
+    campaign_workflows,
+)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -225,8 +232,8 @@ def _scope_request() -> Response | None:
     if app.config.get("WEBGUI_USERNAME") is not None and not (auth and check_auth(auth.username, auth.password)):
         return authenticate()
     scope: _Scope = app.config[SCOPE_CONFIG]
-    app.BASE_Q = {"spec._campaign.name": scope.campaign}
-    app.BASE_Q_WF = {"metadata.campaign": scope.campaign}
+    app.BASE_Q = campaign_fireworks(scope.campaign)
+    app.BASE_Q_WF = campaign_workflows(scope.campaign)
     app.lp = scope.launchpad()
     ids = request.view_args or {}
     if "fw_id" in ids and not app.lp.fireworks.count_documents({"fw_id": ids["fw_id"], **app.BASE_Q}):

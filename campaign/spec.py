@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-PositiveFloat = Annotated[float, Field(gt=0)]
+from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A
+from mlff.md.engine import engine_class, engine_names
+from records.settings import PositiveFloat, ResourcesSpec, StoreSpec, Strict
+
 Temperature_K = Annotated[float, Field(gt=0, le=5000)]
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MATERIAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
@@ -23,32 +26,6 @@ MATERIAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 
 class SpecError(ValueError):
     """A campaign spec that cannot be used; the message lists every problem with its YAML path."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StoreSpec(Strict):
-    """Where the FireWorks LaunchPad and the results live. Give exactly one of the three."""
-
-    embedded: str | None = Field(
-        None, description="Path of the file-backed embedded store (no server needed), relative to the spec file."
-    )
-    launchpad: str | None = Field(
-        None, description="Path of a FireWorks my_launchpad.yaml for a real MongoDB, relative to the spec file."
-    )
-    uri: str | None = Field(None, description="MongoDB connection URI, e.g. mongodb://user@host:27017/mlff.")
-    database: str = Field("mlff_campaign", description="Database on the `uri` server holding workflows and results.")
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> StoreSpec:
-        given = [name for name in ("embedded", "launchpad", "uri") if getattr(self, name)]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of embedded, launchpad, uri (got {given or 'none'})")
-        if self.uri and not self.uri.startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError("uri must start with mongodb:// or mongodb+srv://")
-        return self
 
 
 class CampaignSection(Strict):
@@ -130,8 +107,9 @@ class RampSpec(Strict):
 
 
 class MDSpec(Strict):
-    engine: Literal["ase", "torch", "lammps"] = Field(
-        "ase", description="MD engine: ASE's integrator, our torch integrator, or LAMMPS through fix external."
+    engine: str = Field(
+        "ase", description="MD engine (mlff/md/<engine>_engine.py): `ase` (ASE's Nosé–Hoover chain), `torch` (our "
+        "batched integrator) or `lammps` (LAMMPS through fix external).",
     )
     temperatures_K: list[Temperature_K] = Field(..., min_length=1, description="Target temperatures.")
     repetitions: int = Field(6, ge=1, le=1000, description="Independent runs per model, material and temperature.")
@@ -166,16 +144,27 @@ class MDSpec(Strict):
             raise ValueError(f"discard_ps ({self.discard_ps}) must be shorter than production_ps ({self.production_ps})")
         return self
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in engine_names():
+            raise ValueError(f"unknown MD engine {engine!r}; expected one of {', '.join(map(repr, engine_names()))}")
+        return engine
+
     @model_validator(mode="after")
-    def _batch_needs_torch(self) -> MDSpec:
-        if self.batch != "none" and self.engine != "torch":
-            raise ValueError(f"batch: {self.batch!r} needs engine: torch (the batched integrator), got engine: {self.engine!r}")
+    def _batch_needs_a_batched_engine(self) -> MDSpec:
+        if self.batch != "none" and not engine_class(self.engine).batched:
+            batched = " or ".join(name for name in engine_names() if engine_class(name).batched)
+            raise ValueError(
+                f"batch: {self.batch!r} needs engine: {batched} (an engine that integrates runs together), "
+                f"got engine: {self.engine!r}"
+            )
         return self
 
 
 class RDFSpec(Strict):
-    r_max_A: PositiveFloat = Field(6.0, le=20.0, description="Largest pair distance of the RDF in Å.")
-    n_bins: int = Field(120, ge=10, le=5000, description="Number of RDF bins.")
+    r_max_A: PositiveFloat = Field(DEFAULT_R_MAX_A, le=20.0, description="Largest pair distance of the RDF in Å.")
+    n_bins: int = Field(DEFAULT_N_BINS, ge=10, le=5000, description="Number of RDF bins.")
     pairs: list[tuple[str, str]] = Field(
         default_factory=list, description="Partial RDFs to compute as [element, element] pairs; the total is always."
     )
@@ -190,42 +179,6 @@ class AnalysisSpec(Strict):
     fusion_distance_A: PositiveFloat = Field(1.0, description="A minimum interatomic distance below this is atom fusion.")
     diffusing_specie: str = Field("Li", description="Element whose MSD gives the diffusivity and conductivity.")
     target_temperature_K: Temperature_K = Field(300.0, description="Arrhenius extrapolation temperature.")
-
-
-class CPUResources(Strict):
-    """Slurm settings of one category of array tasks; null leaves a directive out of the script."""
-
-    partition: str | None = Field(None, description="Slurm partition (--partition); null for the cluster default.")
-    account: str | None = Field(None, description="Slurm account charged (--account); null for the user's default.")
-    qos: str | None = Field(None, description="Slurm quality of service (--qos); null for the default.")
-    walltime_minutes: int = Field(240, ge=1, description="Time limit of one array task in minutes (--time).")
-    memory_GB: PositiveFloat = Field(8.0, description="Memory per array task in GB (--mem).")
-    cpus_per_task: int = Field(2, ge=1, description="CPU cores per array task (--cpus-per-task).")
-    warning_s: int = Field(
-        300, ge=10, description="Seconds before the time limit at which Slurm sends SIGUSR1 so the task checkpoints."
-    )
-    max_concurrent: int = Field(16, ge=1, description="Array tasks of this category running at once (the %M of --array).")
-    pre_command: str = Field(
-        "", description="Shell lines run before the rocket, e.g. `module load cuda/12.4` or `conda activate mlff`."
-    )
-
-
-class GPUResources(CPUResources):
-    gres: str | None = Field("gpu:1", description="Generic resources per array task (--gres); one GPU by default.")
-    memory_GB: PositiveFloat = Field(16.0, description="Memory per array task in GB (--mem).")
-    cpus_per_task: int = Field(4, ge=1, description="CPU cores per array task (--cpus-per-task).")
-
-
-class ResourcesSpec(Strict):
-    """Where and how Slurm runs the work (used with `campaign.launcher: slurm`)."""
-
-    rockets: Literal["offline", "online"] = Field(
-        "offline",
-        description="`offline`: work is reserved on the login node and compute nodes need no database access "
-        "(the only choice with the embedded store); `online`: array tasks pull work from the MongoDB store.",
-    )
-    gpu: GPUResources = Field(default_factory=GPUResources, description="Array tasks of reference, train, predict, md.")
-    cpu: CPUResources = Field(default_factory=CPUResources, description="Array tasks of analyze.")
 
 
 class CampaignSpec(Strict):

@@ -11,14 +11,14 @@ from __future__ import annotations
 from fireworks import LaunchPad
 from fireworks.core.launchpad import WFLock
 
-from campaign.tasks import Task
-from workflows.build import build_firework, build_workflow
+from records.store import CAMPAIGN_SPEC_KEY, campaign_fireworks
+from workflows.build import Task, build_firework, build_workflow
 
 
 def stored_digests(launchpad: LaunchPad, campaign: str) -> dict[str, int]:
     """digest -> fw_id of every firework stored for ``campaign``."""
-    cursor = launchpad.fireworks.find({"spec._campaign.name": campaign}, {"fw_id": 1, "spec._campaign.digest": 1})
-    return {doc["spec"]["_campaign"]["digest"]: doc["fw_id"] for doc in cursor}
+    cursor = launchpad.fireworks.find(campaign_fireworks(campaign), {"fw_id": 1, f"spec.{CAMPAIGN_SPEC_KEY}.digest": 1})
+    return {doc["spec"][CAMPAIGN_SPEC_KEY]["digest"]: doc["fw_id"] for doc in cursor}
 
 
 def add_tasks(launchpad: LaunchPad, tasks: list[Task], campaign: str, spec_hash: str) -> list[Task]:
@@ -56,7 +56,7 @@ def add_tasks(launchpad: LaunchPad, tasks: list[Task], campaign: str, spec_hash:
 
 def retry_failed(launchpad: LaunchPad, campaign: str) -> list[str]:
     """Put the campaign's FIZZLED fireworks back to READY (once their cause is fixed); returns their names."""
-    failed = list(launchpad.fireworks.find({"spec._campaign.name": campaign, "state": "FIZZLED"}, {"fw_id": 1, "name": 1}))
+    failed = list(launchpad.fireworks.find(campaign_fireworks(campaign, state="FIZZLED"), {"fw_id": 1, "name": 1}))
     for doc in failed:
         launchpad.rerun_fw(doc["fw_id"])
     return [doc["name"] for doc in failed]

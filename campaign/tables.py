@@ -25,7 +25,8 @@ from typing import Literal
 
 from tabulate import tabulate
 
-REFERENCE = "reference"
+from records.results import REFERENCE_SOURCE
+
 
 # Column name -> header in the text table.
 COLUMN_TITLES = {
@@ -89,12 +90,12 @@ def _per_source_material(filters: ResultFilter) -> list[dict]:
 
 def _rows(columns: tuple[str, ...], models_only: bool = False) -> list[dict]:
     """Stages turning grouped documents into rows with these columns, the reference first."""
-    stages = [{"$match": {"_id.source": {"$ne": REFERENCE}}}] if models_only else []
+    stages = [{"$match": {"_id.source": {"$ne": REFERENCE_SOURCE}}}] if models_only else []
     fields = {name: f"$_id.{name}" if name == "material" else 1 for name in columns if name != "model"}
     return stages + [
         {"$project": {
             "_id": 0, "model": "$_id.source", **fields,
-            "_order": {"$cond": [{"$eq": ["$_id.source", REFERENCE]}, 0, 1]},
+            "_order": {"$cond": [{"$eq": ["$_id.source", REFERENCE_SOURCE]}, 0, 1]},
         }},
         {"$sort": {"_order": 1, "model": 1, "material": 1}},
         {"$project": {"_order": 0}},

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from campaign.store import EmbeddedStore, MongoStore
+from records.store import EmbeddedStore, MongoStore, campaign_fireworks
 from launchers.offline import (
     campaign_worker,
     fold,
@@ -93,7 +93,7 @@ def run_local(
                 fw_id, launch_id = reserved
                 name = launchpad.get_fw_by_id(fw_id).name
                 remaining = launchpad.fireworks.count_documents(
-                    {"spec._campaign.name": campaign, "state": {"$in": ["READY", "WAITING"]}}
+                    campaign_fireworks(campaign, state={"$in": ["READY", "WAITING"]})
                 )
             echo(f"── {name}  (fw {fw_id}; {remaining} more waiting or ready)")
             run_rocket(launch_dir, worker)

@@ -28,7 +28,8 @@ from fireworks.core.launchpad import WFLock
 from fireworks.core.rocket import Rocket
 from monty.io import zopen
 
-from campaign.results import store_results
+from records.results import store_results
+from records.store import CAMPAIGN_SPEC_KEY, campaign_fireworks
 from launchers.handlers import find_correction, write_error
 
 OFFLINE_FILE = "FW_offline.json"
@@ -39,15 +40,19 @@ def _zopen_text_by_default(filename, mode="rt", **kwargs):
     return zopen(filename, mode, **kwargs)
 
 
-# FireWorks' offline Rocket calls monty.io.zopen(path) without a mode, which current monty rejects
-# ("zopen() missing 1 required positional argument: 'mode'"). The Rocket only ever reads text that
-# way, so its module-level name is pointed at a zopen whose mode defaults to "rt".
-fireworks.core.rocket.zopen = _zopen_text_by_default
+def patch_fireworks() -> None:
+    """Make FireWorks' Rocket work with current monty; call it before a rocket runs.
+
+    FireWorks' offline Rocket calls monty.io.zopen(path) without a mode, which current monty rejects
+    ("zopen() missing 1 required positional argument: 'mode'"). The Rocket only ever reads text that
+    way, so its module-level name is pointed at a zopen whose mode defaults to "rt".
+    """
+    fireworks.core.rocket.zopen = _zopen_text_by_default
 
 
 def campaign_worker(campaign: str, category: str | None = None) -> FWorker:
     """A FWorker that only takes fireworks of ``campaign`` (and of ``category`` when given)."""
-    return FWorker(name=f"campaign-{campaign}", category=category or "", query={"spec._campaign.name": campaign})
+    return FWorker(name=f"campaign-{campaign}", category=category or "", query=campaign_fireworks(campaign))
 
 
 def reserve(launchpad: LaunchPad, worker: FWorker, launch_dir: Path) -> tuple[int, int] | None:
@@ -102,6 +107,7 @@ def run_rocket(launch_dir: Path, worker: FWorker) -> None:
     The Rocket's ping thread writes one last FW_ping.json into the working directory after the
     run; it is joined before leaving ``launch_dir`` so that file lands there, not in the caller's.
     """
+    patch_fireworks()
     before = set(threading.enumerate())
     with contextlib.chdir(launch_dir):
         Rocket(None, worker, None).run()
@@ -161,7 +167,7 @@ def settle_failure(launchpad: LaunchPad, launch_id: int) -> str:
         launchpad.rerun_fw(launch.fw_id)
         return launchpad.get_fw_by_id(launch.fw_id).state
     firework = launchpad.get_fw_by_id(launch.fw_id)
-    stage = firework.spec.get("_campaign", {}).get("stage", "")
+    stage = firework.spec.get(CAMPAIGN_SPEC_KEY, {}).get("stage", "")
     inputs = firework.spec["_tasks"][0].get("inputs", {})
     corrections = firework.spec.get("_corrections", [])
     write_error(launch.launch_dir, stage, inputs, exception.get("_stacktrace") or "", corrections)
@@ -179,7 +185,7 @@ def settle_failure(launchpad: LaunchPad, launch_id: int) -> str:
 def unfinished_launches(launchpad: LaunchPad, campaign: str) -> list[dict]:
     """Offline runs of ``campaign`` that were reserved but never folded back, each with its
     ``launch_dir`` (one query for all of them, not one per run)."""
-    fw_ids = [doc["fw_id"] for doc in launchpad.fireworks.find({"spec._campaign.name": campaign}, {"fw_id": 1})]
+    fw_ids = [doc["fw_id"] for doc in launchpad.fireworks.find(campaign_fireworks(campaign), {"fw_id": 1})]
     runs = list(launchpad.offline_runs.find({"completed": False, "deprecated": {"$ne": True}, "fw_id": {"$in": fw_ids}}))
     launch_dirs = {
         doc["launch_id"]: doc["launch_dir"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.resources
 import json
 import os
 import re
@@ -36,14 +37,13 @@ from pathlib import Path
 
 from fireworks import LaunchPad
 
-from campaign.results import store_results
-from campaign.spec import CPUResources, ResourcesSpec, StoreSpec
 from launchers.offline import (
     OFFLINE_FILE,
     campaign_worker,
     fold_all,
     one_workflow_refresh,
     outcome,
+    patch_fireworks,
     requeue,
     reserve,
     run_rocket,
@@ -51,9 +51,13 @@ from launchers.offline import (
     timestamped_dir,
     unfinished_launches,
 )
+from mlff import host_memory, preemption
+from records.results import store_results
+from records.settings import CPUResources, ResourcesSpec, StoreSpec
+from records.store import campaign_fireworks, open_store
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "slurm_templates"
-TEMPLATES = {"gpu": TEMPLATE_DIR / "gpu_array.sh", "cpu": TEMPLATE_DIR / "cpu_array.sh"}
+# The batch-script templates, installed with the code as the package slurm_templates.
+TEMPLATES = {category: importlib.resources.files("slurm_templates") / f"{category}_array.sh" for category in ("gpu", "cpu")}
 OPTIONAL_DIRECTIVES = ("partition", "account", "qos", "gres")  # an #SBATCH line of these is left out when null
 PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 JOBS_COLLECTION = "campaign_slurm_jobs"
@@ -225,7 +229,7 @@ def _dispatch_online(launchpad, campaign, category, settings, job_root, store, l
     if store is None or store.embedded:
         raise ValueError("online rockets need a MongoDB store (campaign.store.uri or launchpad)")
     ready = launchpad.fireworks.count_documents(
-        {"spec._campaign.name": campaign, "spec._category": category, "state": "READY"}
+        campaign_fireworks(campaign, **{"spec._category": category, "state": "READY"})
     )
     pending = 0
     jobs = list(launchpad.db[JOBS_COLLECTION].find({"campaign": campaign, "category": category, "mode": "online"}))
@@ -290,7 +294,7 @@ def _sync_online(launchpad: LaunchPad, campaign: str, online_jobs: dict, report:
     """Store the results of online launches that completed, settle failed ones, rerun lost ones."""
     queued = queued_array_tasks()
     for doc in launchpad.fireworks.find(
-        {"spec._campaign.name": campaign, "state": {"$in": ["RESERVED", "RUNNING", "FIZZLED", "COMPLETED"]}},
+        campaign_fireworks(campaign, state={"$in": ["RESERVED", "RUNNING", "FIZZLED", "COMPLETED"]}),
         {"fw_id": 1, "name": 1, "state": 1},
     ):
         launch = launchpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
@@ -324,8 +328,6 @@ def array_tasks(launchpad: LaunchPad, campaign: str) -> list[dict]:
 
 def run_array_task(manifest_path: Path, index: int) -> None:
     """Run the rocket of array task ``index`` of the job described by ``manifest_path``."""
-    from mlff import preemption
-
     preemption.install_handlers()
     manifest = json.loads(Path(manifest_path).read_text())
     worker = campaign_worker(manifest["campaign"], manifest["category"])
@@ -338,8 +340,7 @@ def run_array_task(manifest_path: Path, index: int) -> None:
         return
     from fireworks.core.rocket_launcher import launch_rocket
 
-    from campaign.store import open_store
-
+    patch_fireworks()
     launch_dir = Path(manifest["job_dir"]) / f"{os.environ['SLURM_ARRAY_JOB_ID']}_{index}"
     launch_dir.mkdir()
     # The manifest's launchpad file, if any, is an absolute path (see _sync).
@@ -353,6 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         raise SystemExit("usage: python -m launchers.slurm MANIFEST   (in a Slurm array task)")
+    host_memory.retain_freed_memory()
     run_array_task(Path(argv[0]), int(os.environ["SLURM_ARRAY_TASK_ID"]))
 
 

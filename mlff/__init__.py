@@ -4,7 +4,9 @@
 ``import mlff.trajectory`` stays free of torch.
 """
 
-__all__ = ["load_calculator"]
+__all__ = ["BEST_CHECKPOINT", "load_calculator"]
+
+BEST_CHECKPOINT = "best.pt"  # a training run's best-validation checkpoint, in its output directory
 
 
 def __getattr__(name: str):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from mlff.atomic_file import atomic_write
+from records.atomic_file import atomic_write
 from mlff.models import ForceField, build_model
 from mlff.models.base import resolve_device
 

@@ -13,15 +13,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mlff import preemption
-from mlff.atomic_file import atomic_write
+from mlff import BEST_CHECKPOINT, preemption
+from records.atomic_file import atomic_write
 from mlff.checkpoint import read_checkpoint, save_checkpoint
 from mlff.graph import MAX_ATOMIC_NUMBER
 from mlff.models import ForceField, build_model, energy_and_forces
 from mlff.prediction import predict
 from mlff.trajectory import Trajectory
 
-BEST_CHECKPOINT = "best.pt"
 LAST_CHECKPOINT = "last.pt"
 LEARNING_CURVE = "learning_curve.json"
 # The loss weights (the paper's 1:1000) and gradient-clipping norm ``train`` uses unless told otherwise.

@@ -2,21 +2,49 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from fireworks import Firework, Workflow
 
-from campaign.tasks import Task
+from records.store import CAMPAIGN_SPEC_KEY
 from workflows.firetasks import FIRETASKS
 
-# Slurm array categories (see slurm_templates/): GPU work and CPU work.
-CATEGORY = {"reference": "gpu", "train": "gpu", "predict": "gpu", "md": "gpu", "analyze": "cpu"}
-# Higher runs first among READY fireworks: finish what unblocks the most downstream work.
-PRIORITY = {"reference": 50, "train": 40, "md": 30, "predict": 20, "analyze": 10}
+
+@dataclass(frozen=True)
+class Stage:
+    """How a stage's fireworks are dispatched: the Slurm array category (slurm_templates/) and the
+    priority among READY fireworks (higher runs first: finish what unblocks the most downstream work)."""
+
+    category: str
+    priority: int
+
+
+# The stages in dependency order: the one table of them.
+STAGES = {
+    "reference": Stage(category="gpu", priority=50),
+    "train": Stage(category="gpu", priority=40),
+    "predict": Stage(category="gpu", priority=20),
+    "md": Stage(category="gpu", priority=30),
+    "analyze": Stage(category="cpu", priority=10),
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work, one firework (campaign/tasks.py makes them)."""
+
+    key: str
+    stage: str
+    inputs: dict  # JSON-serialisable inputs of the stage (workflows/inputs.py)
+    parents: tuple[str, ...] = ()
+    digest: str = ""
+    labels: dict = field(default_factory=dict)  # model, material, temperature_K, repetition where they apply
 
 
 def build_firework(task: Task, campaign: str, spec_hash: str, fw_id: int) -> Firework:
     """One firework running the task's stage; ``spec._campaign`` carries its identity."""
     spec = {
-        "_campaign": {
+        CAMPAIGN_SPEC_KEY: {
             "name": campaign,
             "key": task.key,
             "digest": task.digest,
@@ -24,8 +52,8 @@ def build_firework(task: Task, campaign: str, spec_hash: str, fw_id: int) -> Fir
             "spec_hash": spec_hash,
             "labels": task.labels,
         },
-        "_category": CATEGORY[task.stage],
-        "_priority": PRIORITY[task.stage],
+        "_category": STAGES[task.stage].category,
+        "_priority": STAGES[task.stage].priority,
     }
     return Firework([FIRETASKS[task.stage](inputs=task.inputs)], spec=spec, name=task.key, fw_id=fw_id)
 

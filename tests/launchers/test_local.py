@@ -7,9 +7,16 @@ import pytest
 from fireworks import Firework, Workflow
 from fireworks.user_objects.firetasks.script_task import PyTask
 
-from campaign.store import EmbeddedStore
 from launchers.local import LauncherBusy, _exclusive, run_local
-from launchers.offline import campaign_worker, fold, outcome, reserve, run_rocket, unfinished_launches
+from launchers.offline import (
+    campaign_worker,
+    fold,
+    outcome,
+    reserve,
+    run_rocket,
+    unfinished_launches,
+)
+from records.store import EmbeddedStore
 
 
 def _workflow(campaign: str, *, fail_second: bool = False) -> Workflow:

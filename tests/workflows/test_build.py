@@ -7,12 +7,11 @@ import pytest
 import yaml
 
 from campaign.spec import parse_spec
-from campaign.store import EmbeddedStore
 from campaign.submission import add_tasks
 from campaign.tasks import count_by_stage, expand
-from workflows.build import CATEGORY, build_workflow
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from records.store import EmbeddedStore
+from repo_paths import EXAMPLES
+from workflows.build import STAGES, build_workflow
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +82,7 @@ def test_build_workflow_links_follow_task_parents(quickstart):
         parent_names = {by_name_id.name for by_name_id in workflow.fws if fw.fw_id in workflow.links[by_name_id.fw_id]}
         assert parent_names == set(task.parents), task.key
         assert fw.spec["_campaign"]["digest"] == task.digest
-        assert fw.spec["_category"] == CATEGORY[task.stage]
+        assert fw.spec["_category"] == STAGES[task.stage].category
     md = by_name["md/schnet/LGPS/800K/rep0"]
     serialized = md.to_dict()["spec"]["_tasks"][0]
     assert serialized["_fw_name"] == "{{workflows.firetasks.MDTask}}"

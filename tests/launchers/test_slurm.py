@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,15 +21,24 @@ import pytest
 import yaml
 from ase.build import bulk
 from click.testing import CliRunner
-from fireworks import Firework, FiretaskBase, Workflow
+from fireworks import FiretaskBase, Firework, Workflow
 
 from campaign.cli import main
-from campaign.store import EmbeddedStore
+from campaign.spec import parse_spec
 from launchers.handlers import HANDLER_DEFAULTS, find_correction, write_error
 from launchers.offline import campaign_worker, fold, reserve, run_rocket
-from campaign.spec import parse_spec
-from launchers.slurm import JOBS_COLLECTION, TEMPLATES, TemplateError, script_values, render_template
+from launchers.slurm import (
+    JOBS_COLLECTION,
+    TEMPLATES,
+    TemplateError,
+    render_template,
+    script_values,
+)
+from mlff.md.checkpoint import read_checkpoint
 from mlff.trajectory import read_trajectory
+from records.store import EmbeddedStore
+from repo_paths import EXAMPLES, ROOT
+from workflows.stages import MD_CHECKPOINT
 
 # ---------------------------------------------------------------- templates (no Slurm needed)
 
@@ -65,11 +75,43 @@ def test_template_rejects_unknown_missing_and_misplaced_null_values():
         render_template(TEMPLATES["cpu"], TEMPLATE_VALUES)
 
 
+WHEEL_CHECK = """
+import json, sys
+sys.path[:0] = json.loads(sys.argv[1])
+import launchers.slurm as slurm
+print(json.dumps({"module": slurm.__file__, "templates": {k: str(v) for k, v in slurm.TEMPLATES.items()},
+                  "script": slurm.render_template(slurm.TEMPLATES["gpu"], json.loads(sys.argv[2]))}))
+"""
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_the_templates_it_dispatches_with(tmp_path):
+    """A non-editable install: the wheel's own launchers find the templates installed beside them."""
+    import sysconfig
+    import zipfile
+
+    root = ROOT
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "dist"), str(root)], check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("mlff_campaign-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path / "installed")
+    # -S: no site processing, so neither the editable install nor the repository is on the path; the
+    # dependencies come from site-packages, the project from the wheel alone.
+    path = [str(tmp_path / "installed"), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    checked = subprocess.run([sys.executable, "-S", "-c", WHEEL_CHECK, json.dumps(path), json.dumps(TEMPLATE_VALUES)],
+                             check=True, capture_output=True, text=True, cwd=tmp_path)
+    found = json.loads(checked.stdout)
+    assert found["module"].startswith(str(tmp_path / "installed"))
+    assert all(Path(p).is_file() and p.startswith(str(tmp_path / "installed")) for p in found["templates"].values())
+    assert found["script"] == render_template(TEMPLATES["gpu"], TEMPLATE_VALUES)
+
+
 def test_the_readme_cluster_example_is_a_valid_spec():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     section = readme.split("## Running on a Slurm cluster", 1)[1]
     example = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
-    quickstart = yaml.safe_load((Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml").read_text())
+    quickstart = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
     quickstart["campaign"].update(example["campaign"])
     spec = parse_spec({**quickstart, "resources": example["resources"]})
     assert spec.campaign.launcher == "slurm" and spec.resources.gpu.gres == "gpu:1"
@@ -233,7 +275,7 @@ def _md_task(spec_path: Path) -> tuple[str, Path]:
 
 def _md_files(spec_path: Path) -> tuple[Path, Path]:
     (trajectory,) = (spec_path.parent / "runs" / "md").rglob("trajectory.frames")
-    return trajectory, trajectory.with_suffix(".checkpoint.npz")
+    return trajectory, trajectory.with_name(MD_CHECKPOINT)
 
 
 def _wait_for(condition, timeout_s: float, what: str) -> None:
@@ -250,7 +292,7 @@ def _run_to_md(tmp_path: Path, name: str, **spec_options) -> tuple[Path, str, Pa
     _campaign("submit", str(spec_path))
     _sync_until(spec_path, lambda s: s[next(k for k in s if k.startswith("md/"))] == "RESERVED", 240)
     task, _ = _md_task(spec_path)
-    _wait_for(lambda: any((spec_path.parent / "runs" / "md").rglob("*.checkpoint.npz")), 120, "an MD checkpoint")
+    _wait_for(lambda: any((spec_path.parent / "runs" / "md").rglob(MD_CHECKPOINT)), 120, "an MD checkpoint")
     return spec_path, task, _md_files(spec_path)[1]
 
 
@@ -299,7 +341,7 @@ def test_scancel_of_a_running_md_task_resumes_from_its_checkpoint(slurm_cluster,
     subprocess.run(["scancel", task], check=True)
     _wait_for(lambda: task not in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
                                                    text=True).stdout.split(), 60, "the cancelled task to end")
-    stopped_at = int(np.load(checkpoint)["step"])
+    stopped_at = read_checkpoint(checkpoint).step
     status = _campaign("status", str(spec_path))  # folds: the preempted MD goes back to READY
     assert "READY" in status
     _finish(spec_path)
@@ -312,14 +354,14 @@ def test_scancel_of_a_running_md_task_resumes_from_its_checkpoint(slurm_cluster,
 @pytest.mark.slurm
 def test_kill_9_of_a_rocket_is_detected_as_lost_and_rerun_from_its_checkpoint(slurm_cluster, tmp_path):
     spec_path, task, checkpoint = _run_to_md(tmp_path, "killed", md_production_ps=8.0)
-    _wait_for(lambda: int(np.load(checkpoint)["step"]) >= 200, 120, "a second checkpoint")
+    _wait_for(lambda: read_checkpoint(checkpoint).step >= 200, 120, "a second checkpoint")
     job_id = subprocess.run(["squeue", "-h", "-j", task, "-o", "%A"], capture_output=True, text=True, check=True).stdout
     listed = subprocess.run(["scontrol", "listpids", job_id.strip()], capture_output=True, text=True, check=True).stdout
     rocket = next(int(line.split()[0]) for line in listed.splitlines()[1:] if "batch" in line)
     os.kill(rocket, signal.SIGKILL)
     _wait_for(lambda: task not in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
                                                    text=True).stdout.split(), 60, "the killed task to end")
-    killed_at = int(np.load(checkpoint)["step"])
+    killed_at = read_checkpoint(checkpoint).step
     assert "LOST" in _campaign("sync", str(spec_path))
     _finish(spec_path)
     trajectory, _ = _md_files(spec_path)
@@ -341,7 +383,7 @@ def test_a_task_overrunning_its_time_limit_is_checkpointed_and_requeued(slurm_cl
     md_name = md["name"]
     assert report.folded[md_name] == "READY" and md["state"] == "READY"
     assert archived["action"]["stored_data"]["_exception"]["_details"]["preempted"] is True
-    assert int(np.load(checkpoint)["step"]) > 0
+    assert read_checkpoint(checkpoint).step > 0
 
 
 # ---------------------------------------------------------------- online rockets
@@ -353,10 +395,10 @@ def test_online_array_tasks_pull_their_category_and_sync_stores_results_and_reru
     Slurm is replaced by recorded ``sbatch`` calls; the array task runs in this process, as
     ``python -m launchers.slurm MANIFEST`` would, with its store connection pointed at that LaunchPad.
     """
-    from campaign.store import MongoStore
     from campaign.submission import add_tasks
     from campaign.tasks import expand
     from launchers import slurm
+    from records.store import MongoStore
 
     spec_path = _write_spec(tmp_path, "online", repetitions=1, mongodb_uri="mongodb://db.cluster.invalid:27017/")
     spec = parse_spec(yaml.safe_load(spec_path.read_text()))
@@ -404,7 +446,7 @@ def test_online_array_tasks_pull_their_category_and_sync_stores_results_and_reru
 @pytest.mark.mongodb
 @pytest.mark.skipif(not os.environ.get("CAMPAIGN_TEST_MONGODB_URI"), reason="CAMPAIGN_TEST_MONGODB_URI is not set")
 def test_campaign_runs_through_online_rockets_on_a_real_mongodb(slurm_cluster, tmp_path):
-    from campaign.store import open_store
+    from records.store import open_store
 
     spec_path = _write_spec(tmp_path, "online_real", mongodb_uri=os.environ["CAMPAIGN_TEST_MONGODB_URI"])
     spec = parse_spec(yaml.safe_load(spec_path.read_text()))

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from campaign.spec import StoreSpec, parse_spec
-from campaign.store import EmbeddedStore, open_store
+from campaign.spec import parse_spec
 from campaign.submission import add_tasks
 from campaign.tasks import expand
+from records.settings import StoreSpec
+from records.store import EmbeddedStore, open_store
+from repo_paths import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CAMPAIGN = [str(Path(sys.executable).with_name("campaign"))]
 
 

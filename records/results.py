@@ -14,7 +14,9 @@ from typing import Literal
 from fireworks import Firework, LaunchPad
 from pydantic import BaseModel, ConfigDict, Field
 
-from campaign.store import results_collection
+from records.store import CAMPAIGN_SPEC_KEY, results_collection
+
+REFERENCE_SOURCE = "reference"  # the source of the reference trajectories' documents
 
 
 class Provenance(BaseModel):
@@ -33,7 +35,7 @@ class ResultDoc(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: str
-    source: str = Field(..., description="Model name, or `reference` for the reference trajectories.")
+    source: str = Field(..., description=f"Model name, or `{REFERENCE_SOURCE}` for the reference trajectories.")
     provenance: Provenance
 
 
@@ -92,10 +94,29 @@ class TemperatureResult(ResultDoc):
     temperature_K: float
     n_runs: int
     stable_fraction: float = Field(..., description="Fraction of runs classed stable.")
+    stable_fraction_low: float | None = Field(None, description="Wilson 95 % interval of stable_fraction: low end.")
+    stable_fraction_high: float | None = Field(None, description="Wilson 95 % interval of stable_fraction: high end.")
     rdf_mae_mean: float | None = None
     diffusivity_cm2_s_mean: float | None = Field(None, description="Mean over runs, cm²/s.")
+    diffusivity_cm2_s_low: float | None = Field(None, description="Bootstrap 95 % interval of the mean D: low end, cm²/s.")
+    diffusivity_cm2_s_high: float | None = Field(None, description="Bootstrap 95 % interval of the mean D: high end, cm²/s.")
     diffusivity_cm2_s_std: float | None = Field(None, description="Standard deviation over runs, cm²/s.")
     conductivity_mS_cm_mean: float | None = Field(None, description="Mean over runs, mS/cm.")
+    conductivity_mS_cm_low: float | None = Field(None, description="Bootstrap 95 % interval of the mean σ: low end, mS/cm.")
+    conductivity_mS_cm_high: float | None = Field(None, description="Bootstrap 95 % interval of the mean σ: high end, mS/cm.")
+
+
+class DiffusionPathResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    temperature_K: float = Field(..., description="The runs compared: those at the highest temperature.")
+    overlap: float = Field(..., description="Bhattacharyya overlap of the occupancy density with the reference's (1 = same).")
+    wrong_channel_fraction: float = Field(..., description="Fraction of the density in voxels the reference leaves empty.")
+    wrong_channels: bool = Field(..., description="wrong_channel_fraction above analysis.diffusion_paths.WRONG_CHANNEL_FRACTION.")
+    max_framework_drift_A: float = Field(..., description="Largest mean displacement of the framework over the runs, Å.")
+    max_sublattice_drift_A: float = Field(..., description="Largest mean displacement of one element's sublattice, Å.")
+    drifting_runs: int = Field(..., description="Runs whose framework or a sublattice drifted.")
+    n_runs: int
 
 
 class MaterialResult(ResultDoc):
@@ -105,11 +126,25 @@ class MaterialResult(ResultDoc):
     stable_fraction: float = Field(..., description="Fraction of all runs classed stable.")
     rdf_mae_mean: float | None = None
     activation_energy_eV: float | None = Field(None, description="Arrhenius activation energy of D, eV.")
+    activation_energy_eV_low: float | None = Field(
+        None, description="Bootstrap 95 % interval of Ea (repetitions resampled per temperature, refitted): low end, eV."
+    )
+    activation_energy_eV_high: float | None = Field(None, description="The same interval's high end, eV.")
+    arrhenius_prefactor_cm2_s: float | None = Field(None, description="D0 of D(T) = D0 exp(−Ea / kB T), cm²/s.")
     target_temperature_K: float
     conductivity_target_mS_cm: float | None = Field(None, description="Extrapolated σ at the target temperature, mS/cm.")
+    conductivity_target_mS_cm_low: float | None = Field(None, description="Bootstrap 95 % interval of σ(target): low end, mS/cm.")
+    conductivity_target_mS_cm_high: float | None = Field(None, description="The same interval's high end, mS/cm.")
     neg_log10_conductivity_target: float | None = Field(
         None, description="−log10 of σ(target) in mS/cm, the paper's Table 2 quantity."
     )
+    n_carriers: int | None = Field(None, description="Atoms of the diffusing element in the cell (Nernst–Einstein's n).")
+    volume_A3: float | None = Field(None, description="Cell volume, Å³.")
+    diffusion_paths: DiffusionPathResult | None = Field(
+        None, description="Where the diffusing element goes at the highest temperature, against the reference."
+    )
+    rdf_path: str | None = Field(None, description="npz file of the mean RDFs of this source and of the reference, per temperature.")
+    density_path: str | None = Field(None, description="npz file of the diffusing element's occupancy density (diffusion_paths).")
 
 
 RESULT_MODELS = {m.model_fields["kind"].default: m for m in (TrainingResult, PredictionResult, RunResult, TemperatureResult, MaterialResult)}
@@ -126,7 +161,7 @@ def result_id(campaign: str, doc: dict) -> str:
 
 def store_results(launchpad: LaunchPad, firework: Firework, launch) -> int:
     """Upsert the result documents of a completed launch; returns how many were stored."""
-    identity = firework.spec["_campaign"]
+    identity = firework.spec[CAMPAIGN_SPEC_KEY]
     docs = (launch.action.stored_data or {}).get("results", []) if launch.action else []
     collection = results_collection(launchpad)
     for doc in docs:

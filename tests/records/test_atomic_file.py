@@ -1,10 +1,10 @@
-"""mlff.atomic_file: a write that fails leaves the old file whole and no temporary behind."""
+"""records.atomic_file: a write that fails leaves the old file whole and no temporary behind."""
 
 from __future__ import annotations
 
 import pytest
 
-from mlff.atomic_file import atomic_write
+from records.atomic_file import atomic_write
 
 
 def test_a_failed_write_keeps_the_old_file_and_a_clean_one_replaces_it(tmp_path):

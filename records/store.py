@@ -8,6 +8,9 @@ fsync, rename). A session that raises saves nothing, so nothing half-written rea
 Readers take a shared lock, load a snapshot, and never save.
 
 On MongoDB the server handles concurrency; ``read`` and ``write`` both hand out a LaunchPad.
+
+The queries every layer asks of a campaign's fireworks (``campaign_fireworks``, ``stage_states``,
+``failed_fireworks``) live here too, next to the documents they read.
 """
 
 from __future__ import annotations
@@ -25,13 +28,14 @@ import mongomock_persistence  # noqa: F401  (adds to_dict/from_dict to mongomock
 from fireworks import LaunchPad
 from mongomock.store import DatabaseStore, ServerStore
 
-from campaign.spec import StoreSpec
-from mlff.atomic_file import atomic_write
+from records.atomic_file import atomic_write
+from records.settings import StoreSpec
 
 DATABASE = "fireworks"
 RESULTS_COLLECTION = "campaign_results"
 FIREWORKS_COLLECTIONS = ("fireworks", "launches", "offline_runs", "fw_id_assigner", "workflows")
 LOG_LEVEL = "WARNING"
+CAMPAIGN_SPEC_KEY = "_campaign"  # a campaign firework's spec holds its identity (name, key, digest, stage) here
 
 
 class StoreError(RuntimeError):
@@ -187,3 +191,31 @@ def open_store(store: StoreSpec, base_dir: Path) -> EmbeddedStore | MongoStore:
 def results_collection(launchpad: LaunchPad):
     """The collection holding the typed result documents, next to FireWorks' own."""
     return launchpad.db[RESULTS_COLLECTION]
+
+
+def campaign_fireworks(campaign: str, **conditions) -> dict:
+    """The query for ``campaign``'s fireworks, with ``conditions`` (field -> value or operator) ANDed in."""
+    return {f"spec.{CAMPAIGN_SPEC_KEY}.name": campaign, **conditions}
+
+
+def campaign_workflows(campaign: str) -> dict:
+    """The query for ``campaign``'s workflow (workflows/build.py names it in its metadata)."""
+    return {"metadata.campaign": campaign}
+
+
+def stage_states(launchpad: LaunchPad, campaign: str) -> dict[str, dict[str, int]]:
+    """stage -> FireWorks state -> how many of ``campaign``'s fireworks are in it."""
+    counts: dict[str, dict[str, int]] = {}
+    for doc in launchpad.fireworks.find(campaign_fireworks(campaign), {"state": 1, f"spec.{CAMPAIGN_SPEC_KEY}.stage": 1}):
+        per_state = counts.setdefault(doc["spec"][CAMPAIGN_SPEC_KEY]["stage"], {})
+        per_state[doc["state"]] = per_state.get(doc["state"], 0) + 1
+    return counts
+
+
+def failed_fireworks(launchpad: LaunchPad, campaign: str) -> list[dict]:
+    """``campaign``'s FIZZLED fireworks: name, fw_id and the directory of their last launch (None if unknown)."""
+    failed = []
+    for doc in launchpad.fireworks.find(campaign_fireworks(campaign, state="FIZZLED"), {"name": 1, "fw_id": 1}):
+        launch = launchpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
+        failed.append({"name": doc["name"], "fw_id": doc["fw_id"], "launch_dir": launch["launch_dir"] if launch else None})
+    return failed
