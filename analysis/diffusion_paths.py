@@ -33,6 +33,8 @@ __all__ = [
     "bhattacharyya_overlap",
     "wrong_channel_fraction",
     "framework_drift",
+    "PathComparison",
+    "compare_paths",
 ]
 
 # Voxel edge of the density grid: finer than the ~1.5 Å spacing of Li sites, coarse enough to fill.
@@ -136,3 +138,39 @@ def framework_drift(
     }
     drifting = max(whole, *per_element.values()) >= threshold_A
     return FrameworkDrift(framework_A=whole, sublattice_A=per_element, drifting=bool(drifting))
+
+
+@dataclass(frozen=True)
+class PathComparison:
+    """How one source's runs move the mobile element compared with the reference's runs (one temperature).
+
+    density, reference_density: [nx, ny, nz] occupancy densities of the mobile element over all runs;
+    overlap: their Bhattacharyya coefficient; wrong_channel_fraction: of the density in voxels the
+    reference leaves empty, and whether it exceeds ``WRONG_CHANNEL_FRACTION``; drifts: per run.
+    """
+
+    density: np.ndarray
+    reference_density: np.ndarray
+    overlap: float
+    wrong_channel_fraction: float
+    wrong_channels: bool
+    drifts: list[FrameworkDrift]
+
+
+def compare_paths(runs_A: list[np.ndarray], references_A: list[np.ndarray], cell_A, numbers, mobile_number: int = 3) -> PathComparison:
+    """Compare the runs ``runs_A`` with the reference runs ``references_A`` (each [n_frames, n_atoms, 3],
+    wrapped, one cell and atom order) on a grid of ``grid_shape(cell_A)``."""
+    numbers = np.asarray(numbers)
+    mobile = numbers == mobile_number
+    grid = grid_shape(cell_A)
+    density = occupancy_density(np.concatenate([run[:, mobile] for run in runs_A]), cell_A, grid)
+    reference = occupancy_density(np.concatenate([run[:, mobile] for run in references_A]), cell_A, grid)
+    wrong = wrong_channel_fraction(density, reference)
+    return PathComparison(
+        density=density,
+        reference_density=reference,
+        overlap=bhattacharyya_overlap(density, reference),
+        wrong_channel_fraction=wrong,
+        wrong_channels=wrong > WRONG_CHANNEL_FRACTION,
+        drifts=[framework_drift(run, cell_A, numbers, mobile_number=mobile_number) for run in runs_A],
+    )

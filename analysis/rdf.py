@@ -34,6 +34,7 @@ __all__ = [
     "RDF",
     "rdf",
     "rdf_mae",
+    "mean_rdf",
     "accumulate_pair_counts",
     "normalise_pair_counts",
     "species_indices",
@@ -50,6 +51,10 @@ CHEMICAL_SYMBOLS: tuple[str, ...] = tuple(
     "Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl "
     "Mc Lv Ts Og".split()
 )
+
+# Default RDF range and bins (the spec's analysis.rdf and `campaign analyze`).
+DEFAULT_R_MAX_A = 6.0
+DEFAULT_N_BINS = 120
 
 # Upper bound on the number of pair-image vectors materialised at once (memory ~ 50 B each).
 _MAX_VECTORS_PER_CHUNK = 500_000
@@ -274,6 +279,11 @@ def rdf(
     for label, ia, ib in pair_indices:
         out[label] = g[ia, ib].copy()
     return RDF(r_A=r, g=out)
+
+
+def mean_rdf(curves: Sequence[RDF]) -> RDF:
+    """The mean of RDFs on the same bins, label by label (the labels of the first)."""
+    return RDF(r_A=curves[0].r_A, g={label: np.mean([c.g[label] for c in curves], axis=0) for label in curves[0].g})
 
 
 def rdf_mae(g: RDF, reference: RDF) -> float:

@@ -21,6 +21,7 @@ __all__ = [
     "STABILITY_CLASSES",
     "min_distance_A",
     "classify_stability",
+    "run_stability",
 ]
 
 # Shortest real bonds in Li10GeP2S12 and related thiophosphates: P–S ≈ 2.05 Å, Ge–S ≈ 2.2 Å,
@@ -155,3 +156,21 @@ def classify_stability(
     if float(rdf_mae) >= rdf_mae_threshold:
         return "lattice_mismatch"
     return "stable"
+
+
+def run_stability(
+    stopped_early_reason: str | None,
+    rdf_mae: float | None,
+    min_distance_A: float,
+    rdf_mae_threshold: float = RDF_MAE_STABLE,
+    fusion_distance_A: float = FUSION_DISTANCE_A,
+) -> str:
+    """The stability class of an MD run, one of ``STABILITY_CLASSES``.
+
+    A run the MD engine stopped early (any reason: non-finite forces and temperature blow-ups come
+    from atoms running into each other) is "atom_fusion"; otherwise ``classify_stability``, where a
+    run with no RDF MAE (no reference to compare with) is judged on fusion alone.
+    """
+    if stopped_early_reason is not None:
+        return "atom_fusion"
+    return classify_stability(0.0 if rdf_mae is None else rdf_mae, min_distance_A, rdf_mae_threshold, fusion_distance_A)

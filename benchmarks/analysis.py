@@ -33,14 +33,14 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from analysis.rdf import rdf  # noqa: E402
-from analysis.stability import classify_stability  # noqa: E402
+from analysis.runs import RDFSettings, analyse_run  # noqa: E402
+from analysis.stability import run_stability  # noqa: E402
 from analysis.transport import (  # noqa: E402
     conductivity_mS_cm,
     diffusivity_like_diffusion_analyzer_cm2_s,
     mean_square_displacement,
 )
-from mlff.trajectory import Trajectory, TrajectoryWriter, read_trajectory  # noqa: E402
-from workflows.stages import analyse_run  # noqa: E402
+from mlff.trajectory import TrajectoryWriter, read_trajectory  # noqa: E402
 
 N_FRAMES = 25_000
 TIMESTEP_FS = 2.0
@@ -49,8 +49,7 @@ CELL_A = np.diag([8.72, 8.72, 12.63])  # Li10GeP2S12 conventional cell
 NUMBERS = np.array([3] * 20 + [32] * 2 + [15] * 4 + [16] * 24)  # Li20 Ge2 P4 S24, 50 atoms
 RDF_FRAME_STRIDE = 100  # 250 of 25,000 frames: frames 200 fs apart are nearly uncorrelated
 RDF_R_MAX_A, RDF_N_BINS = 6.0, 60
-RDF_SETTINGS = {"r_max_A": RDF_R_MAX_A, "n_bins": RDF_N_BINS, "pairs": [("Li", "S"), ("P", "S")],
-                "frame_stride": RDF_FRAME_STRIDE}  # an analyze task's ``rdf`` input
+RDF_SETTINGS = RDFSettings(RDF_R_MAX_A, RDF_N_BINS, pairs=[("Li", "S"), ("P", "S")], frame_stride=RDF_FRAME_STRIDE)
 LITHIUM = 3
 REPEATS = 3
 HOP_ATTEMPT_FS = 1000.0  # mean time between hop attempts of one Li
@@ -127,14 +126,13 @@ def transport_chain(positions_A: np.ndarray) -> float:
 
 
 def full_analysis(positions_A: np.ndarray, reference) -> dict:
-    """What the analyze stage does per run (``workflows.stages.analyse_run``: RDF + MAE, MSD,
-    diffusive window, D, σ, smallest distance), then the stability classification."""
-    n_frames = len(positions_A)
-    trajectory = Trajectory(numbers=NUMBERS, cell_A=CELL_A, positions_A=positions_A, step=np.arange(n_frames),
-                            time_fs=np.arange(n_frames) * TIMESTEP_FS)
-    measured = analyse_run(trajectory, trajectory, TEMPERATURE_K, LITHIUM, reference, RDF_SETTINGS)
+    """What the analyze stage does per run (``analysis.runs.analyse_run``: RDF + MAE, MSD, diffusive
+    window, D, σ, smallest distance), then the stability classification."""
+    time_fs = np.arange(len(positions_A)) * TIMESTEP_FS
+    measured = analyse_run(positions_A, positions_A, time_fs, CELL_A, NUMBERS, TEMPERATURE_K, LITHIUM, reference,
+                           RDF_SETTINGS)
     return {"D_cm2_s": measured.diffusivity_cm2_s, "sigma_mS_cm": measured.conductivity_mS_cm,
-            "stability": classify_stability(measured.rdf_mae, measured.min_distance_A)}
+            "stability": run_stability(None, measured.rdf_mae, measured.min_distance_A)}
 
 
 def diffusion_analyzer_seconds(positions_A: np.ndarray) -> tuple[float, float]:
@@ -153,7 +151,7 @@ def main() -> None:
     positions_A = synthetic_trajectory()
     # The reference: other frames of the same run (halfway between the analysed ones).
     reference = rdf(positions_A[RDF_FRAME_STRIDE // 2 :], CELL_A, NUMBERS, RDF_R_MAX_A, RDF_N_BINS,
-                    pairs=RDF_SETTINGS["pairs"], frame_stride=RDF_FRAME_STRIDE)
+                    pairs=RDF_SETTINGS.pairs, frame_stride=RDF_FRAME_STRIDE)
     analysis_s, outcome = _best_of(lambda: full_analysis(positions_A, reference))
     ours_s, sigma_ours = _best_of(lambda: transport_chain(positions_A))
     theirs_s, sigma_theirs = diffusion_analyzer_seconds(positions_A)

@@ -9,9 +9,12 @@ from pathlib import Path
 import click
 
 from campaign.spec import CampaignSpec, SpecError, load_spec
-from campaign.store import StoreError, open_store
 from campaign.tables import TABLES
-from campaign.tasks import STAGES, count_by_stage, expand
+from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A
+from campaign.tasks import count_by_stage, expand
+from mlff import host_memory
+from records.store import StoreError, failed_fireworks, open_store, stage_states
+from workflows.build import STAGES
 
 STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED", "DEFUSED", "PAUSED")
 
@@ -30,6 +33,7 @@ def _launch_root(spec: CampaignSpec, base_dir: Path) -> Path:
 @click.group()
 def main() -> None:
     """Benchmark machine-learning force fields: spec -> FireWorks -> train -> MD -> analysis -> results."""
+    host_memory.retain_freed_memory()
 
 
 @main.command()
@@ -151,21 +155,15 @@ def status(spec_path: str) -> None:
             _sync(spec, base_dir, submit=False)
         except click.ClickException as err:
             click.echo(f"warning: could not sync with Slurm ({err.message}); showing the stored state", err=True)
-    counts = {stage: dict.fromkeys(STATES, 0) for stage in STAGES}
-    failed = []
     with open_store(spec.campaign.store, base_dir).read() as launchpad:
-        for doc in launchpad.fireworks.find({"spec._campaign.name": spec.campaign.name}, {"state": 1, "spec._campaign": 1, "name": 1, "fw_id": 1}):
-            counts[doc["spec"]["_campaign"]["stage"]][doc["state"]] += 1
-            if doc["state"] == "FIZZLED":
-                failed.append(doc)
-        shown = [s for s in STATES if any(counts[stage][s] for stage in STAGES)] or ["COMPLETED"]
+        counts, failed = stage_states(launchpad, spec.campaign.name), failed_fireworks(launchpad, spec.campaign.name)
+        shown = [s for s in STATES if any(s in counts.get(stage, {}) for stage in STAGES)] or ["COMPLETED"]
         click.echo(f"campaign {spec.campaign.name!r}")
         click.echo(f"  {'stage':<10}" + "".join(f"{s:>11}" for s in shown))
         for stage in STAGES:
-            click.echo(f"  {stage:<10}" + "".join(f"{counts[stage][s]:>11}" for s in shown))
+            click.echo(f"  {stage:<10}" + "".join(f"{counts.get(stage, {}).get(s, 0):>11}" for s in shown))
         for doc in failed:
-            launch = launchpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
-            click.echo(f"  FIZZLED {doc['name']} (fw {doc['fw_id']}): {launch['launch_dir'] if launch else '?'}")
+            click.echo(f"  FIZZLED {doc['name']} (fw {doc['fw_id']}): {doc['launch_dir'] or '?'}")
         if spec.campaign.launcher == "slurm":
             try:
                 jobs = array_tasks(launchpad, spec.campaign.name)
@@ -194,8 +192,8 @@ def status(spec_path: str) -> None:
 def results(spec_path: str, table: str, fmt: str, campaign_name: str | None, models: tuple[str, ...],
             materials: tuple[str, ...], temperature_K: float | None) -> None:
     """One of the paper's tables, one row per model x material, the reference first."""
-    from campaign.store import results_collection
     from campaign.tables import ResultFilter, format_rows, run_table
+    from records.store import results_collection
 
     spec, base_dir = _load(spec_path)
     filters = ResultFilter(campaign_name or spec.campaign.name, models, materials, temperature_K)
@@ -210,11 +208,10 @@ def results(spec_path: str, table: str, fmt: str, campaign_name: str | None, mod
 def report(spec_path: str, out_dir: str | None) -> None:
     """Write the paper's tables and figures (PNGs) and one HTML page linking them."""
     from campaign.report import REPORT_TABLES, write_report
-    from campaign.store import results_collection
     from campaign.tables import ResultFilter, run_table
+    from records.store import results_collection
 
     spec, base_dir = _load(spec_path)
-    analyses = [task.inputs for task in expand(spec, base_dir) if task.stage == "analyze"]
     out = Path(out_dir) if out_dir else base_dir / spec.campaign.workdir / "report"
     with open_store(spec.campaign.store, base_dir).read() as launchpad:
         collection = results_collection(launchpad)
@@ -222,7 +219,7 @@ def report(spec_path: str, out_dir: str | None) -> None:
         tables = {name: run_table(collection, name, ResultFilter(spec.campaign.name)) for name in REPORT_TABLES}
     if not docs:
         raise click.ClickException(f"campaign {spec.campaign.name!r} has no results yet; run it first")
-    click.echo(f"report: {write_report(spec.campaign.name, docs, tables, analyses, out)}")
+    click.echo(f"report: {write_report(spec.campaign.name, docs, tables, out, spec.analysis.rdf_mae_threshold)}")
 
 
 @main.command()
@@ -253,54 +250,64 @@ def gui(spec_path: str, host: str, port: int, credentials_path: str | None) -> N
 @click.option("--timestep-fs", "timestep_fs", type=float, help="Time between frames in fs (for files without times).")
 @click.option("--specie", default="Li", show_default=True, help="Diffusing element.")
 @click.option("--discard-ps", type=float, default=0.0, show_default=True, help="Initial time to discard, ps.")
-@click.option("--r-max-A", "r_max_A", type=float, default=6.0, show_default=True)
-@click.option("--n-bins", type=int, default=120, show_default=True)
+@click.option("--r-max-A", "r_max_A", type=float, default=DEFAULT_R_MAX_A, show_default=True)
+@click.option("--n-bins", type=int, default=DEFAULT_N_BINS, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def analyze(trajectory, reference, temperature_K, timestep_fs, specie, discard_ps, r_max_A, n_bins, as_json) -> None:
-    """Analyse one trajectory file: RDF (MAE), stability, MSD -> D -> sigma (same code as the campaign)."""
-    import tempfile
+    """Analyse one trajectory file: RDF (MAE), stability, MSD -> D -> sigma (the campaign's analysis functions)."""
+    from analysis.rdf import CHEMICAL_SYMBOLS
+    from analysis.runs import RDFSettings, analyse_run, material_rdf
+    from analysis.stability import FUSION_DISTANCE_A, RDF_MAE_STABLE, run_stability
+    from mlff.md.protocol import FS_PER_PS
+    from mlff.reference import read_reference
+    from mlff.trajectory import SUFFIX, read_trajectory
+    from workflows.stages import md_summary_path
 
-    from analysis.stability import FUSION_DISTANCE_A, RDF_MAE_STABLE
-    from mlff.reference import import_reference
-    from mlff.trajectory import SUFFIX
-    from workflows.stages import analyze as analyze_stage
+    def load(path: str):
+        if path.endswith(SUFFIX):
+            return read_trajectory(path)
+        if timestep_fs is None:
+            raise click.ClickException(f"{path}: --timestep-fs is needed for a file that carries no times")
+        return read_reference(path, timestep_fs)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        paths = []
-        for index, path in enumerate([trajectory, reference]):
-            if path is not None and not path.endswith(SUFFIX):
-                if timestep_fs is None:
-                    raise click.ClickException(f"{path}: --timestep-fs is needed for a file that carries no times")
-                converted = str(Path(scratch) / f"input{index}{SUFFIX}")
-                try:
-                    import_reference(path, converted, timestep_fs=timestep_fs)
-                except ValueError as err:
-                    raise click.ClickException(str(err)) from None
-                path = converted
-            paths.append(path)
-        entry = {"temperature_K": temperature_K, "repetition": 0}
-        try:
-            outcome = analyze_stage(
-                source="adhoc",
-                material=Path(trajectory).stem,
-                runs=[{"path": paths[0], **entry}],
-                references=[{"path": paths[1], **entry}] if reference else [],
-                discard_ps=discard_ps,
-                rdf={"r_max_A": r_max_A, "n_bins": n_bins, "pairs": [], "frame_stride": 1},
-                rdf_mae_threshold=RDF_MAE_STABLE,
-                fusion_distance_A=FUSION_DISTANCE_A,
-                diffusing_specie=specie,
-                target_temperature_K=temperature_K,
-                out_dir=scratch,
-            )
-        except ValueError as err:
-            raise click.ClickException(str(err)) from None
-    run = outcome["results"][0]
-    fields = ("diffusivity_cm2_s", "msd_fit_start_ps", "msd_fit_end_ps", "msd_loglog_slope", "conductivity_mS_cm",
-              "rdf_mae", "stability", "min_distance_A", "analysed_ps", "n_nonfinite_frames")
-    report = {name: run[name] for name in fields}
+    settings = RDFSettings(r_max_A, n_bins)
+    try:
+        run = load(trajectory)
+        production, n_nonfinite = run.production(discard_ps)
+        reference_rdf = None
+        if reference is not None:
+            reference_frames, _ = load(reference).production(discard_ps)
+            if reference_frames.n_frames:
+                reference_rdf = material_rdf(reference_frames.positions_A, reference_frames.cell_A,
+                                             reference_frames.numbers, settings)
+        measured = analyse_run(
+            run.finite().positions_A, production.positions_A, production.time_fs, run.cell_A, run.numbers,
+            temperature_K, CHEMICAL_SYMBOLS.index(specie), reference_rdf, settings,
+        )
+        summary_file = md_summary_path(trajectory)  # an MD stage's run summary, when this is one of its runs
+        stopped = json.loads(summary_file.read_text()).get("stopped_early_reason") if summary_file.exists() else None
+        stability = run_stability(stopped, measured.rdf_mae, measured.min_distance_A, RDF_MAE_STABLE, FUSION_DISTANCE_A)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    window = measured.window
+    report = {
+        "diffusivity_cm2_s": measured.diffusivity_cm2_s,
+        "msd_fit_start_ps": window.start_fs / FS_PER_PS if window else None,
+        "msd_fit_end_ps": window.end_fs / FS_PER_PS if window else None,
+        "msd_loglog_slope": window.loglog_slope if window else None,
+        "conductivity_mS_cm": measured.conductivity_mS_cm,
+        "rdf_mae": measured.rdf_mae,
+        "stability": stability,
+        "min_distance_A": measured.min_distance_A,
+        "analysed_ps": float(production.time_fs[-1] - production.time_fs[0]) / FS_PER_PS if production.n_frames else 0.0,
+        "n_nonfinite_frames": n_nonfinite,
+    }
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         for key, value in report.items():
             click.echo(f"{key:>22}: {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,41 +1,26 @@
 """The campaign report: the paper's tables and figures from the result documents, as PNGs and one HTML page.
 
-Inputs are the campaign's result documents (campaign/results.py) and the inputs of its analyze tasks
-(campaign/tasks.py; they name the trajectories and the directory holding each ``rdf.npz``). Figures:
-RDF overlays against the reference (paper Fig. 3), force and RDF MAE bars (Fig. 4), Arrhenius plots
-with the extrapolation to the target temperature, force parity plots, and Li density projections
-(Figs. S23–S25). Tables: Table 2 (−log10 σ(300 K) with bootstrap intervals), Tables S1–S3 (energy and
-force MAE and R², RDF MAE), stability with Wilson intervals, and the diffusion-path checks.
+Everything comes from the campaign's result documents (records/results.py) and the files they name:
+the analyze stage has already computed every number, interval and density (analysis/), so the report
+only draws and formats. Figures: RDF overlays against the reference (paper Fig. 3), force and RDF MAE
+bars (Fig. 4), Arrhenius plots with the extrapolation to the target temperature, force parity plots,
+and Li density projections (Figs. S23–S25). Tables: Table 2 (−log10 σ(300 K) with bootstrap
+intervals), Tables S1–S3 (energy and force MAE and R², RDF MAE), stability with Wilson intervals, and
+the diffusion-path checks. Figures use matplotlib's object API (``Figure``), not pyplot.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from analysis.diffusion_paths import (  # noqa: E402
-    WRONG_CHANNEL_FRACTION,
-    bhattacharyya_overlap,
-    framework_drift,
-    grid_shape,
-    occupancy_density,
-    wrong_channel_fraction,
-)
-from analysis.rdf import CHEMICAL_SYMBOLS  # noqa: E402
-from analysis.stability import RDF_MAE_STABLE  # noqa: E402
-from analysis.statistics import bootstrap_arrhenius, bootstrap_mean, wilson_interval  # noqa: E402
-from analysis.transport import extrapolate_arrhenius, fit_arrhenius  # noqa: E402
-from campaign.tables import REFERENCE  # noqa: E402
-from mlff.trajectory import read_system, read_trajectory  # noqa: E402
-from workflows.stages import RDF_FILE, production_frames  # noqa: E402
+from analysis.stability import RDF_MAE_STABLE
+from analysis.transport import ArrheniusFit, extrapolate_arrhenius
+from records.results import REFERENCE_SOURCE
 
 DPI = 120
 KILO = 1000.0  # the Arrhenius axis is 1000 / T
@@ -46,13 +31,13 @@ MAX_PARITY_POINTS = 20_000
 def _sources(docs: list[dict]) -> list[str]:
     """Reference first, then models alphabetically."""
     names = {doc["source"] for doc in docs}
-    return sorted(names, key=lambda name: (name != REFERENCE, name))
+    return sorted(names, key=lambda name: (name != REFERENCE_SOURCE, name))
 
 
 def _colors(sources: list[str]) -> dict[str, str]:
     """The same colour for a source in every figure: black for the reference, then matplotlib's cycle."""
-    models = [s for s in _sources([{"source": s} for s in sources]) if s != REFERENCE]
-    return {REFERENCE: "black", **{model: f"C{k % 10}" for k, model in enumerate(models)}}
+    models = [s for s in _sources([{"source": s} for s in sources]) if s != REFERENCE_SOURCE]
+    return {REFERENCE_SOURCE: "black", **{model: f"C{k % 10}" for k, model in enumerate(models)}}
 
 
 def _by(docs: list[dict], kind: str) -> list[dict]:
@@ -74,6 +59,17 @@ def _interval(value, low, high, digits: int = 3) -> str:
 # --------------------------------------------------------------------------- figures
 
 
+def _figure(n_rows: int = 1, n_cols: int = 1, **options) -> tuple[Figure, np.ndarray]:
+    """A figure of ``n_rows`` x ``n_cols`` axes [n_rows, n_cols]; ``options`` go to ``Figure.subplots``."""
+    figure = Figure(figsize=options.pop("figsize"))
+    return figure, figure.subplots(n_rows, n_cols, squeeze=False, **options)
+
+
+def _save(figure: Figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+
+
 def plot_rdf_overlays(rdf_files: dict[str, Path], material: str, colors: dict[str, str], path: Path) -> bool:
     """Fig. 3 style: each source's mean RDF over the reference's, one row per temperature, one column per label."""
     curves = {source: dict(np.load(file)) for source, file in rdf_files.items() if file.exists()}
@@ -83,8 +79,7 @@ def plot_rdf_overlays(rdf_files: dict[str, Path], material: str, colors: dict[st
     keys = sorted(k for k in reference if k.startswith("reference|"))
     temperatures = sorted({k.split("|")[1] for k in keys}, key=lambda t: float(t.rstrip("K")))
     labels = sorted({k.split("|")[2] for k in keys}, key=lambda label: (label != "total", label))
-    fig, axes = plt.subplots(len(temperatures), len(labels), figsize=(3.6 * len(labels), 2.8 * len(temperatures)),
-                             squeeze=False, sharex=True)
+    fig, axes = _figure(len(temperatures), len(labels), figsize=(3.6 * len(labels), 2.8 * len(temperatures)), sharex=True)
     for row, temperature in enumerate(temperatures):
         for col, label in enumerate(labels):
             ax = axes[row, col]
@@ -92,16 +87,14 @@ def plot_rdf_overlays(rdf_files: dict[str, Path], material: str, colors: dict[st
                     label="reference")
             for source, arrays in curves.items():
                 key = f"source|{temperature}|{label}"
-                if source != REFERENCE and key in arrays:
+                if source != REFERENCE_SOURCE and key in arrays:
                     ax.plot(arrays["r_A"], arrays[key], lw=1.2, label=source, color=colors[source])
             ax.set_title(f"{material} {label}, {temperature}", fontsize=9)
             ax.set_ylabel("g(r)")
             if row == len(temperatures) - 1:
                 ax.set_xlabel("r (Å)")
     axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -112,27 +105,25 @@ def plot_error_bars(figure_4: list[dict], colors: dict[str, str], rdf_mae_thresh
     names = sorted({row["material"] for row in figure_4})
     force = {(row["model"], row["material"]): row["force_mae_eV_A"] for row in figure_4}
     rdf = {(row["model"], row["material"]): row["rdf_mae"] for row in figure_4}
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, ((force_ax, rdf_ax),) = _figure(1, 2, figsize=(10, 3.8))
     width = 0.8 / max(len(models), 1)
     x = np.arange(len(names))
-    for ax, values, title in ((axes[0], force, "force MAE (eV/Å)"), (axes[1], rdf, "RDF MAE")):
+    for ax, values, title in ((force_ax, force, "force MAE (eV/Å)"), (rdf_ax, rdf, "RDF MAE")):
         for k, model in enumerate(models):
             heights = [values.get((model, name)) or 0.0 for name in names]
             ax.bar(x + (k - (len(models) - 1) / 2) * width, heights, width, label=model, color=colors[model])
         ax.set_xticks(x, names)
         ax.set_title(title)
-    axes[1].axhline(rdf_mae_threshold, color="grey", ls="--", lw=1, label=f"stable (< {rdf_mae_threshold:g})")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    rdf_ax.axhline(rdf_mae_threshold, color="grey", ls="--", lw=1, label=f"stable (< {rdf_mae_threshold:g})")
+    rdf_ax.legend(fontsize=8)
+    _save(fig, path)
 
 
 def plot_arrhenius(
     temperature_docs: list[dict], material_docs: list[dict], material: str, colors: dict[str, str], path: Path
 ) -> bool:
-    """log10 D vs 1000/T per source with the Arrhenius line extended to the target temperature."""
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    """log10 D vs 1000/T per source with its Arrhenius line (the material document's) extended to the target temperature."""
+    fig, ((ax,),) = _figure(figsize=(5.5, 4.2))
     drawn = False
     for source in _sources(temperature_docs):
         points = sorted(
@@ -145,23 +136,20 @@ def plot_arrhenius(
         color = colors[source]
         ax.plot(KILO / temperatures, np.log10(diffusivities), "o", label=source, color=color)
         drawn = True
-        target = next((d["target_temperature_K"] for d in material_docs if d["material"] == material), None)
-        if len(points) >= 2 and target:
-            fit = fit_arrhenius(temperatures, diffusivities)
-            t_line = np.linspace(KILO / temperatures.max(), KILO / target, 50)
+        fitted = next((d for d in material_docs if (d["source"], d["material"]) == (source, material)), {})
+        if fitted.get("arrhenius_prefactor_cm2_s") is not None:
+            fit = ArrheniusFit(fitted["activation_energy_eV"], fitted["arrhenius_prefactor_cm2_s"], math.nan)
+            t_line = np.linspace(KILO / temperatures.max(), KILO / fitted["target_temperature_K"], 50)
             d_line = [extrapolate_arrhenius(fit, KILO / t) for t in t_line]
             ax.plot(t_line, np.log10(d_line), "--", color=color, lw=1)
-            ax.plot(KILO / target, np.log10(d_line[-1]), "*", ms=11, color=color)
+            ax.plot(t_line[-1], np.log10(d_line[-1]), "*", ms=11, color=color)
     if not drawn:
-        plt.close(fig)
         return False
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel("log10 D (cm²/s)")
     ax.set_title(f"{material}: Arrhenius, ★ = extrapolated to target T")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -172,7 +160,7 @@ def plot_parity(predictions: list[dict], path: Path) -> bool:
         return False
     n_cols = min(len(panels), 3)
     n_rows = math.ceil(len(panels) / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.8 * n_cols, 3.6 * n_rows), squeeze=False)
+    fig, axes = _figure(n_rows, n_cols, figsize=(3.8 * n_cols, 3.6 * n_rows))
     for ax, doc in zip(axes.ravel(), panels, strict=False):
         with np.load(doc["parity_path"]) as parity:
             predicted = parity["predicted_forces_eV_A"].ravel()
@@ -187,87 +175,29 @@ def plot_parity(predictions: list[dict], path: Path) -> bool:
         ax.set_ylabel("predicted force (eV/Å)")
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
-def _li_positions(entries: list[dict], discard_ps: float, specie: int):
-    """Production-frame positions of the diffusing specie of runs [n_frames, n_li, 3], cell, all frames, numbers."""
-    positions, whole = [], []
-    cell = numbers = None
-    for entry in entries:
-        kept, _ = production_frames(read_trajectory(entry["path"]), discard_ps)
-        if kept.n_frames == 0:
-            continue
-        cell, numbers = kept.cell_A, kept.numbers
-        positions.append(kept.positions_A[:, numbers == specie])
-        whole.append(kept.positions_A)
-    return positions, whole, cell, numbers
-
-
-def diffusion_paths(analyses: list[dict]) -> tuple[list[dict], dict]:
-    """Li density overlap with the reference, wrong-channel fraction and framework drift per (source, material).
-
-    Uses every run at each material's highest temperature. Returns (table rows, densities keyed by
-    (material, source) with the reference under source ``reference``) for the projection plots.
-    """
-    rows, densities = [], {}
-    references = {}  # (material, temperature_K, grid) -> the reference's Li occupancy density, or None
-
-    def reference_density(analysis: dict, top_K: float, specie_number: int, grid: tuple):
-        key = (analysis["material"], top_K, grid)
-        if key not in references:
-            refs = [e for e in analysis["references"] if e["temperature_K"] == top_K]
-            ref_li, _, ref_cell, _ = _li_positions(refs, analysis["discard_ps"], specie_number)
-            references[key] = occupancy_density(np.concatenate(ref_li), ref_cell, grid) if ref_li else None
-        return references[key]
-
-    for analysis in sorted(analyses, key=lambda a: (a["material"], a["source"] != REFERENCE, a["source"])):
-        if not analysis["runs"]:
-            continue
-        specie_number = CHEMICAL_SYMBOLS.index(analysis["diffusing_specie"])
-        top_K = max(entry["temperature_K"] for entry in analysis["runs"])
-        runs = [e for e in analysis["runs"] if e["temperature_K"] == top_K]
-        li, whole, cell, numbers = _li_positions(runs, analysis["discard_ps"], specie_number)
-        if not li or li[0].shape[1] == 0:
-            continue
-        grid = grid_shape(cell)
-        reference = reference_density(analysis, top_K, specie_number, grid)
-        if reference is None:
-            continue
-        density = occupancy_density(np.concatenate(li), cell, grid)
-        densities[(analysis["material"], analysis["source"])] = density
-        densities.setdefault((analysis["material"], REFERENCE), reference)
-        drifts = [framework_drift(p, cell, numbers, mobile_number=specie_number) for p in whole]
-        wrong = wrong_channel_fraction(density, reference)
-        rows.append({
-            "source": analysis["source"], "material": analysis["material"], "temperature_K": top_K,
-            "overlap": bhattacharyya_overlap(density, reference), "wrong_channel_fraction": wrong,
-            "wrong_channels": wrong > WRONG_CHANNEL_FRACTION,
-            "max_framework_drift_A": max(d.framework_A for d in drifts),
-            "max_sublattice_drift_A": max(max(d.sublattice_A.values()) for d in drifts),
-            "drifting_runs": sum(d.drifting for d in drifts), "n_runs": len(drifts),
-        })
-    return rows, densities
-
-
-def plot_li_density(densities: dict, material: str, path: Path) -> bool:
-    """Li density projected along c (summed over the third lattice axis), one panel per source."""
-    sources = _sources([{"source": s} for m, s in densities if m == material])
+def plot_li_density(material_docs: list[dict], material: str, path: Path) -> bool:
+    """The diffusing element's density projected along c (summed over the third lattice axis), one panel per
+    source, from the density files of the material documents."""
+    densities = {}
+    for doc in material_docs:
+        if doc["material"] == material and doc.get("density_path") and Path(doc["density_path"]).exists():
+            with np.load(doc["density_path"]) as saved:
+                densities[doc["source"]] = saved["density"]
+                densities.setdefault(REFERENCE_SOURCE, saved["reference_density"])
+    sources = _sources([{"source": s} for s in densities])
     if not sources:
         return False
-    fig, axes = plt.subplots(1, len(sources), figsize=(3.4 * len(sources), 3.4), squeeze=False)
+    fig, axes = _figure(1, len(sources), figsize=(3.4 * len(sources), 3.4))
     for ax, source in zip(axes[0], sources, strict=True):
-        projection = densities[(material, source)].sum(axis=2)
-        ax.imshow(projection.T, origin="lower", extent=(0, 1, 0, 1), cmap="magma")
+        ax.imshow(densities[source].sum(axis=2).T, origin="lower", extent=(0, 1, 0, 1), cmap="magma")
         ax.set_title(f"{material}: {source}", fontsize=9)
         ax.set_xlabel("fractional a")
         ax.set_ylabel("fractional b")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -290,51 +220,52 @@ def _matrix(table: list[dict], field: str, digits: int = 4) -> tuple[list[str], 
     return ["model"] + materials, [[model] + [_number(values.get((model, m)), digits) for m in materials] for model in models]
 
 
-def table_2(run_docs: list[dict], table: list[dict], analyses: list[dict]) -> list[list[str]]:
-    """Table 2 (rows of the ``table2`` table) with bootstrap intervals: source, material, −log10 σ(target) [CI], Ea [CI], n runs."""
+def table_2(run_docs: list[dict], table: list[dict], material_docs: list[dict]) -> list[list[str]]:
+    """Table 2 (rows of the ``table2`` table) with the material documents' bootstrap intervals: source,
+    material, −log10 σ(target) [CI], Ea [CI], runs with a D."""
+    fitted = {(d["source"], d["material"]): d for d in material_docs}
     rows = []
-    volume = {}  # (source, material) -> (n carriers, cell volume) from the first analysed trajectory
-    for analysis in analyses:
-        if analysis["runs"]:
-            numbers, cell_A = read_system(analysis["runs"][0]["path"])
-            n_li = int((numbers == CHEMICAL_SYMBOLS.index(analysis["diffusing_specie"])).sum())
-            volume[(analysis["source"], analysis["material"])] = (n_li, abs(float(np.linalg.det(cell_A))))
     for row in table:
         key = (row["model"], row["material"])
-        per_t = defaultdict(list)
-        for run in run_docs:
-            if (run["source"], run["material"]) == key and run["diffusivity_cm2_s"] is not None:
-                per_t[run["temperature_K"]].append(run["diffusivity_cm2_s"])
+        n_runs = sum((r["source"], r["material"]) == key and r["diffusivity_cm2_s"] is not None for r in run_docs)
         sigma = ea = "n/a"
         if row["neg_log10_sigma_target"] is not None:
             sigma, ea = _number(row["neg_log10_sigma_target"], 3), _number(row["activation_energy_eV"], 3)
-            if len(per_t) >= 2 and key in volume:
-                try:
-                    estimate = bootstrap_arrhenius(per_t, row["target_temperature_K"], *volume[key])
-                except ValueError:  # a resample with no positive mean D at some temperature
-                    estimate = None
-                if estimate is not None and estimate.conductivity_target_mS_cm.low > 0:
-                    c = estimate.conductivity_target_mS_cm
-                    sigma = _interval(-math.log10(c.value), -math.log10(c.high), -math.log10(c.low))
-                    e = estimate.activation_energy_eV
-                    ea = _interval(e.value, e.low, e.high)
-        rows.append([row["model"], row["material"], sigma, ea, str(sum(len(v) for v in per_t.values()))])
+            doc = fitted.get(key, {})
+            if (doc.get("conductivity_target_mS_cm_low") or 0) > 0:
+                sigma = _interval(row["neg_log10_sigma_target"], -math.log10(doc["conductivity_target_mS_cm_high"]),
+                                  -math.log10(doc["conductivity_target_mS_cm_low"]))
+                ea = _interval(row["activation_energy_eV"], doc["activation_energy_eV_low"], doc["activation_energy_eV_high"])
+        rows.append([row["model"], row["material"], sigma, ea, str(n_runs)])
     return rows
 
 
-def table_stability(temperature_docs: list[dict], run_docs: list[dict]) -> list[list[str]]:
-    """Per (source, material, T): stable runs with a Wilson interval, D and σ means with bootstrap intervals."""
+def table_stability(temperature_docs: list[dict]) -> list[list[str]]:
+    """Per (source, material, T): stable runs with their Wilson interval, D and σ means with bootstrap intervals."""
     rows = []
-    for doc in sorted(temperature_docs, key=lambda d: (d["source"] != REFERENCE, d["source"], d["material"], d["temperature_K"])):
-        runs = [r for r in run_docs if (r["source"], r["material"], r["temperature_K"]) == (doc["source"], doc["material"], doc["temperature_K"])]
-        n_stable = sum(r["stability"] == "stable" for r in runs)
-        low, high = wilson_interval(n_stable, len(runs)) if runs else (None, None)
-        cells = [doc["source"], doc["material"], f"{doc['temperature_K']:g}", f"{n_stable}/{len(runs)} [{_number(low, 2)}, {_number(high, 2)}]"]
-        for field in ("diffusivity_cm2_s", "conductivity_mS_cm"):
-            values = [r[field] for r in runs if r[field] is not None]
-            estimate = bootstrap_mean(values) if values else None
-            cells.append(_interval(estimate.value, estimate.low, estimate.high) if estimate else "n/a")
+    for doc in sorted(temperature_docs, key=lambda d: (d["source"] != REFERENCE_SOURCE, d["source"], d["material"], d["temperature_K"])):
+        n_stable = round(doc["stable_fraction"] * doc["n_runs"])
+        stable = f"{n_stable}/{doc['n_runs']} [{_number(doc.get('stable_fraction_low'), 2)}, {_number(doc.get('stable_fraction_high'), 2)}]"
+        cells = [doc["source"], doc["material"], f"{doc['temperature_K']:g}", stable]
+        for name in ("diffusivity_cm2_s", "conductivity_mS_cm"):
+            cells.append(_interval(doc[f"{name}_mean"], doc.get(f"{name}_low"), doc.get(f"{name}_high")))
         rows.append(cells)
+    return rows
+
+
+def table_diffusion_paths(material_docs: list[dict]) -> list[list[str]]:
+    """Per (source, material), the material documents' diffusion-path checks at the highest temperature."""
+    rows = []
+    for doc in sorted(material_docs, key=lambda d: (d["material"], d["source"] != REFERENCE_SOURCE, d["source"])):
+        paths = doc.get("diffusion_paths")
+        if paths is None:
+            continue
+        rows.append([
+            doc["source"], doc["material"], f"{paths['temperature_K']:g}", _number(paths["overlap"], 3),
+            _number(paths["wrong_channel_fraction"], 3), "yes" if paths["wrong_channels"] else "no",
+            f"{_number(paths['max_framework_drift_A'], 3)} / {_number(paths['max_sublattice_drift_A'], 3)}",
+            f"{paths['drifting_runs']}/{paths['n_runs']}",
+        ])
     return rows
 
 
@@ -351,12 +282,14 @@ _STYLE = (
 REPORT_TABLES = ("fig4", "table2", "s1-s3")  # the tables of campaign/tables.py that write_report reads
 
 
-def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]], analyses: list[dict], out_dir: str | Path) -> Path:
+def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]], out_dir: str | Path,
+                 rdf_mae_threshold: float = RDF_MAE_STABLE) -> Path:
     """Write every figure and ``index.html`` into out_dir; returns the HTML path.
 
     docs: the campaign's result documents; tables: name -> rows of each of ``REPORT_TABLES``
-    (``campaign.tables.run_table``) over those documents; analyses: the inputs (with ``out_dir``) of its analyze tasks.
-    A figure whose data is missing (e.g. no ``rdf.npz`` from an older analysis) is left out and said so.
+    (``campaign.tables.run_table``) over those documents; ``rdf_mae_threshold``: the campaign's
+    stability threshold, drawn in Fig. 4. A figure whose data is missing (e.g. a file a document
+    names is gone) is left out and said so.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -370,25 +303,23 @@ def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]],
         (figures if made else missing).append((caption, name) if made else caption)
 
     colors = _colors([d["source"] for d in docs])
-    threshold = next((a["rdf_mae_threshold"] for a in analyses), RDF_MAE_STABLE)
-    plot_error_bars(tables["fig4"], colors, threshold, out / "fig4_errors.png")
+    plot_error_bars(tables["fig4"], colors, rdf_mae_threshold, out / "fig4_errors.png")
     figure("fig4_errors.png", "Fig. 4: force MAE and RDF MAE per model and material", True)
     figure("parity_forces.png", "Force parity plots", plot_parity(predictions, out / "parity_forces.png"))
-    path_rows, densities = diffusion_paths(analyses)
     for material in material_names:
-        rdf_files = {a["source"]: Path(a["out_dir"]) / RDF_FILE for a in analyses if a["material"] == material}
+        rdf_files = {d["source"]: Path(d["rdf_path"]) for d in materials if d["material"] == material and d.get("rdf_path")}
         figure(f"rdf_{material}.png", f"Fig. 3: RDFs of {material} against the reference",
                plot_rdf_overlays(rdf_files, material, colors, out / f"rdf_{material}.png"))
         figure(f"arrhenius_{material}.png", f"Arrhenius plot of {material}",
                plot_arrhenius(temperatures, materials, material, colors, out / f"arrhenius_{material}.png"))
         figure(f"li_density_{material}.png", f"Li density of {material} projected along c (highest temperature)",
-               plot_li_density(densities, material, out / f"li_density_{material}.png"))
+               plot_li_density(materials, material, out / f"li_density_{material}.png"))
 
     target = next((d["target_temperature_K"] for d in materials), 300.0)
     sections = [
         _html_table(
             f"Table 2: −log10 σ({target:g} K) [mS/cm] and Ea", ["model", "material", f"−log10 σ({target:g} K) [95 % CI]", "Ea (eV) [95 % CI]", "runs"],
-            table_2(runs, tables["table2"], analyses),
+            table_2(runs, tables["table2"], materials),
             "Intervals: bootstrap over repetitions (resampled per temperature, Arrhenius refitted each time).",
         ),
         _html_table("Table S1: energy MAE (eV/atom)", *_matrix(tables["s1-s3"], "energy_mae_eV_atom")),
@@ -399,16 +330,13 @@ def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]],
         _html_table(
             "Stability and transport per temperature",
             ["model", "material", "T (K)", "stable runs [Wilson 95 %]", "D (cm²/s) [95 % CI]", "σ (mS/cm) [95 % CI]"],
-            table_stability(temperatures, runs),
+            table_stability(temperatures),
         ),
         _html_table(
             "Diffusion paths (highest temperature)",
             ["model", "material", "T (K)", "Li density overlap (Bhattacharyya)", "in reference-empty voxels", "wrong channels",
              "max drift: framework / sublattice (Å)", "drifting runs"],
-            [[r["source"], r["material"], f"{r['temperature_K']:g}", _number(r["overlap"], 3), _number(r["wrong_channel_fraction"], 3),
-              "yes" if r["wrong_channels"] else "no", f"{_number(r['max_framework_drift_A'], 3)} / {_number(r['max_sublattice_drift_A'], 3)}",
-              f"{r['drifting_runs']}/{r['n_runs']}"]
-             for r in path_rows],
+            table_diffusion_paths(materials),
         ),
     ]
     images = "".join(f"<h2>{html.escape(caption)}</h2><a href='{name}'><img src='{name}' alt='{html.escape(caption)}'></a>"

@@ -20,25 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from campaign.spec import CampaignSpec
+from mlff import BEST_CHECKPOINT
+from mlff.structures import BUILTIN_STRUCTURES
+from records.results import REFERENCE_SOURCE
+from workflows.build import STAGES, Task
+from workflows.firetasks import FIRETASKS
 
-STAGES = ("reference", "train", "predict", "md", "analyze")
-REFERENCE_SOURCE = "reference"
-BUILTIN_STRUCTURES = ("LGPS", "Li2S")
 SECONDS_PER_MINUTE = 60.0
-
-
-@dataclass(frozen=True)
-class Task:
-    key: str
-    stage: str
-    inputs: dict  # JSON-serialisable arguments of the stage function
-    parents: tuple[str, ...] = ()
-    digest: str = ""
-    labels: dict = field(default_factory=dict)  # model, material, temperature_K, repetition where they apply
 
 
 def derive_seed(base_seed: int, label: str) -> int:
@@ -68,6 +59,7 @@ class _Planner:
             for name, filename in outputs.items()
         }
         inputs = {**config, **paths}
+        FIRETASKS[stage].parse(inputs)  # the stored inputs are what the firetask will read
         task = Task(key, stage, inputs, tuple(parents), digest, labels)
         self.tasks[key] = task
         return task
@@ -213,7 +205,7 @@ def expand(spec: CampaignSpec, base_dir: Path) -> list[Task]:
         train = plan.add(
             train_key, "train", train_config, [t.key for t in training_refs], {"out_dir": "."}, {"model": model}
         )
-        checkpoint = str(Path(train.inputs["out_dir"]) / "best.pt")
+        checkpoint = str(Path(train.inputs["out_dir"]) / BEST_CHECKPOINT)
 
         for material, refs in references.items():
             predict_config = {

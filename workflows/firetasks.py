@@ -1,24 +1,41 @@
 """The firetasks. Their class paths are stored in every firework document: a database schema.
 
 Each class states its ``_fw_name`` as ``{{module.Class}}`` so FireWorks imports it by path with no
-registry to configure. Never move or rename these classes without a migration of stored workflows. Each one reads its
-``inputs`` (built by campaign/tasks.py), calls one plain stage function from workflows/stages.py,
-and returns the result documents for the login node to store.
+registry to configure. Never move or rename these classes without a migration of stored workflows.
+Each one parses its stored ``inputs`` (built by campaign/tasks.py) into the typed inputs of its stage
+(workflows/inputs.py), calls the one plain stage function those inputs are for
+(workflows/stages.py), and returns the result documents for the login node to store.
 """
 
 from __future__ import annotations
 
-from fireworks import FiretaskBase, FWAction
+import functools
+from collections.abc import Callable
+from typing import ClassVar, Union
 
-from workflows import stages
+from fireworks import FiretaskBase, FWAction
+from pydantic import TypeAdapter
+
+from workflows import inputs, stages
 
 
 class _StageTask(FiretaskBase):
     required_params = ["inputs"]
-    stage = staticmethod(lambda **inputs: {})
+    stage_of: ClassVar[dict[type, Callable[..., dict]]]  # the stage function of each kind of inputs
+
+    @classmethod
+    @functools.cache
+    def _adapter(cls) -> TypeAdapter:
+        return TypeAdapter(Union[tuple(cls.stage_of)])  # noqa: UP007
+
+    @classmethod
+    def parse(cls, stored: dict):
+        """The typed inputs of stored ``inputs`` (pydantic's ValidationError when they are none of them)."""
+        return cls._adapter().validate_python(stored)
 
     def run_task(self, fw_spec: dict) -> FWAction:
-        outcome = type(self).stage(**self["inputs"])
+        parsed = self.parse(self["inputs"])
+        outcome = self.stage_of[type(parsed)](parsed)
         return FWAction(stored_data={"summary": outcome["summary"], "results": outcome["results"]})
 
 
@@ -26,35 +43,35 @@ class ReferenceTask(_StageTask):
     """Generate or import one reference trajectory."""
 
     _fw_name = "{{workflows.firetasks.ReferenceTask}}"
-    stage = staticmethod(stages.reference)
+    stage_of = {inputs.GenerateReferenceInputs: stages.generate_reference, inputs.ImportReferenceInputs: stages.import_reference}
 
 
 class TrainTask(_StageTask):
     """Train one model on the training material's reference frames."""
 
     _fw_name = "{{workflows.firetasks.TrainTask}}"
-    stage = staticmethod(stages.train)
+    stage_of = {inputs.TrainInputs: stages.train}
 
 
 class PredictTask(_StageTask):
     """Score a trained model's energies and forces on held-out reference frames of one material."""
 
     _fw_name = "{{workflows.firetasks.PredictTask}}"
-    stage = staticmethod(stages.predict)
+    stage_of = {inputs.PredictInputs: stages.predict}
 
 
 class MDTask(_StageTask):
-    """One MLFF-MD run."""
+    """One MLFF-MD run, or a batch of runs integrated together."""
 
     _fw_name = "{{workflows.firetasks.MDTask}}"
-    stage = staticmethod(stages.md)
+    stage_of = {inputs.MDRunInputs: stages.md, inputs.MDBatchInputs: stages.md}
 
 
 class AnalyzeTask(_StageTask):
     """RDF, stability, diffusion and Arrhenius over all runs of one source on one material."""
 
     _fw_name = "{{workflows.firetasks.AnalyzeTask}}"
-    stage = staticmethod(stages.analyze)
+    stage_of = {inputs.AnalyzeInputs: stages.analyze}
 
 
 FIRETASKS = {"reference": ReferenceTask, "train": TrainTask, "predict": PredictTask, "md": MDTask, "analyze": AnalyzeTask}

@@ -1,26 +1,31 @@
 """The campaign's stages as plain functions: the one call each firetask makes.
 
-Each takes the JSON inputs that campaign/tasks.py built, reads its input files, calls mlff/ (models,
+Each takes its typed inputs (workflows/inputs.py), reads its input files, calls mlff/ (models,
 training, MD) and analysis/ (pure numpy), writes its outputs into its own directory, and returns
 ``{"summary": ..., "results": [...]}``: a JSON summary for the launch record and the typed result
-documents (campaign/results.py) for the results collection. They hold the glue between file formats
+documents (records/results.py) for the results collection. They hold the glue between file formats
 and result documents, so mlff/ and analysis/ stay free of campaign concepts.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from analysis.aggregation import RunVerdict, summarise_material, summarise_temperature
+from analysis.diffusion_paths import compare_paths
 from analysis.errors import mae, r2_score
-from analysis.rdf import RDF, rdf, rdf_mae
-from analysis.stability import classify_stability, min_distance_A
-from analysis.statistics import DiffusiveWindow, diffusive_window
-from analysis.transport import conductivity_at_mS_cm, conductivity_mS_cm, diffusivity_cm2_s, mean_square_displacement
-from campaign.results import (
+from analysis.rdf import CHEMICAL_SYMBOLS, RDF, mean_rdf
+from analysis.runs import RDFSettings, analyse_run, material_rdf
+from analysis.stability import run_stability
+from mlff.md.protocol import FS_PER_PS
+from mlff.trajectory import read_system, read_trajectory
+from records.atomic_file import atomic_write
+from records.provenance import package_versions, sha256_file
+from records.results import (
+    DiffusionPathResult,
     MaterialResult,
     PredictionResult,
     Provenance,
@@ -28,11 +33,21 @@ from campaign.results import (
     TemperatureResult,
     TrainingResult,
 )
-from mlff.atomic_file import atomic_write
-from mlff.provenance import package_versions, sha256_file
-from mlff.trajectory import Trajectory, read_system, read_trajectory
+from workflows.inputs import (
+    AnalyzeInputs,
+    GenerateReferenceInputs,
+    ImportReferenceInputs,
+    MDBatchInputs,
+    MDRunInputs,
+    PredictInputs,
+    RunEntry,
+    SplitInputs,
+    TrainInputs,
+)
 
-FS_PER_PS = 1000.0
+MD_CHECKPOINT = "md-checkpoint.npz"  # one per MD task, next to its trajectories
+RDF_FILE = "rdf.npz"
+DENSITY_FILE = "density.npz"
 
 
 def _device(device: str) -> str:
@@ -55,81 +70,61 @@ def md_summary_path(trajectory_path: str | Path) -> Path:
     return Path(trajectory_path).with_suffix(".json")
 
 
-MD_CHECKPOINT_SUFFIXES = {"ase": ".checkpoint.npz", "torch": ".checkpoint.pt", "lammps": ".checkpoint.json"}
-BATCH_CHECKPOINT = "batch.checkpoint.pt"  # one per batch directory (torch engine)
+def generate_reference(inputs: GenerateReferenceInputs) -> dict:
+    """One reference trajectory, by MD with the reference calculator."""
+    from mlff.reference import generate_reference as run_reference
+    from mlff.structures import LGPS_ORDERING, load_structure
 
-
-def md_checkpoint_path(trajectory_path: str | Path, engine: str, batch: bool = False) -> Path:
-    """Where an MD task keeps its checkpoint: next to its trajectory, or for a batch (``trajectory_path``
-    one of its trajectories) one in the batch's directory; a rerun (after preemption or a lost job)
-    resumes from it."""
-    if batch:
-        return Path(trajectory_path).with_name(BATCH_CHECKPOINT)
-    return Path(trajectory_path).with_suffix(MD_CHECKPOINT_SUFFIXES[engine])
-
-
-def reference(mode: str, material: str, out_path: str, **settings) -> dict:
-    """Generate (``mode="generate"``) or import (``mode="import"``) one reference trajectory."""
-    from mlff.md import MDProtocol
-    from mlff.reference import generate_reference, import_reference
-    from mlff.structures import load_structure
-
-    if mode == "generate":
-        summary = generate_reference(
-            load_structure(settings["structure"]),
-            settings["calculator"],
-            MDProtocol(**settings["protocol"]),
-            seed=settings["seed"],
-            out_path=out_path,
-            device=_device(settings["device"]),
-        )
-    elif mode == "import":
-        summary = import_reference(settings["source_path"], out_path, timestep_fs=settings["timestep_fs"])
-    else:
-        raise ValueError(f"reference mode must be 'generate' or 'import', got {mode!r}")
-    if settings.get("structure") == "LGPS":
-        from mlff.structures import LGPS_ORDERING
-
+    summary = run_reference(
+        load_structure(inputs.structure), inputs.calculator, inputs.protocol.protocol(), seed=inputs.seed,
+        out_path=inputs.out_path, device=_device(inputs.device),
+    )
+    if inputs.structure == "LGPS":
         summary = {**summary, "structure_ordering": LGPS_ORDERING}
+    return _reference_outcome(inputs.material, inputs.out_path, summary)
+
+
+def import_reference(inputs: ImportReferenceInputs) -> dict:
+    """One reference trajectory, converted from a file."""
+    from mlff.reference import import_reference as convert
+
+    summary = convert(inputs.source_path, inputs.out_path, timestep_fs=inputs.timestep_fs)
+    return _reference_outcome(inputs.material, inputs.out_path, summary)
+
+
+def _reference_outcome(material: str, out_path: str, summary: dict) -> dict:
     _write_json(md_summary_path(out_path), summary)
     summary = {**summary, "material": material, "out_path": out_path, "sha256": sha256_file(out_path)}
     return {"summary": summary, "results": []}
 
 
-def _training_split(references: list[dict], n_train_per_run: int, n_validation_per_run: int, split_seed: int):
+def _training_split(references: list[RunEntry], split: SplitInputs):
     from mlff.data import split_frames
 
-    trajectories = [read_trajectory(entry["path"]) for entry in references]
-    return trajectories, split_frames(trajectories, n_train_per_run, n_validation_per_run, split_seed)
+    trajectories = [read_trajectory(entry.path) for entry in references]
+    return trajectories, split_frames(trajectories, split.n_train_per_run, split.n_validation_per_run, split.split_seed)
 
 
-def train(
-    model: str,
-    hparams: dict,
-    references: list[dict],
-    n_train_per_run: int,
-    n_validation_per_run: int,
-    split_seed: int,
-    out_dir: str,
-    seed: int,
-    device: str,
-    **settings,
-) -> dict:
-    """Train ``model`` on the paper's per-run split of the training references."""
+def train(inputs: TrainInputs) -> dict:
+    """Train a model on the paper's per-run split of the training references."""
     from mlff.data import dataset_hash
     from mlff.training import train as train_model
 
-    trajectories, split = _training_split(references, n_train_per_run, n_validation_per_run, split_seed)
+    split_inputs = SplitInputs(n_train_per_run=inputs.n_train_per_run, n_validation_per_run=inputs.n_validation_per_run,
+                               split_seed=inputs.split_seed)
+    trajectories, split = _training_split(inputs.references, split_inputs)
     train_set, validation_set = split.select(trajectories, "train"), split.select(trajectories, "validation")
     data_hash = dataset_hash(train_set + validation_set)
-    device = _device(device)
+    device = _device(inputs.device)
     summary = train_model(
-        model, hparams, train_set, validation_set, out_dir, seed=seed, device=device, dataset_hash=data_hash,
-        resume=True, **settings
+        inputs.model, inputs.hparams, train_set, validation_set, inputs.out_dir, seed=inputs.seed, device=device,
+        dataset_hash=data_hash, resume=True, energy_weight=inputs.energy_weight, force_weight=inputs.force_weight,
+        learning_rate=inputs.learning_rate, batch_size=inputs.batch_size, max_epochs=inputs.max_epochs,
+        max_wall_s=inputs.max_wall_s,
     )
     checkpoint = summary["checkpoint"]
     doc = TrainingResult(
-        source=model,
+        source=inputs.model,
         epochs_run=summary["epochs_run"],
         best_epoch=summary["best_epoch"],
         validation_energy_mae_eV_atom=summary["best_validation_energy_mae_eV_atom"],
@@ -138,44 +133,33 @@ def train(
         wall_s=summary["wall_s"],
         checkpoint_path=checkpoint,
         provenance=_provenance(
-            device=device, seed=seed, checkpoint_sha256=sha256_file(checkpoint), dataset_hash=data_hash
+            device=device, seed=inputs.seed, checkpoint_sha256=sha256_file(checkpoint), dataset_hash=data_hash
         ),
     )
     return {"summary": summary, "results": [doc.model_dump()]}
 
 
-def predict(
-    model: str,
-    material: str,
-    checkpoint: str,
-    references: list[dict],
-    n_frames: int,
-    held_out_split: dict | None,
-    training_references: list[dict],
-    seed: int,
-    device: str,
-    out_dir: str,
-) -> dict:
-    """Energy and force errors of a trained model on ``n_frames`` held-out frames of ``material``."""
+def predict(inputs: PredictInputs) -> dict:
+    """Energy and force errors of a trained model on ``n_frames`` held-out frames of a material."""
     from mlff.checkpoint import load_model
     from mlff.prediction import predict as predict_frames
 
-    device = _device(device)
+    device = _device(inputs.device)
     held_out: dict[str, np.ndarray] = {}  # training runs: only their test frames are held out
-    if held_out_split is not None:
-        _, split = _training_split(training_references, **held_out_split)
-        held_out = {entry["path"]: frames for entry, frames in zip(training_references, split.test, strict=True)}
+    if inputs.held_out_split is not None:
+        _, split = _training_split(inputs.training_references, inputs.held_out_split)
+        held_out = {entry.path: frames for entry, frames in zip(inputs.training_references, split.test, strict=True)}
     pool = []  # (reference index, frame index) of every held-out frame
-    trajectories = [read_trajectory(entry["path"]) for entry in references]
-    for index, (entry, trajectory) in enumerate(zip(references, trajectories, strict=True)):
-        frames = held_out.get(entry["path"], np.arange(trajectory.n_frames))
+    trajectories = [read_trajectory(entry.path) for entry in inputs.references]
+    for index, (entry, trajectory) in enumerate(zip(inputs.references, trajectories, strict=True)):
+        frames = held_out.get(entry.path, np.arange(trajectory.n_frames))
         pool.extend((index, int(frame)) for frame in frames)
     if not pool:
-        raise ValueError(f"{material}: no held-out reference frames left to score")
-    rng = np.random.default_rng(seed)
-    chosen = [pool[i] for i in np.sort(rng.choice(len(pool), size=min(n_frames, len(pool)), replace=False))]
+        raise ValueError(f"{inputs.material}: no held-out reference frames left to score")
+    rng = np.random.default_rng(inputs.seed)
+    chosen = [pool[i] for i in np.sort(rng.choice(len(pool), size=min(inputs.n_frames, len(pool)), replace=False))]
 
-    network, _ = load_model(checkpoint, device=device)
+    network, _ = load_model(inputs.checkpoint, device=device)
     predicted_E, reference_E, predicted_F, reference_F, n_atoms = [], [], [], [], []
     for index, trajectory in enumerate(trajectories):
         frames = np.array([frame for i, frame in chosen if i == index], dtype=np.int64)
@@ -192,7 +176,7 @@ def predict(
     predicted_F, reference_F = np.concatenate(predicted_F), np.concatenate(reference_F)  # [n_frames * n_atoms, 3]
     n_atoms = np.concatenate(n_atoms)
 
-    out = Path(out_dir)
+    out = Path(inputs.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     parity = out / "parity.npz"
     np.savez_compressed(
@@ -200,8 +184,8 @@ def predict(
         predicted_forces_eV_A=predicted_F, reference_forces_eV_A=reference_F,
     )
     doc = PredictionResult(
-        source=model,
-        material=material,
+        source=inputs.model,
+        material=inputs.material,
         n_frames=len(chosen),
         energy_mae_eV_atom=mae(predicted_E / n_atoms, reference_E / n_atoms),
         energy_r2=r2_score(predicted_E, reference_E),
@@ -209,155 +193,41 @@ def predict(
         force_r2=r2_score(predicted_F, reference_F),
         parity_path=str(parity),
         parity_sha256=sha256_file(parity),
-        provenance=_provenance(device=device, seed=seed, checkpoint_sha256=sha256_file(checkpoint)),
+        provenance=_provenance(device=device, seed=inputs.seed, checkpoint_sha256=sha256_file(inputs.checkpoint)),
     )
     return {"summary": {"n_frames": len(chosen), "parity_path": str(parity)}, "results": [doc.model_dump()]}
 
 
-def md(
-    model: str,
-    material: str,
-    checkpoint: str,
-    structure: str,
-    engine: str,
-    tabulate_filters: bool,
-    fusion_distance_A: float,
-    device: str,
-    protocol: dict | None = None,
-    seed: int | None = None,
-    out_path: str | None = None,
-    replicas: list[dict] | None = None,
-    out_paths: list[str] | None = None,
-) -> dict:
-    """One MLFF-MD run (``protocol``, ``seed``, ``out_path``) or a batch of runs integrated together
-    (``replicas``, each with its ``protocol`` and ``seed``, and one trajectory per replica in ``out_paths``).
+def md(inputs: MDRunInputs | MDBatchInputs) -> dict:
+    """MLFF-MD runs of one task, all integrated together by its engine (``mlff.md``): one run, or a batch.
 
-    Engines: ``ase`` (ASE calculator and thermostat), ``torch`` (our integrator, mlff/batched.py; the
-    only engine for batches) and ``lammps`` (fix external, mlff/lammps_engine.py). All write the same
-    trajectory format and, per run, the same summary, and resume from their own checkpoint; an
-    instability ends a run early as a result. With ``tabulate_filters``, a model with distance-only
-    parts evaluates them from tables (``ForceField.tabulate_filters``); the summary records whether.
+    Every run writes its trajectory and, next to it, its summary; an instability ends a run early as
+    a result. The task resumes from its checkpoint (``MD_CHECKPOINT`` in the trajectories' directory).
+    With ``tabulate_filters``, a model with distance-only parts evaluates them from tables
+    (``ForceField.tabulate_filters``); the summaries record whether.
     """
-    from mlff.md import MDProtocol
+    from mlff.checkpoint import load_model
+    from mlff.md.driver import run_md
+    from mlff.md.engine import engine_class
     from mlff.structures import load_structure
 
-    if (replicas is None) == (protocol is None) or (replicas is None) != (out_paths is None):
-        raise ValueError("md needs either protocol, seed and out_path (one run) or replicas and out_paths (a batch)")
-    device = _device(device)
-    atoms, batched = load_structure(structure), replicas is not None
-    if batched and engine != "torch":
-        raise ValueError(f"a batch of MD runs needs the torch engine, got engine {engine!r}")
-    if not batched:
-        replicas, out_paths = [{"protocol": protocol, "seed": seed}], [out_path]
-    if engine not in MD_CHECKPOINT_SUFFIXES:
-        raise ValueError(f"unknown MD engine {engine!r}; available: {', '.join(MD_CHECKPOINT_SUFFIXES)}")
-    from mlff.checkpoint import load_model
-
-    protocols = [MDProtocol(**replica["protocol"]) for replica in replicas]
-    seeds = [replica["seed"] for replica in replicas]
-    model, checkpoint_path = load_model(checkpoint, device=device)[0], md_checkpoint_path(out_paths[0], engine, batched)
-    tabulated = tabulate_filters and model.tabulate_filters()
-    if engine == "ase":
-        from mlff.calculator import MLFFCalculator
-        from mlff.md import run_md
-
-        summaries = [run_md(
-            atoms, MLFFCalculator(model), protocols[0], seed=seeds[0], out_path=out_paths[0],
-            fusion_distance_A=fusion_distance_A, checkpoint_path=checkpoint_path,
-        )]
-    elif engine == "torch":
-        from mlff.batched import run_batched_md
-
-        summaries = run_batched_md(
-            model, atoms, protocols, seeds, out_paths, checkpoint_path=checkpoint_path, fusion_distance_A=fusion_distance_A,
-        )
-    else:
-        from mlff.lammps_engine import run_lammps_md
-
-        summaries = [run_lammps_md(
-            atoms, model, protocols[0], seeds[0], out_paths[0],
-            fusion_distance_A=fusion_distance_A, checkpoint_path=checkpoint_path,
-        )]
-    checkpoint_sha256 = sha256_file(checkpoint)
+    device = _device(inputs.device)
+    protocols, seeds, out_paths = zip(*[(protocol.protocol(), seed, path) for protocol, seed, path in inputs.runs()])
+    model, _ = load_model(inputs.checkpoint, device=device)
+    tabulated = inputs.tabulate_filters and model.tabulate_filters()
+    summaries = run_md(
+        engine_class(inputs.engine).from_model(model, load_structure(inputs.structure)), list(protocols), list(seeds),
+        list(out_paths), checkpoint_path=Path(out_paths[0]).with_name(MD_CHECKPOINT),
+        fusion_distance_A=inputs.fusion_distance_A,
+    )
+    checkpoint_sha256 = sha256_file(inputs.checkpoint)
     summaries = [
         {**summary, "device": device, "checkpoint_sha256": checkpoint_sha256, "tabulated_filters": tabulated}
         for summary in summaries
     ]
     for summary, path in zip(summaries, out_paths, strict=True):
         _write_json(md_summary_path(path), summary)
-    return {"summary": {"runs": summaries} if batched else summaries[0], "results": []}
-
-
-def production_frames(trajectory: Trajectory, discard_ps: float) -> tuple[Trajectory, int]:
-    """Frames after the discard, with non-finite frames removed; also how many were removed."""
-    kept = trajectory.select(trajectory.time_fs >= discard_ps * FS_PER_PS)
-    finite = np.isfinite(kept.positions_A).all(axis=(1, 2))
-    return kept.select(np.flatnonzero(finite)), int((~finite).sum())
-
-
-def _rdf(trajectory: Trajectory, settings: dict) -> RDF:
-    """Total RDF plus the requested partials whose elements this material has."""
-    from ase.data import chemical_symbols
-
-    present = {chemical_symbols[z] for z in np.unique(trajectory.numbers)}
-    pairs = [tuple(pair) for pair in settings["pairs"] if set(pair) <= present]
-    return rdf(
-        trajectory.positions_A, trajectory.cell_A, trajectory.numbers, settings["r_max_A"], settings["n_bins"],
-        pairs=pairs, frame_stride=settings["frame_stride"],
-    )
-
-
-@dataclass(frozen=True)
-class RunAnalysis:
-    """What ``analyse_run`` measures of one MD run (None where it cannot be measured)."""
-
-    rdf: RDF | None  # of the production frames, when there is a reference to compare with
-    rdf_mae: float | None
-    min_distance_A: float | None  # over every finite frame, the ramp included
-    window: DiffusiveWindow | None  # where the MSD is fitted
-    diffusivity_cm2_s: float | None
-    conductivity_mS_cm: float | None
-
-
-def analyse_run(
-    trajectory: Trajectory, production: Trajectory, temperature_K: float, specie: int, reference: RDF | None,
-    rdf_settings: dict,
-) -> RunAnalysis:
-    """RDF and its MAE against ``reference``, the smallest interatomic distance, and the diffusing
-    ``specie``'s MSD -> diffusive window -> D -> σ, of one run; ``production`` is ``trajectory``'s
-    frames after the discard (``production_frames``)."""
-    finite = trajectory.positions_A[np.isfinite(trajectory.positions_A).all(axis=(1, 2))]
-    smallest = float(min_distance_A(finite, trajectory.cell_A).min()) if len(finite) else None
-    mask = production.numbers == specie
-    window = d_cm2_s = sigma = None
-    if production.n_frames >= 3 and mask.any():
-        framework = ~mask
-        msd = mean_square_displacement(
-            production.positions_A, production.cell_A, coordinates="wrapped", atom_mask=mask,
-            framework_mask=framework if framework.any() else None,
-        )
-        time_fs = production.time_fs - production.time_fs[0]
-        try:  # the ballistic start and long, noisy lags are left out of the fit
-            window = diffusive_window(msd, time_fs)
-        except ValueError:  # too few frames, or an MSD that is zero at some lag: no diffusive regime to fit
-            window = None
-        if window is not None:
-            d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, window.start_fs, window.end_fs)
-            volume_A3 = abs(float(np.linalg.det(production.cell_A)))
-            sigma = conductivity_mS_cm(d_cm2_s, int(mask.sum()), volume_A3, temperature_K)
-    curve = r_mae = None
-    if production.n_frames and reference is not None:
-        curve = _rdf(production, rdf_settings)
-        r_mae = rdf_mae(curve, reference)
-    return RunAnalysis(curve, r_mae, smallest, window, d_cm2_s, sigma)
-
-
-RDF_FILE = "rdf.npz"
-
-
-def _mean_rdf(curves: list[RDF]) -> RDF:
-    """The mean of RDFs on the same bins, label by label."""
-    return RDF(r_A=curves[0].r_A, g={label: np.mean([c.g[label] for c in curves], axis=0) for label in curves[0].g})
+    return {"summary": {"runs": summaries}, "results": []}
 
 
 def _write_rdf(path: Path, reference_rdf: dict[float, RDF], source_rdf: dict[float, RDF]) -> None:
@@ -374,127 +244,158 @@ def _write_rdf(path: Path, reference_rdf: dict[float, RDF], source_rdf: dict[flo
     np.savez_compressed(path, **arrays)
 
 
-def _mean(values: list) -> float | None:
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
-def analyze(
-    source: str,
-    material: str,
-    runs: list[dict],
-    references: list[dict],
-    discard_ps: float,
-    rdf: dict,
-    rdf_mae_threshold: float,
-    fusion_distance_A: float,
-    diffusing_specie: str,
-    target_temperature_K: float,
-    out_dir: str,
-) -> dict:
-    """Per-run, per-temperature and per-material results of one source (model or reference)."""
-    from ase.data import atomic_numbers
-
-    rdf_settings = rdf
-    specie = atomic_numbers[diffusing_specie]
-    reference_rdf: dict[float, RDF] = {}
-    for temperature_K in sorted({entry["temperature_K"] for entry in references}):
-        frames = [
-            production_frames(read_trajectory(e["path"]), discard_ps)[0] for e in references if e["temperature_K"] == temperature_K
-        ]
-        curves = [_rdf(t, rdf_settings) for t in frames if t.n_frames]
+def _reference_rdfs(inputs: AnalyzeInputs, settings: RDFSettings) -> dict[float, RDF]:
+    """The mean RDF of the reference runs' production frames, per temperature."""
+    reference_rdf = {}
+    for temperature_K in sorted({entry.temperature_K for entry in inputs.references}):
+        frames = [read_trajectory(e.path).production(inputs.discard_ps)[0]
+                  for e in inputs.references if e.temperature_K == temperature_K]
+        curves = [material_rdf(t.positions_A, t.cell_A, t.numbers, settings) for t in frames if t.n_frames]
         if curves:
-            reference_rdf[temperature_K] = _mean_rdf(curves)
+            reference_rdf[temperature_K] = mean_rdf(curves)
+    return reference_rdf
 
-    run_docs = []
-    run_rdf: dict[float, list[RDF]] = {}  # RDFs of this source's runs, per temperature, for the report's plots
-    for entry in runs:
-        trajectory = read_trajectory(entry["path"])
-        summary_file = md_summary_path(entry["path"])
-        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
-        production, n_nonfinite = production_frames(trajectory, discard_ps)
-        measured = analyse_run(
-            trajectory, production, entry["temperature_K"], specie, reference_rdf.get(entry["temperature_K"]), rdf_settings
-        )
-        if measured.rdf is not None:
-            run_rdf.setdefault(entry["temperature_K"], []).append(measured.rdf)
-        r_mae, smallest, window = measured.rdf_mae, measured.min_distance_A, measured.window
-        stopped = summary.get("stopped_early_reason")
-        if stopped is not None:  # non-finite forces and temperature blow-ups come from atoms running into each other
-            stability = "atom_fusion"
-        else:  # with no reference RDF only the fusion criterion can be judged
-            stability = classify_stability(0.0 if r_mae is None else r_mae, smallest, rdf_mae_threshold, fusion_distance_A)
-        run_docs.append(
-            RunResult(
-                source=source,
-                material=material,
-                temperature_K=entry["temperature_K"],
-                repetition=entry.get("repetition", entry.get("run", 0)),
-                trajectory_path=entry["path"],
-                trajectory_sha256=sha256_file(entry["path"]),
-                completed=stopped is None,
-                stopped_early_reason=stopped,
-                collapse_time_ps=summary.get("collapse_time_ps"),
-                analysed_ps=float(production.time_fs[-1] - production.time_fs[0]) / FS_PER_PS if production.n_frames else 0.0,
-                n_nonfinite_frames=n_nonfinite,
-                rdf_mae=r_mae,
-                min_distance_A=smallest,
-                stability=stability,
-                diffusivity_cm2_s=measured.diffusivity_cm2_s,
-                msd_fit_start_ps=window.start_fs / FS_PER_PS if window else None,
-                msd_fit_end_ps=window.end_fs / FS_PER_PS if window else None,
-                msd_loglog_slope=window.loglog_slope if window else None,
-                conductivity_mS_cm=measured.conductivity_mS_cm,
-                provenance=_provenance(
-                    seed=entry.get("seed"), engine=summary.get("engine"), device=summary.get("device"),
-                    checkpoint_sha256=summary.get("checkpoint_sha256"), tabulated_filters=summary.get("tabulated_filters"),
-                ),
-            )
-        )
 
-    temperature_docs = []
-    for temperature_K in sorted({doc.temperature_K for doc in run_docs}):
-        at_t = [doc for doc in run_docs if doc.temperature_K == temperature_K]
-        diffusivities = [doc.diffusivity_cm2_s for doc in at_t if doc.diffusivity_cm2_s is not None]
-        temperature_docs.append(
-            TemperatureResult(
-                source=source,
-                material=material,
-                temperature_K=temperature_K,
-                n_runs=len(at_t),
-                stable_fraction=sum(doc.stability == "stable" for doc in at_t) / len(at_t),
-                rdf_mae_mean=_mean([doc.rdf_mae for doc in at_t]),
-                diffusivity_cm2_s_mean=_mean(diffusivities),
-                diffusivity_cm2_s_std=float(np.std(diffusivities)) if diffusivities else None,
-                conductivity_mS_cm_mean=_mean([doc.conductivity_mS_cm for doc in at_t]),
-                provenance=_provenance(),
-            )
-        )
+def _run_document(inputs: AnalyzeInputs, entry: RunEntry, reference: RDF | None, settings: RDFSettings):
+    """The run document of one trajectory, and its production RDF (None without a reference)."""
+    trajectory = read_trajectory(entry.path)
+    summary_file = md_summary_path(entry.path)
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    production, n_nonfinite = trajectory.production(inputs.discard_ps)
+    measured = analyse_run(
+        trajectory.finite().positions_A, production.positions_A, production.time_fs, trajectory.cell_A, trajectory.numbers, entry.temperature_K,
+        CHEMICAL_SYMBOLS.index(inputs.diffusing_specie), reference, settings,
+    )
+    stopped, window = summary.get("stopped_early_reason"), measured.window
+    doc = RunResult(
+        source=inputs.source,
+        material=inputs.material,
+        temperature_K=entry.temperature_K,
+        repetition=entry.repetition if entry.repetition is not None else entry.run or 0,
+        trajectory_path=entry.path,
+        trajectory_sha256=sha256_file(entry.path),
+        completed=stopped is None,
+        stopped_early_reason=stopped,
+        collapse_time_ps=summary.get("collapse_time_ps"),
+        analysed_ps=float(production.time_fs[-1] - production.time_fs[0]) / FS_PER_PS if production.n_frames else 0.0,
+        n_nonfinite_frames=n_nonfinite,
+        rdf_mae=measured.rdf_mae,
+        min_distance_A=measured.min_distance_A,
+        stability=run_stability(stopped, measured.rdf_mae, measured.min_distance_A, inputs.rdf_mae_threshold,
+                                inputs.fusion_distance_A),
+        diffusivity_cm2_s=measured.diffusivity_cm2_s,
+        msd_fit_start_ps=window.start_fs / FS_PER_PS if window else None,
+        msd_fit_end_ps=window.end_fs / FS_PER_PS if window else None,
+        msd_loglog_slope=window.loglog_slope if window else None,
+        conductivity_mS_cm=measured.conductivity_mS_cm,
+        provenance=_provenance(
+            seed=entry.seed, engine=summary.get("engine"), device=summary.get("device"),
+            checkpoint_sha256=summary.get("checkpoint_sha256"), tabulated_filters=summary.get("tabulated_filters"),
+        ),
+    )
+    return doc, measured.rdf
 
-    fit_points = [(d.temperature_K, d.diffusivity_cm2_s_mean) for d in temperature_docs if (d.diffusivity_cm2_s_mean or 0) > 0]
-    activation_eV = sigma_target = None
-    if len(fit_points) >= 2:
-        numbers, cell_A = read_system(runs[0]["path"])
-        n_carriers = int((numbers == specie).sum())
-        volume_A3 = abs(float(np.linalg.det(cell_A)))
-        temperatures, diffusivities = zip(*fit_points, strict=True)
-        sigma_target, fit = conductivity_at_mS_cm(temperatures, diffusivities, target_temperature_K, n_carriers, volume_A3)
-        activation_eV = fit.activation_energy_eV
+
+def _diffusion_paths(inputs: AnalyzeInputs, density_path: Path) -> DiffusionPathResult | None:
+    """The diffusing element's paths in the runs at the highest temperature against the reference runs there;
+    writes both occupancy densities to ``density_path``. None when there is nothing to compare."""
+    if not inputs.runs:
+        return None
+    top_K = max(entry.temperature_K for entry in inputs.runs)
+    runs, references = ([read_trajectory(e.path).production(inputs.discard_ps)[0]
+                         for e in entries if e.temperature_K == top_K] for entries in (inputs.runs, inputs.references))
+    runs, references = [t for t in runs if t.n_frames], [t for t in references if t.n_frames]
+    specie = CHEMICAL_SYMBOLS.index(inputs.diffusing_specie)
+    if not runs or not references:
+        return None
+    mobile = runs[0].numbers == specie
+    if not mobile.any() or mobile.all():  # no diffusing element, or no framework for it to move through
+        return None
+    compared = compare_paths([t.positions_A for t in runs], [t.positions_A for t in references], runs[0].cell_A,
+                             runs[0].numbers, mobile_number=specie)
+    np.savez_compressed(density_path, density=compared.density, reference_density=compared.reference_density)
+    return DiffusionPathResult(
+        temperature_K=top_K, overlap=compared.overlap, wrong_channel_fraction=compared.wrong_channel_fraction,
+        wrong_channels=compared.wrong_channels,
+        max_framework_drift_A=max(d.framework_A for d in compared.drifts),
+        max_sublattice_drift_A=max(max(d.sublattice_A.values()) for d in compared.drifts),
+        drifting_runs=sum(d.drifting for d in compared.drifts), n_runs=len(compared.drifts),
+    )
+
+
+def analyze(inputs: AnalyzeInputs) -> dict:
+    """Per-run, per-temperature and per-material results of one source (model or reference) on one material."""
+    settings = RDFSettings(inputs.rdf.r_max_A, inputs.rdf.n_bins, inputs.rdf.pairs, inputs.rdf.frame_stride)
+    out = Path(inputs.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    reference_rdf = _reference_rdfs(inputs, settings)
+    run_docs, run_rdf = [], {}  # run_rdf: this source's run RDFs per temperature, for the report's plots
+    for entry in inputs.runs:
+        doc, curve = _run_document(inputs, entry, reference_rdf.get(entry.temperature_K), settings)
+        run_docs.append(doc)
+        if curve is not None:
+            run_rdf.setdefault(entry.temperature_K, []).append(curve)
+    verdicts = [RunVerdict(d.temperature_K, d.stability, d.rdf_mae, d.diffusivity_cm2_s, d.conductivity_mS_cm)
+                for d in run_docs]
+    temperatures = [summarise_temperature([v for v in verdicts if v.temperature_K == t])
+                    for t in sorted({v.temperature_K for v in verdicts})]
+    temperature_docs = [_temperature_document(inputs, t) for t in temperatures]
+    numbers, cell_A = read_system(inputs.runs[0].path)
+    material = summarise_material(verdicts, temperatures, inputs.target_temperature_K,
+                                  int((numbers == CHEMICAL_SYMBOLS.index(inputs.diffusing_specie)).sum()),
+                                  abs(float(np.linalg.det(cell_A))))
+    _write_rdf(out / RDF_FILE, reference_rdf, {t: mean_rdf(curves) for t, curves in run_rdf.items()})
+    paths = _diffusion_paths(inputs, out / DENSITY_FILE)
+    activation, sigma = material.activation_energy_eV, material.conductivity_target_mS_cm
     material_doc = MaterialResult(
-        source=source,
-        material=material,
-        temperatures_K=[d.temperature_K for d in temperature_docs],
-        stable_fraction=sum(doc.stability == "stable" for doc in run_docs) / len(run_docs),
-        rdf_mae_mean=_mean([doc.rdf_mae for doc in run_docs]),
-        activation_energy_eV=activation_eV,
-        target_temperature_K=target_temperature_K,
-        conductivity_target_mS_cm=sigma_target,
-        neg_log10_conductivity_target=-float(np.log10(sigma_target)) if sigma_target else None,
+        source=inputs.source,
+        material=inputs.material,
+        temperatures_K=material.temperatures_K,
+        stable_fraction=material.stable_fraction,
+        rdf_mae_mean=material.rdf_mae_mean,
+        activation_energy_eV=activation and activation.value,
+        activation_energy_eV_low=_finite(activation and activation.low),
+        activation_energy_eV_high=_finite(activation and activation.high),
+        arrhenius_prefactor_cm2_s=material.arrhenius_prefactor_cm2_s,
+        target_temperature_K=inputs.target_temperature_K,
+        conductivity_target_mS_cm=sigma and sigma.value,
+        conductivity_target_mS_cm_low=_finite(sigma and sigma.low),
+        conductivity_target_mS_cm_high=_finite(sigma and sigma.high),
+        neg_log10_conductivity_target=-float(np.log10(sigma.value)) if sigma and sigma.value else None,
+        n_carriers=material.n_carriers,
+        volume_A3=material.volume_A3,
+        diffusion_paths=paths,
+        rdf_path=str(out / RDF_FILE),
+        density_path=str(out / DENSITY_FILE) if paths is not None else None,
         provenance=_provenance(),
     )
     docs = [doc.model_dump() for doc in (*run_docs, *temperature_docs, material_doc)]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", {"results": docs})
-    _write_rdf(out / RDF_FILE, reference_rdf, {t: _mean_rdf(curves) for t, curves in run_rdf.items()})
     return {"summary": {"n_runs": len(run_docs), "results_path": str(out / "results.json")}, "results": docs}
+
+
+def _finite(value: float | None) -> float | None:
+    """``value``, or None where it is missing or not a number (an interval that could not be estimated)."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _temperature_document(inputs: AnalyzeInputs, summary) -> TemperatureResult:
+    d, sigma = summary.diffusivity_cm2_s, summary.conductivity_mS_cm
+    return TemperatureResult(
+        source=inputs.source,
+        material=inputs.material,
+        temperature_K=summary.temperature_K,
+        n_runs=summary.n_runs,
+        stable_fraction=summary.stable_fraction,
+        stable_fraction_low=summary.stable_interval[0],
+        stable_fraction_high=summary.stable_interval[1],
+        rdf_mae_mean=summary.rdf_mae_mean,
+        diffusivity_cm2_s_mean=d and d.value,
+        diffusivity_cm2_s_low=d and d.low,
+        diffusivity_cm2_s_high=d and d.high,
+        diffusivity_cm2_s_std=summary.diffusivity_cm2_s_std,
+        conductivity_mS_cm_mean=sigma and sigma.value,
+        conductivity_mS_cm_low=sigma and sigma.low,
+        conductivity_mS_cm_high=sigma and sigma.high,
+        provenance=_provenance(),
+    )

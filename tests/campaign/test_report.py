@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from campaign.report import write_report
 from campaign.tables import TABLES, ResultFilter, run_table
 from mlff.trajectory import TrajectoryWriter
+from workflows.inputs import AnalyzeInputs
 from workflows.stages import analyze
 
 CELL_A = np.diag([6.0, 6.0, 6.0])
@@ -49,7 +50,7 @@ def _campaign(tmp_path):
     for source, entries in (("reference", references), ("toymodel", runs)):
         inputs = {"source": source, "material": "toyLiS", "runs": entries, "references": references,
                   "out_dir": str(tmp_path / "analyze" / source), **SETTINGS}
-        docs += analyze(**inputs)["results"]
+        docs += analyze(AnalyzeInputs(**inputs))["results"]
         analyses.append(inputs)
     rng = np.random.default_rng(0)
     forces = rng.normal(size=(50, 3))
@@ -70,7 +71,7 @@ def _tables(docs):
 
 def test_report_writes_every_figure_and_table(tmp_path):
     docs, analyses = _campaign(tmp_path)
-    index = write_report("toy", docs, _tables(docs), analyses, tmp_path / "report")
+    index = write_report("toy", docs, _tables(docs), tmp_path / "report")
     expected = ["fig4_errors.png", "parity_forces.png", "rdf_toyLiS.png", "arrhenius_toyLiS.png", "li_density_toyLiS.png"]
     page = index.read_text()
     for name in expected:
@@ -89,7 +90,7 @@ def test_report_without_rdf_files_says_what_is_missing(tmp_path):
     docs, analyses = _campaign(tmp_path)
     for analysis in analyses:
         (tmp_path / "analyze" / analysis["source"] / "rdf.npz").unlink()
-    page = write_report("toy", docs, _tables(docs), analyses, tmp_path / "report").read_text()
+    page = write_report("toy", docs, _tables(docs), tmp_path / "report").read_text()
     assert "Not drawn" in page and "RDFs of toyLiS" in page.split("Not drawn")[1]
     assert not (tmp_path / "report" / "rdf_toyLiS.png").exists()
 

@@ -1,7 +1,6 @@
 """The spec: the examples validate, and every kind of mistake fails with its YAML path, writing nothing."""
 
 import copy
-from pathlib import Path
 
 import pytest
 import yaml
@@ -9,8 +8,7 @@ from click.testing import CliRunner
 
 from campaign.cli import main
 from campaign.spec import SpecError, load_spec, parse_spec
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from repo_paths import EXAMPLES
 
 
 @pytest.fixture(scope="module")

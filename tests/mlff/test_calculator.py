@@ -14,7 +14,6 @@ from mlff.models import MODELS, build_model, energy_and_forces
 from model_sizes import SMALL_HPARAMS
 
 
-
 @pytest.fixture(params=sorted(MODELS))
 def name(request):
     return request.param

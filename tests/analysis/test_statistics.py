@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from analysis.statistics import bootstrap_arrhenius, bootstrap_mean, diffusive_window, wilson_interval
+from analysis.statistics import (
+    bootstrap_arrhenius,
+    bootstrap_mean,
+    diffusive_window,
+    wilson_interval,
+)
 from analysis.transport import BOLTZMANN_EV_K, conductivity_at_mS_cm
 
 

@@ -9,17 +9,17 @@ import torch
 import yaml
 
 from campaign.spec import SpecError, parse_spec
-from campaign.store import EmbeddedStore
 from campaign.submission import add_tasks
 from campaign.tasks import _md_run_entries, expand
 from mlff.checkpoint import save_checkpoint
-from mlff.md import MDProtocol
+from mlff.md.protocol import MDProtocol
 from mlff.models import build_model
 from mlff.trajectory import read_trajectory
 from model_sizes import SMALL_HPARAMS
+from records.store import EmbeddedStore
+from repo_paths import EXAMPLES
 from workflows import stages
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+from workflows.inputs import MDBatchInputs
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_md_stage_of_a_batch_writes_one_trajectory_and_summary_per_replica(quick
     save_checkpoint(checkpoint, build_model("schnet", **SMALL_HPARAMS["schnet"]), dataset_hash="test")
     inputs = {**task.inputs, "checkpoint": str(checkpoint), "structure": "Li2S", "device": "cpu"}
 
-    outcome = stages.md(**inputs)
+    outcome = stages.md(MDBatchInputs(**inputs))
 
     replicas, paths = inputs["replicas"], inputs["out_paths"]
     assert len(outcome["summary"]["runs"]) == len(replicas) == len(paths) == 4

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from analysis.transport import A2_PER_FS_TO_CM2_PER_S
+from mlff.md.protocol import FS_PER_PS
 from mlff.trajectory import TrajectoryWriter
-from workflows.stages import FS_PER_PS, analyze
+from workflows.inputs import AnalyzeInputs
+from workflows.stages import analyze
 
 CELL_A = np.diag([80.0, 80.0, 80.0])  # dilute: few close pairs keep the stability check cheap
 FRAME_FS = 10.0
@@ -39,12 +41,12 @@ def _langevin_trajectory(path, seed: int) -> float:
 
 def test_analyze_records_the_diffusive_window_and_recovers_d(tmp_path):
     d_true_cm2_s = _langevin_trajectory(tmp_path / "run.frames", seed=3)
-    outcome = analyze(
+    outcome = analyze(AnalyzeInputs(
         source="langevin", material="LiS", runs=[{"path": str(tmp_path / "run.frames"), "temperature_K": 1000.0}],
         references=[], discard_ps=0.0, rdf={"r_max_A": 5.0, "n_bins": 10, "pairs": [], "frame_stride": 100},
         rdf_mae_threshold=0.02, fusion_distance_A=0.5, diffusing_specie="Li", target_temperature_K=300.0,
         out_dir=str(tmp_path / "analyze"),
-    )
+    ))
     run = outcome["results"][0]
     tau_ps = VELOCITY_MEMORY_FS / FS_PER_PS
     assert run["msd_fit_start_ps"] >= 5 * tau_ps  # past the ballistic crossover
@@ -60,10 +62,10 @@ def test_analyze_leaves_d_out_when_there_is_no_diffusive_window(tmp_path):
     with TrajectoryWriter(tmp_path / "short.frames", numbers, CELL_A, fields=[]) as writer:
         for frame in range(5):  # lags 1..2 span only 2x in time
             writer.append(frame, frame * FRAME_FS, np.array([[1.0 + 0.1 * frame, 1.0, 1.0], [10.0, 10.0, 10.0]]))
-    run = analyze(
+    run = analyze(AnalyzeInputs(
         source="short", material="LiS", runs=[{"path": str(tmp_path / "short.frames"), "temperature_K": 1000.0}],
         references=[], discard_ps=0.0, rdf={"r_max_A": 5.0, "n_bins": 10, "pairs": [], "frame_stride": 1},
         rdf_mae_threshold=0.02, fusion_distance_A=0.5, diffusing_specie="Li", target_temperature_K=300.0,
         out_dir=str(tmp_path / "analyze"),
-    )["results"][0]
+    ))["results"][0]
     assert run["diffusivity_cm2_s"] is None and run["msd_fit_start_ps"] is None and run["conductivity_mS_cm"] is None

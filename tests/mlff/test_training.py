@@ -15,10 +15,14 @@ from mlff.checkpoint import load_model, read_checkpoint
 from mlff.data import FrameSplit, dataset_hash, split_frames
 from mlff.models import build_model, energy_and_forces
 from mlff.prediction import predict
+from mlff.training import (
+    NonFiniteLossError,
+    fit_atomic_energies,
+    train,
+    validation_errors,
+)
 from mlff.trajectory import Trajectory
-from mlff.training import NonFiniteLossError, fit_atomic_energies, train, validation_errors
 from model_sizes import TRAINING_HPARAMS as SMALL_HPARAMS
-
 
 
 def emt_run(n_frames: int, seed: int, element: str = "Cu", a_A: float = 3.61) -> Trajectory:

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import uuid
-from pathlib import Path
 
 import mongomock
 import numpy as np
@@ -16,11 +15,22 @@ import yaml
 from click.testing import CliRunner
 
 from campaign.cli import main
-from campaign.results import MaterialResult, PredictionResult, Provenance, RunResult, result_id
-from campaign.store import DATABASE, RESULTS_COLLECTION, EmbeddedStore, results_collection
 from campaign.tables import TABLES, ResultFilter, format_rows, run_table
+from records.results import (
+    MaterialResult,
+    PredictionResult,
+    Provenance,
+    RunResult,
+    result_id,
+)
+from records.store import (
+    DATABASE,
+    RESULTS_COLLECTION,
+    EmbeddedStore,
+    results_collection,
+)
+from repo_paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("reference", "schnet", "dimenet++")
 MATERIALS = ("LGPS", "Li2S")
 TEMPERATURES_K = (600.0, 1000.0)

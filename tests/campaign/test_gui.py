@@ -30,11 +30,11 @@ from campaign.gui import (
     read_only,
 )
 from campaign.spec import parse_spec
-from campaign.store import EmbeddedStore, StoreError
 from campaign.submission import add_tasks
 from campaign.tasks import expand
+from records.store import EmbeddedStore, StoreError
+from repo_paths import EXAMPLES
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHROMIUM = "/usr/bin/chromium"
 CAMPAIGNS = ("alpha", "beta")
 LOGIN = Credentials("curie", "s3cret-pa55")

@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from campaign.cli import main
 from campaign.spec import load_spec
-from campaign.store import EmbeddedStore, results_collection
-from mlff.provenance import sha256_file
 from mlff.trajectory import read_trajectory
+from records.provenance import sha256_file
+from records.store import EmbeddedStore, results_collection
 
 TINY = {
     "campaign": {"name": "tiny", "store": {"embedded": "store.json"}, "workdir": "runs", "seed": 7, "device": "cpu"},
@@ -141,18 +141,19 @@ def test_analyze_command_on_our_file_and_on_extxyz(campaign_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["ase", "torch", pytest.param("lammps", marks=pytest.mark.lammps)])
 def test_every_md_engine_runs_the_md_stage_with_a_trained_checkpoint(campaign_dir, tmp_path, engine):
+    from workflows.inputs import MDRunInputs
     from workflows.stages import md, md_summary_path
 
     checkpoint = next((campaign_dir / "runs" / "train" / "schnet").rglob("best.pt"))
     protocol = {"temperature_K": 600.0, "timestep_fs": 2.0, "ramp_start_K": 100.0, "ramp_ps": 0.01,
                 "production_ps": 0.02, "save_every_steps": 1}
     out_path = tmp_path / "trajectory.frames"
-    outcome = md(
+    outcome = md(MDRunInputs(
         model="schnet", material="Li2S", checkpoint=str(checkpoint), structure="Li2S", protocol=protocol,
         engine=engine, tabulate_filters=True, fusion_distance_A=0.5, seed=3, device="cpu", out_path=str(out_path),
-    )
+    ))
     summary = json.loads(md_summary_path(out_path).read_text())
-    assert summary["engine"] == engine == outcome["summary"]["engine"]
+    assert summary["engine"] == engine == outcome["summary"]["runs"][0]["engine"]
     trajectory = read_trajectory(out_path)
     assert trajectory.n_frames == summary["n_frames_written"]
     if summary["completed"]:

@@ -12,7 +12,12 @@ from pymatgen.core import Composition
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from mlff.structures import BUILTIN_STRUCTURES, LGPS_ORDERING, LI2S_LATTICE_A, load_structure
+from mlff.structures import (
+    BUILTIN_STRUCTURES,
+    LGPS_ORDERING,
+    LI2S_LATTICE_A,
+    load_structure,
+)
 
 OXIDATION_STATES = {"Li": 1, "Ge": 4, "P": 5, "S": -2}
 MIN_LI_LI_A = 1.6  # closer Li pairs would be unphysical in a starting structure

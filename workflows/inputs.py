@@ -1,0 +1,176 @@
+"""The typed inputs of every stage: what campaign/tasks.py stores in a firework, parsed back in the firetask.
+
+Each model mirrors the stored dictionary exactly (``extra="forbid"``): the stored shape is part of
+every task's digest, so these models describe it and never change it. A firetask parses its stored
+``inputs`` into one of them (workflows/firetasks.py) and hands it to one stage function
+(workflows/stages.py); the planner validates every task it makes against the same model.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlff.md.protocol import MDProtocol
+
+
+class Inputs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunEntry(Inputs):
+    """One trajectory a stage reads: a reference run (``run``) or an MD run (``repetition``)."""
+
+    path: str
+    temperature_K: float
+    run: int | None = None
+    repetition: int | None = None
+    seed: int | None = None
+
+
+class ProtocolInputs(Inputs):
+    """The MD protocol as stored (``mlff.md.protocol.MDProtocol``'s fields; its defaults for the rest)."""
+
+    temperature_K: float
+    timestep_fs: float
+    ramp_start_K: float
+    ramp_ps: float
+    production_ps: float
+    save_every_steps: int
+
+    def protocol(self) -> MDProtocol:
+        return MDProtocol(**self.model_dump())
+
+
+class GenerateReferenceInputs(Inputs):
+    """Generate one reference trajectory by MD with a reference ASE calculator."""
+
+    mode: Literal["generate"]
+    material: str
+    structure: str = Field(..., description="A built-in structure's name or a structure file's path.")
+    calculator: str
+    protocol: ProtocolInputs
+    seed: int
+    device: str
+    out_path: str
+
+
+class ImportReferenceInputs(Inputs):
+    """Import one reference trajectory from a file."""
+
+    mode: Literal["import"]
+    material: str
+    source_path: str
+    temperature_K: float
+    timestep_fs: float
+    out_path: str
+
+
+class TrainInputs(Inputs):
+    """Train one model on the per-run split of the training references."""
+
+    model: str
+    hparams: dict[str, int | float | str | bool | None]
+    references: list[RunEntry]
+    n_train_per_run: int
+    n_validation_per_run: int
+    split_seed: int
+    energy_weight: float
+    force_weight: float
+    learning_rate: float
+    batch_size: int
+    max_epochs: int
+    max_wall_s: float | None
+    seed: int
+    device: str
+    out_dir: str
+
+
+class SplitInputs(Inputs):
+    """The training split, to find the held-out frames of the training material."""
+
+    n_train_per_run: int
+    n_validation_per_run: int
+    split_seed: int
+
+
+class PredictInputs(Inputs):
+    """Score a trained model's energies and forces on held-out frames of one material."""
+
+    model: str
+    material: str
+    checkpoint: str
+    references: list[RunEntry]
+    n_frames: int
+    held_out_split: SplitInputs | None
+    training_references: list[RunEntry]
+    seed: int
+    device: str
+    out_dir: str
+
+
+class MDReplica(Inputs):
+    """One run of a batch of MD runs."""
+
+    protocol: ProtocolInputs
+    seed: int
+    temperature_K: float
+    repetition: int
+
+
+class _MDSettings(Inputs):
+    model: str
+    material: str
+    checkpoint: str
+    structure: str
+    engine: str
+    tabulate_filters: bool
+    fusion_distance_A: float
+    device: str
+
+
+class MDRunInputs(_MDSettings):
+    """One MLFF-MD run (``md.batch: none``)."""
+
+    protocol: ProtocolInputs
+    seed: int
+    out_path: str
+
+    def runs(self) -> list[tuple[ProtocolInputs, int, str]]:
+        """(protocol, seed, trajectory path) of every run."""
+        return [(self.protocol, self.seed, self.out_path)]
+
+
+class MDBatchInputs(_MDSettings):
+    """MLFF-MD runs integrated together (``md.batch: repetitions`` or ``all``), one trajectory each."""
+
+    replicas: list[MDReplica]
+    out_paths: list[str]
+
+    def runs(self) -> list[tuple[ProtocolInputs, int, str]]:
+        """(protocol, seed, trajectory path) of every run."""
+        return [(replica.protocol, replica.seed, path) for replica, path in zip(self.replicas, self.out_paths, strict=True)]
+
+
+class RDFInputs(Inputs):
+    r_max_A: float
+    n_bins: int
+    pairs: list[tuple[str, str]]
+    frame_stride: int
+
+
+class AnalyzeInputs(Inputs):
+    """RDF, stability, diffusion and Arrhenius over all runs of one source (a model or the reference) on one material."""
+
+    source: str
+    material: str
+    runs: list[RunEntry]
+    references: list[RunEntry]
+    discard_ps: float
+    rdf: RDFInputs
+    rdf_mae_threshold: float
+    fusion_distance_A: float
+    diffusing_specie: str
+    target_temperature_K: float
+    out_dir: str
