@@ -2,14 +2,19 @@
 
 ``MODELS`` maps each name to its class. A model's module is imported the first time its class is
 looked up, so a process that uses SchNet does not pay for the e3nn-based models (eSCN, SCN,
-Equiformer), whose import costs about 1.4 s, most of it torch._dynamo pulled in by e3nn.
+Equiformer), whose import costs about 1.4 s, most of it torch._dynamo pulled in by e3nn, nor for
+torch_geometric, which DeeperGATGNN, eSCN, SCN and Equiformer use for their segment operations and
+which adds about 2 s (1 s on top of e3nn: it pulls in torch._dynamo too, and its own subpackages).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import typing
 from collections.abc import Iterator, Mapping
+
+from pydantic import TypeAdapter, ValidationError
 
 from mlff.models.base import ForceField, energy_and_forces
 

@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch_geometric.nn import InstanceNorm
+from torch_geometric.utils import scatter, softmax
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
 from mlff.models.base import ForceField
@@ -57,35 +59,29 @@ def _per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.view(-1, *([1] * (like.dim() - 1)))
 
 
-def segment_softmax(
-    logits: torch.Tensor, segment: torch.Tensor, n_segments: int, weight: torch.Tensor | None = None
-) -> torch.Tensor:
-    """weight * exp(logits), normalised to sum to one over the rows of each segment: [n, ...]."""
-    index = _per_row(segment, logits).expand_as(logits)
-    peak = torch.full((n_segments, *logits.shape[1:]), -torch.inf, dtype=logits.dtype, device=logits.device)
-    peak = peak.scatter_reduce(0, index, logits.detach(), "amax")  # [n_segments, ...], cancels out
-    exponentials = torch.exp(logits - peak[segment])
-    if weight is not None:
-        exponentials = exponentials * _per_row(weight, logits)
-    total = torch.zeros_like(peak).index_add_(0, segment, exponentials)
+def segment_softmax(logits: torch.Tensor, segment: torch.Tensor, n_segments: int, weight: torch.Tensor) -> torch.Tensor:
+    """weight * exp(logits), normalised to sum to one over the rows of each segment: [n, ...].
+
+    torch_geometric's ``softmax`` with a weight [n] on each row; folding the weight into the logits
+    as log(weight) instead would make the gradient NaN where the weight is zero (at the cutoff).
+    """
+    peak = scatter(logits.detach(), segment, dim_size=n_segments, reduce="max")  # [n_segments, ...], cancels out
+    exponentials = torch.exp(logits - peak[segment]) * _per_row(weight, logits)
+    total = scatter(exponentials, segment, dim_size=n_segments, reduce="sum")  # [n_segments, ...]
     return exponentials / total.clamp_min(torch.finfo(logits.dtype).tiny)[segment]
 
 
 def segment_normalise(
-    values: torch.Tensor, segment: torch.Tensor, n_segments: int, weight: torch.Tensor | None = None
+    values: torch.Tensor, segment: torch.Tensor, n_segments: int, weight: torch.Tensor
 ) -> torch.Tensor:
-    """(values - mean) / sqrt(variance + eps) per column, with statistics over each segment: [n, c].
-
-    ``weight`` [n] weighs each row in the statistics (all ones when None).
-    """
-    if weight is None:
-        weight = torch.ones_like(values[:, 0])
-    total = torch.zeros(n_segments, dtype=values.dtype, device=values.device).index_add_(0, segment, weight)
-    total = total.clamp_min(torch.finfo(values.dtype).tiny)[:, None]  # [n_segments, 1]
-    sums = torch.zeros(n_segments, values.shape[1], dtype=values.dtype, device=values.device)
-    mean = sums.index_add(0, segment, weight[:, None] * values) / total  # [n_segments, c]
+    """(values - mean) / sqrt(variance + eps) per column, with statistics over each segment weighted
+    by ``weight`` [n]: [n, c]. torch_geometric's ``InstanceNorm`` is the unweighted case."""
+    tiny = torch.finfo(values.dtype).tiny
+    total = scatter(weight, segment, dim_size=n_segments, reduce="sum").clamp_min(tiny)[:, None]  # [n_segments, 1]
+    mean = scatter(weight[:, None] * values, segment, dim_size=n_segments, reduce="sum") / total  # [n_segments, c]
     centred = values - mean[segment]
-    variance = sums.index_add(0, segment, weight[:, None] * centred**2) / total  # [n_segments, c]
+    squares = weight[:, None] * centred**2  # [n, c]
+    variance = scatter(squares, segment, dim_size=n_segments, reduce="sum") / total  # [n_segments, c]
     return centred / torch.sqrt(variance[segment] + NORM_EPSILON)
 
 
@@ -97,13 +93,15 @@ class DifferentiableGroupNorm(nn.Module):
         self.num_groups = num_groups
         self.group_norm_weight = group_norm_weight
         self.assign = nn.Linear(channels, num_groups)
+        # per-structure statistics, no running ones; no parameters (scale and shift follow)
+        self.normalise = InstanceNorm(num_groups * channels, eps=NORM_EPSILON, affine=False)
         self.scale = nn.Parameter(torch.ones(num_groups * channels))
         self.shift = nn.Parameter(torch.zeros(num_groups * channels))
 
     def forward(self, x, batch, n_structures):
         groups = torch.softmax(self.assign(x), dim=-1)  # [n_atoms, num_groups]
         grouped = (groups[:, :, None] * x[:, None, :]).flatten(1)  # [n_atoms, num_groups * channels]
-        normalised = segment_normalise(grouped, batch, n_structures) * self.scale + self.shift
+        normalised = self.normalise(grouped, batch, n_structures) * self.scale + self.shift
         return x + self.group_norm_weight * normalised.view(x.shape[0], self.num_groups, -1).sum(1)
 
 
@@ -131,8 +129,8 @@ class AugmentedGraphAttention(nn.Module):
         scores = segment_normalise(scores, edge_structure, n_structures, envelope)
         scores = softplus(scores * self.score_scale + self.score_shift)
         alpha = segment_softmax(scores, receiver, x.shape[0], envelope)  # [n_edges, heads]
-        pooled = torch.zeros(x.shape[0], self.num_heads, channels, dtype=x.dtype, device=x.device)
-        pooled.index_add_(0, receiver, o_j * alpha[:, :, None])  # [n_atoms, heads, channels]
+        messages = o_j * alpha[:, :, None]  # [n_edges, heads, channels]
+        pooled = scatter(messages, receiver, dim_size=x.shape[0], reduce="sum")  # [n_atoms, heads, channels]
         return pooled.mean(1) + self.bias
 
 
@@ -153,7 +151,7 @@ class GlobalAttention(nn.Module):
         n_atoms = counts.sum(1)  # [n_structures]
         composition = counts / n_atoms[:, None]  # [n_structures, 119] element fractions
         logits = self.mlp(torch.cat([x, composition[batch]], dim=-1)).squeeze(-1)  # [n_atoms]
-        return segment_softmax(logits, batch, n_structures) * n_atoms[batch]  # [n_atoms], mean 1 per structure
+        return softmax(logits, batch, num_nodes=n_structures) * n_atoms[batch]  # [n_atoms], mean 1 per structure
 
 
 class DeeperGATGNN(ForceField):

@@ -58,6 +58,7 @@ import math
 import torch
 from e3nn import o3
 from torch import nn
+from torch_geometric.utils import scatter
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
 from mlff.models.base import DEGREE_NORM_EPSILON, ForceField
@@ -249,7 +250,7 @@ class GraphAttention(nn.Module):
         weights = segment_softmax(logits, receiver, x.shape[0], edge_envelope)
         values = self.second_product(self.gate(self.value_in(hidden)), harmonics, self.second_radial(basis))
         values = self.value(values) * (weights * edge_envelope[:, None])[:, self.head_of_component]
-        return self.output(values.new_zeros(x.shape[0], values.shape[1]).index_add(0, receiver, values))
+        return self.output(scatter(values, receiver, dim_size=x.shape[0], reduce="sum"))
 
 
 class FeedForward(nn.Module):
@@ -334,7 +335,7 @@ class Equiformer(ForceField):
         scalars = self.degree_scalars.expand(len(distance_A), -1)  # [n_edges, hidden]
         degree = self.degree_linear(self.degree_product(scalars, harmonics, self.degree_radial(basis)))
         degree = degree * (edge_envelope / self.hparams["avg_neighbours"])[:, None]  # [n_edges, dim]
-        x = degree.new_zeros(graph.n_atoms, self.irreps.dim).index_add(0, receiver, degree)  # [n_atoms, dim]
+        x = scatter(degree, receiver, dim_size=graph.n_atoms, reduce="sum")  # [n_atoms, dim]
         x = x + nn.functional.pad(self.element(graph.numbers), (0, self.irreps.dim - self.irreps[0].mul))
         for block in self.blocks:
             x = block(x, graph.edge_index, harmonics, basis, edge_envelope)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 from torch import nn
+from torch_geometric.utils import scatter
 
 from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, edge_vectors_A
 from mlff.models.base import DEGREE_NORM_EPSILON, ForceField
@@ -233,10 +234,9 @@ class DegreeRMSNorm(nn.Module):
         self.register_buffer("degrees", degree_of_coefficients(lmax), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        squares = torch.zeros(x.shape[0], self.lmax + 1, dtype=x.dtype, device=x.device)
-        squares.index_add_(1, self.degrees, x.pow(2).mean(-1))  # [n, lmax+1]
-        counts = torch.arange(self.lmax + 1, device=x.device, dtype=x.dtype) * 2 + 1
-        rms = torch.sqrt(squares / counts + DEGREE_NORM_EPSILON)  # [n, lmax+1]
+        squares = x.pow(2).mean(-1)  # [n, n_coefficients]
+        mean_squares = scatter(squares, self.degrees, dim=1, dim_size=self.lmax + 1, reduce="mean")  # [n, lmax+1]
+        rms = torch.sqrt(mean_squares + DEGREE_NORM_EPSILON)  # [n, lmax+1]
         return x / rms[:, self.degrees, None] * self.weight[self.degrees]
 
 
@@ -279,7 +279,7 @@ class Layer(nn.Module):
         rotated = self.frame.to_edge(pair, wigner)  # [n_edges, n_kept, 2 hidden]
         message, gates = self.convolution(rotated, edge_features)  # [n_edges, n_kept, hidden]
         message = self.frame.from_edge(gate(message, gates, self.kept_degrees), wigner) * edge_envelope[:, None, None]
-        x = x + torch.zeros_like(x).index_add_(0, receiver, message)
+        x = x + scatter(message, receiver, dim_size=x.shape[0], reduce="sum")
         y = self.atom_norm(x)
         hidden = gate(self.atom_in(y), self.atom_gates(y[:, 0]), self.degrees)
         return x + self.atom_out(hidden)

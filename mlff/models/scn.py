@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from e3nn import o3
 from torch import nn
+from torch_geometric.utils import scatter
 
 from mlff.models.escn import DegreeRMSNorm, EdgeFrame, SphericalChannelNetwork, complex_linear
 
@@ -165,7 +166,7 @@ class Layer(nn.Module):
         pair = torch.cat([y[sender], y[receiver]], dim=-1)  # [n_edges, n_coefficients, 2 hidden]
         rotated = self.frame.to_edge(pair, wigner)  # [n_edges, n_kept, 2 hidden]
         message = self.frame.from_edge(self.message(rotated, edge_features), wigner) * edge_envelope[:, None, None]
-        aggregated = self.aggregate_norm(x + torch.zeros_like(x).index_add_(0, receiver, message))
+        aggregated = self.aggregate_norm(x + scatter(message, receiver, dim_size=x.shape[0], reduce="sum"))
         values = torch.cat([self.grid.to_grid(y), self.grid.to_grid(aggregated)], dim=-1)  # [n_atoms, n_points, 2c]
         return x + self.grid.from_grid(self.grid_out(quadratic_silu(self.grid_in(values))))
 

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 from e3nn import o3
-from scipy.special import eval_legendre, spherical_jn
 from scipy.spatial.transform import Rotation
+from scipy.special import eval_legendre, spherical_jn
 
 from mlff.graph import build_graph, edge_vectors_A
 from mlff.models import MODELS, build_model, energy_and_forces, schnet
+from mlff.models.deeper_gatgnn import NORM_EPSILON, DifferentiableGroupNorm, segment_normalise, segment_softmax
 from mlff.models.dimenet_pp import legendre, spherical_bessel, spherical_bessel_roots, triplets
 from mlff.models.scn import SphereGrid
 from mlff.structures import load_structure
@@ -314,6 +315,38 @@ def test_scn_sphere_grid_projects_squares_exactly():
     np.testing.assert_allclose(squared(rotate(x)), rotate(squared(x)), atol=1e-10)
 
 
+# ---------------------------------------------------------------- segment operations
+
+
+def test_weighted_segment_softmax_and_normalise_match_each_segment_alone():
+    segment = torch.tensor([2, 0, 2, 2, 0, 3])  # segment 1 is empty, segment 3 has one row
+    logits = torch.randn(6, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    weight = torch.tensor([0.5, 1.0, 0.0, 0.25, 0.75, 1.0], dtype=torch.float64)  # row 2 sits at the cutoff
+    alpha = segment_softmax(logits, segment, 4, weight)
+    normalised = segment_normalise(logits, segment, 4, weight)
+    for rows in (segment == 0, segment == 2, segment == 3):
+        values, row_weight = logits[rows], weight[rows, None]
+        torch.testing.assert_close(alpha[rows], row_weight * values.exp() / (row_weight * values.exp()).sum(0))
+        mean = (row_weight * values).sum(0) / row_weight.sum()
+        variance = (row_weight * (values - mean) ** 2).sum(0) / row_weight.sum()
+        torch.testing.assert_close(normalised[rows], (values - mean) / torch.sqrt(variance + NORM_EPSILON))
+    (gradient,) = torch.autograd.grad((alpha**2).sum() + (normalised**2).sum(), logits)
+    assert torch.isfinite(gradient).all()  # a softmax of logits + log(weight) would give NaN at the zero weight
+
+
+def test_group_norm_takes_statistics_per_structure_and_keeps_its_checkpoint_keys():
+    torch.manual_seed(0)
+    norm = DifferentiableGroupNorm(channels=3, num_groups=2, group_norm_weight=0.5).to(torch.float64)
+    assert set(norm.state_dict()) == {"assign.weight", "assign.bias", "scale", "shift"}
+    x = torch.randn(7, 3, dtype=torch.float64)
+    together = norm(x, torch.tensor([0, 0, 0, 1, 1, 1, 1]), 2)
+    grouped = (torch.softmax(norm.assign(x), dim=-1)[:, :, None] * x[:, None, :]).flatten(1)  # [7, 6]
+    for rows in (slice(0, 3), slice(3, 7)):  # torch's batch norm over one structure's atoms
+        statistics = torch.nn.functional.batch_norm(grouped[rows], None, None, training=True, eps=NORM_EPSILON)
+        expected = x[rows] + 0.5 * (statistics * norm.scale + norm.shift).view(-1, 2, 3).sum(1)
+        torch.testing.assert_close(together[rows], expected, rtol=1e-12, atol=1e-12)
+
+
 # ---------------------------------------------------------------- models
 
 
@@ -437,10 +470,14 @@ def test_hparams_rebuild_the_same_architecture(name):
     assert type(rebuilt) is type(model)
 
 
-def test_registry_names_its_classes_and_loads_e3nn_models_only_on_use():
+def test_registry_names_its_classes_and_loads_e3nn_and_torch_geometric_only_on_use():
     assert all(MODELS[name].name == name for name in MODELS)
-    code = "import sys, mlff.models; mlff.models.build_model('schnet'); print('e3nn' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    code = (
+        "import sys, mlff.models; mlff.models.build_model('schnet'); "
+        "print('e3nn' in sys.modules, 'torch_geometric' in sys.modules)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == ["False", "False"]
 
 
 def test_build_model_rejects_unknown_names_and_options():

@@ -9,23 +9,29 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from campaign.results import MaterialResult, RunResult, TemperatureResult, TrainingResult
 from campaign.spec import load_spec
 from campaign.tasks import count_by_stage, expand
 from mlff.models import MODELS
 from mlff.trajectory import read_trajectory
 from model_sizes import SMALL_HPARAMS
+from records.results import MaterialResult, RunResult, TemperatureResult, TrainingResult
+from repo_paths import EXAMPLES
 from workflows import stages
+from workflows.inputs import (
+    AnalyzeInputs,
+    GenerateReferenceInputs,
+    MDRunInputs,
+    TrainInputs,
+)
 
 TEMPERATURE_K = 1000.0
 TIMESTEP_FS = 2.0
 MD_PRODUCTION_PS = 0.02  # 10 steps
-ALL_MODELS_SPEC = Path(__file__).resolve().parent.parent / "examples" / "all_models.yaml"
+ALL_MODELS_SPEC = EXAMPLES / "all_models.yaml"
 RDF = {"r_max_A": 4.0, "n_bins": 20, "pairs": [["Li", "S"]], "frame_stride": 1}
 
 
@@ -40,21 +46,22 @@ def protocol(ramp_ps: float, production_ps: float) -> dict:
 def references(tmp_path_factory) -> list[dict]:
     """One 16-frame reference run of Li2S at 1000 K, as the analyze and train stages receive it."""
     out_path = tmp_path_factory.mktemp("reference") / "run0.frames"
-    outcome = stages.reference(
-        "generate", "Li2S", str(out_path), structure="Li2S", calculator="ase.calculators.lj:LennardJones",
-        protocol=protocol(ramp_ps=0.004, production_ps=0.032), seed=11, device="cpu",
-    )
+    outcome = stages.generate_reference(GenerateReferenceInputs(
+        mode="generate", material="Li2S", out_path=str(out_path), structure="Li2S",
+        calculator="ase.calculators.lj:LennardJones", protocol=protocol(ramp_ps=0.004, production_ps=0.032), seed=11,
+        device="cpu",
+    ))
     assert outcome["summary"]["completed"] and read_trajectory(out_path).n_frames == 16
     return [{"path": str(out_path), "temperature_K": TEMPERATURE_K, "run": 0}]
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_trains_runs_md_and_is_analysed(name, references, tmp_path):
-    trained = stages.train(
-        name, SMALL_HPARAMS[name], references, n_train_per_run=8, n_validation_per_run=4, split_seed=0,
-        out_dir=str(tmp_path / "train"), seed=5, device="cpu", learning_rate=1e-3, batch_size=4, max_epochs=2,
-        max_wall_s=None, progress=False,
-    )
+    trained = stages.train(TrainInputs(
+        model=name, hparams=SMALL_HPARAMS[name], references=references, n_train_per_run=8, n_validation_per_run=4,
+        split_seed=0, out_dir=str(tmp_path / "train"), seed=5, device="cpu", energy_weight=1.0, force_weight=1000.0,
+        learning_rate=1e-3, batch_size=4, max_epochs=2, max_wall_s=None,
+    ))
     (training_doc,) = trained["results"]
     TrainingResult.model_validate(training_doc)
     assert training_doc["source"] == name and training_doc["epochs_run"] == 2
@@ -64,21 +71,23 @@ def test_model_trains_runs_md_and_is_analysed(name, references, tmp_path):
     checkpoint = trained["summary"]["checkpoint"]
 
     trajectory_path = tmp_path / "md" / "rep0.frames"
-    ran = stages.md(
-        name, "Li2S", checkpoint, "Li2S", "ase", tabulate_filters=True, fusion_distance_A=0.5, device="cpu",
-        protocol=protocol(ramp_ps=0.004, production_ps=MD_PRODUCTION_PS), seed=3, out_path=str(trajectory_path),
-    )
-    assert ran["summary"]["completed"], ran["summary"]
+    ran = stages.md(MDRunInputs(
+        model=name, material="Li2S", checkpoint=checkpoint, structure="Li2S", engine="ase", tabulate_filters=True,
+        fusion_distance_A=0.5, device="cpu", protocol=protocol(ramp_ps=0.004, production_ps=MD_PRODUCTION_PS), seed=3,
+        out_path=str(trajectory_path),
+    ))
+    assert ran["summary"]["runs"][0]["completed"], ran["summary"]
     trajectory = read_trajectory(trajectory_path)
     assert trajectory.n_frames == round(MD_PRODUCTION_PS * 1000 / TIMESTEP_FS) and trajectory.n_atoms == 12
     np.testing.assert_allclose(np.diff(trajectory.time_fs), TIMESTEP_FS)
     assert np.isfinite(trajectory.positions_A).all()
 
-    analysed = stages.analyze(
-        name, "Li2S", [{"path": str(trajectory_path), "temperature_K": TEMPERATURE_K, "repetition": 0, "seed": 3}],
-        references, discard_ps=0.0, rdf=RDF, rdf_mae_threshold=0.02, fusion_distance_A=0.5, diffusing_specie="Li",
-        target_temperature_K=300.0, out_dir=str(tmp_path / "analysis"),
-    )
+    analysed = stages.analyze(AnalyzeInputs(
+        source=name, material="Li2S",
+        runs=[{"path": str(trajectory_path), "temperature_K": TEMPERATURE_K, "repetition": 0, "seed": 3}],
+        references=references, discard_ps=0.0, rdf=RDF, rdf_mae_threshold=0.02, fusion_distance_A=0.5,
+        diffusing_specie="Li", target_temperature_K=300.0, out_dir=str(tmp_path / "analysis"),
+    ))
     run_doc, temperature_doc, material_doc = analysed["results"]
     RunResult.model_validate(run_doc)
     TemperatureResult.model_validate(temperature_doc)
