@@ -2,9 +2,8 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install system-packages clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,15 +18,14 @@ demo: $(STAMP)
 	$(BIN)/campaign submit examples/quickstart.yaml
 	$(BIN)/campaign results examples/quickstart.yaml
 
-test: $(STAMP)
+system-packages:
+	bash .ci/system-packages.sh
+
+test: $(STAMP) system-packages
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
-$(BENCH_STAMP): $(STAMP) setup.cfg
-	$(BIN)/pip install --quiet -e '.[bench]'
-	touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(BIN)/python -m benchmarks.md_throughput
 
 clean:

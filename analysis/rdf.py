@@ -52,9 +52,10 @@ CHEMICAL_SYMBOLS: tuple[str, ...] = tuple(
     "Mc Lv Ts Og".split()
 )
 
-# Default RDF range and bins (the spec's analysis.rdf and `campaign analyze`).
-DEFAULT_R_MAX_A = 6.0
-DEFAULT_N_BINS = 120
+# RDF range and bins: defaults and bounds (the spec's analysis.rdf and `campaign analyze`). Beyond
+# MAX_R_MAX_A the pair-image vectors of a 50-atom cell run into the hundreds of millions.
+DEFAULT_R_MAX_A, MAX_R_MAX_A = 6.0, 20.0
+DEFAULT_N_BINS, MIN_N_BINS, MAX_N_BINS = 120, 10, 5000
 
 # Upper bound on the number of pair-image vectors materialised at once (memory ~ 50 B each).
 _MAX_VECTORS_PER_CHUNK = 500_000

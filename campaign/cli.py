@@ -3,34 +3,56 @@
 from __future__ import annotations
 
 import json
+import math
+import signal
 import sys
 from pathlib import Path
 
 import click
 
+from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A, MAX_N_BINS, MAX_R_MAX_A, MIN_N_BINS
 from campaign.spec import CampaignSpec, SpecError, load_spec
 from campaign.tables import TABLES
-from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A
 from campaign.tasks import count_by_stage, expand
-from mlff import host_memory
-from records.store import StoreError, failed_fireworks, open_store, stage_states
+from mlff import host_memory, preemption
+from records.errors import CampaignError
+from records.store import StoreError, active_fireworks, failed_fireworks, open_store, stage_states
 from workflows.build import STAGES
 
 STATES = ("WAITING", "READY", "RESERVED", "RUNNING", "COMPLETED", "FIZZLED", "DEFUSED", "PAUSED")
 
 
 def _load(spec_path: str) -> tuple[CampaignSpec, Path]:
-    try:
-        return load_spec(spec_path), Path(spec_path).resolve().parent
-    except SpecError as err:
-        raise click.ClickException(str(err)) from None
+    return load_spec(spec_path), Path(spec_path).resolve().parent
 
 
 def _launch_root(spec: CampaignSpec, base_dir: Path) -> Path:
     return (base_dir / spec.campaign.workdir / "launches").resolve()
 
 
-@click.group()
+USAGE_EXIT = 2  # a bad spec or option, as click exits for a bad option
+INTERRUPT_EXIT = 128 + signal.SIGINT
+
+
+class _Commands(click.Group):
+    """``campaign``'s commands. An error the user can cause and fix (``records.errors.CampaignError``:
+    a bad spec or file, an unreadable store, a busy launcher, Slurm refusing a job) ends in its
+    message, exit 1 (2 for a bad spec); an interrupt outside the launcher's own handling exits 130."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CampaignError as err:
+            failure = click.ClickException(str(err))
+            failure.exit_code = USAGE_EXIT if isinstance(err, SpecError) else 1
+            raise failure from None
+        except (KeyboardInterrupt, preemption.Preempted):
+            click.echo("\ninterrupted: what finished is kept, nothing half-written was saved; "
+                       "run the same command again to continue", err=True)
+            sys.exit(INTERRUPT_EXIT)
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """Benchmark machine-learning force fields: spec -> FireWorks -> train -> MD -> analysis -> results."""
     host_memory.retain_freed_memory()
@@ -57,39 +79,45 @@ def submit(spec_path: str, no_run: bool) -> None:
 
     spec, base_dir = _load(spec_path)
     tasks = expand(spec, base_dir)
-    store = open_store(spec.campaign.store, base_dir)
-    try:
-        with store.write() as launchpad:
-            added = add_tasks(launchpad, tasks, spec.campaign.name, spec.spec_hash())
-    except StoreError as err:
-        raise click.ClickException(str(err)) from None
+    with open_store(spec.campaign.store, base_dir).write() as launchpad:
+        _migrate(launchpad, spec, base_dir, tasks)
+        added = add_tasks(launchpad, tasks, spec.campaign.name, spec.spec_hash())
     click.echo(f"campaign {spec.campaign.name!r}: {len(added)} new task(s), {len(tasks) - len(added)} already stored")
     if no_run:
         return
     if spec.campaign.launcher == "slurm":
         _sync(spec, base_dir, submit=True)
     else:
-        _run(spec, base_dir)
+        _run(spec, spec_path, base_dir)
+
+
+def _migrate(launchpad, spec: CampaignSpec, base_dir: Path, tasks: list | None = None) -> None:
+    """Make a store written by release 0.1.0, with absolute paths, relative to the campaign's folder."""
+    from campaign.migration import migrate_absolute_paths
+
+    migrated = migrate_absolute_paths(launchpad, spec, base_dir, tasks or expand(spec, base_dir))
+    if migrated:
+        click.echo(f"migrated {len(migrated)} task(s) stored with absolute paths (release 0.1.0) to paths relative "
+                   f"to {base_dir}")
 
 
 def _sync(spec: CampaignSpec, base_dir: Path, submit: bool) -> None:
     """Fold finished Slurm array tasks back, requeue lost ones and, with ``submit``, submit ready work."""
-    from launchers.slurm import DispatchError, SlurmError, dispatch, sync
+    from launchers.slurm import DispatchError, dispatch, sync
 
     store_spec = spec.campaign.store
     if store_spec.launchpad:  # array tasks of online rockets read it from anywhere
         store_spec = store_spec.model_copy(update={"launchpad": str(base_dir / store_spec.launchpad)})
     jobs, failure = [], None
-    try:
-        with open_store(spec.campaign.store, base_dir).write() as launchpad:
-            report = sync(launchpad, spec.campaign.name)
-            if submit:
-                try:
-                    jobs = dispatch(launchpad, spec.campaign.name, spec.resources, _launch_root(spec, base_dir), store_spec)
-                except DispatchError as err:  # keep what was submitted: the store must know those arrays
-                    jobs, failure = err.submitted, err
-    except (SlurmError, StoreError) as err:
-        raise click.ClickException(str(err)) from None
+    with open_store(spec.campaign.store, base_dir).write() as launchpad:
+        _migrate(launchpad, spec, base_dir)
+        report = sync(launchpad, spec.campaign.name)
+        if submit:
+            try:
+                jobs = dispatch(launchpad, spec.campaign.name, spec.resources, _launch_root(spec, base_dir), store_spec,
+                                base_dir)
+            except DispatchError as err:  # keep what was submitted: the store must know those arrays
+                jobs, failure = err.submitted, err
     for name, state in report.folded.items():
         click.echo(f"  {state:<9} {name}")
     for name in report.lost:
@@ -97,25 +125,33 @@ def _sync(spec: CampaignSpec, base_dir: Path, submit: bool) -> None:
     for job in jobs:
         click.echo(f"submitted Slurm array job {job['job_id']} ({job['category']}, {job['n_tasks']} task(s)): {job['job_dir']}")
     if failure is not None:
-        raise click.ClickException(str(failure))
+        raise failure
     if submit and not jobs:
         click.echo("no ready work to submit")
 
 
-def _run(spec: CampaignSpec, base_dir: Path) -> None:
-    from launchers.local import LauncherBusy, run_local
+def _run(spec: CampaignSpec, spec_path: str, base_dir: Path) -> None:
+    """Run the ready work with the local launcher; an interrupt exits 128 + its signal, failed work exits 1."""
+    from launchers.local import run_local
 
     store = open_store(spec.campaign.store, base_dir)
-    try:
-        report = run_local(store, spec.campaign.name, _launch_root(spec, base_dir), echo=click.echo)
-    except LauncherBusy as err:
-        raise click.ClickException(str(err)) from None
-    except KeyboardInterrupt:
-        click.echo("\ninterrupted: finished work is kept; run the same command again to continue", err=True)
-        sys.exit(130)
+    with store.write() as launchpad:
+        _migrate(launchpad, spec, base_dir)
+    report = run_local(store, spec.campaign.name, _launch_root(spec, base_dir), echo=click.echo, root=base_dir)
+    if report.stopped_by is not None:
+        name = signal.Signals(report.stopped_by).name
+        click.echo(f"interrupted ({name}): {len(report.completed)} firework(s) finished and are kept; interrupted work "
+                   f"is READY again and resumes from its checkpoint: `campaign run {spec_path}`", err=True)
+        sys.exit(128 + report.stopped_by)
     click.echo(f"done: {len(report.completed)} completed, {len(report.fizzled)} failed")
-    if report.fizzled:
-        raise click.ClickException(f"failed: {', '.join(report.fizzled)}; see `campaign status` for where")
+    with store.read() as launchpad:
+        failed = failed_fireworks(launchpad, spec.campaign.name)
+    if failed:
+        lines = "".join(f"\n  {doc['name']}: {doc['launch_dir'] or '?'}" for doc in failed)
+        raise click.ClickException(
+            f"{len(failed)} firework(s) FIZZLED (their errors are in error.json and FW_offline.json of these "
+            f"launch directories):{lines}\nfix the cause, then `campaign run --retry-failed {spec_path}`"
+        )
 
 
 @main.command()
@@ -130,7 +166,7 @@ def run(spec_path: str, retry_failed: bool) -> None:
         with open_store(spec.campaign.store, base_dir).write() as launchpad:
             names = requeue_failed(launchpad, spec.campaign.name)
         click.echo(f"retrying {len(names)} failed firework(s)")
-    _run(spec, base_dir)
+    _run(spec, spec_path, base_dir)
 
 
 @main.command(name="sync")
@@ -146,16 +182,19 @@ def sync_command(spec_path: str) -> None:
 @main.command()
 @click.argument("spec_path", type=click.Path(dir_okay=False))
 def status(spec_path: str) -> None:
-    """Firework counts per stage and state, where failures are, and the Slurm array jobs."""
+    """Firework counts per stage and state, where failures are, whether work is still being run, and the Slurm
+    array jobs."""
+    from launchers.local import live_launcher
     from launchers.slurm import SlurmError, array_tasks
 
     spec, base_dir = _load(spec_path)
-    if spec.campaign.launcher == "slurm":
+    store = open_store(spec.campaign.store, base_dir)
+    if spec.campaign.launcher == "slurm" and store.exists():
         try:
             _sync(spec, base_dir, submit=False)
-        except click.ClickException as err:
-            click.echo(f"warning: could not sync with Slurm ({err.message}); showing the stored state", err=True)
-    with open_store(spec.campaign.store, base_dir).read() as launchpad:
+        except (SlurmError, StoreError) as err:
+            click.echo(f"warning: could not sync with Slurm ({err}); showing the stored state", err=True)
+    with store.read() as launchpad:
         counts, failed = stage_states(launchpad, spec.campaign.name), failed_fireworks(launchpad, spec.campaign.name)
         shown = [s for s in STATES if any(s in counts.get(stage, {}) for stage in STAGES)] or ["COMPLETED"]
         click.echo(f"campaign {spec.campaign.name!r}")
@@ -164,6 +203,14 @@ def status(spec_path: str) -> None:
             click.echo(f"  {stage:<10}" + "".join(f"{counts.get(stage, {}).get(s, 0):>11}" for s in shown))
         for doc in failed:
             click.echo(f"  FIZZLED {doc['name']} (fw {doc['fw_id']}): {doc['launch_dir'] or '?'}")
+        if spec.campaign.launcher == "local":
+            active = active_fireworks(launchpad, spec.campaign.name)
+            launcher = live_launcher(_launch_root(spec, base_dir))
+            if launcher is not None:
+                click.echo(f"  running: the local launcher, pid {launcher.get('pid', '?')} on {launcher.get('host', '?')}")
+            for name in active if launcher is None else []:
+                click.echo(f"  INTERRUPTED {name}: no local launcher runs it any more; "
+                           f"`campaign run {spec_path}` resumes it from its checkpoint")
         if spec.campaign.launcher == "slurm":
             try:
                 jobs = array_tasks(launchpad, spec.campaign.name)
@@ -219,7 +266,7 @@ def report(spec_path: str, out_dir: str | None) -> None:
         tables = {name: run_table(collection, name, ResultFilter(spec.campaign.name)) for name in REPORT_TABLES}
     if not docs:
         raise click.ClickException(f"campaign {spec.campaign.name!r} has no results yet; run it first")
-    click.echo(f"report: {write_report(spec.campaign.name, docs, tables, out, spec.analysis.rdf_mae_threshold)}")
+    click.echo(f"report: {write_report(spec.campaign.name, docs, tables, out, spec.analysis.rdf_mae_threshold, base_dir)}")
 
 
 @main.command()
@@ -232,26 +279,41 @@ def report(spec_path: str, out_dir: str | None) -> None:
               "$CAMPAIGN_GUI_CREDENTIALS, or $CAMPAIGN_GUI_USERNAME and $CAMPAIGN_GUI_PASSWORD; none: no login].")
 def gui(spec_path: str, host: str, port: int, credentials_path: str | None) -> None:
     """Serve FireWorks' web GUI for SPEC's campaign only: live and read-only."""
-    from campaign.gui import GuiError, load_credentials, open_app, serve
+    from campaign.gui import load_credentials, open_app, serve
 
     spec, base_dir = _load(spec_path)
-    try:
-        credentials = load_credentials(credentials_path)
-        with open_app(spec.campaign.name, open_store(spec.campaign.store, base_dir), credentials) as app:
-            serve(app, host, port, echo=click.echo)
-    except (GuiError, StoreError) as err:
-        raise click.ClickException(str(err)) from None
+    credentials = load_credentials(credentials_path)
+    with open_app(spec.campaign.name, open_store(spec.campaign.store, base_dir), credentials) as app:
+        serve(app, host, port, echo=click.echo)
+
+
+def _positive(_ctx, parameter, value: float | None) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"must be a finite number > 0, got {value}", param=parameter)
+    return value
+
+
+def _element(_ctx, parameter, symbol: str) -> str:
+    from analysis.rdf import CHEMICAL_SYMBOLS
+
+    if symbol not in CHEMICAL_SYMBOLS[1:]:
+        raise click.BadParameter(f"{symbol!r} is not an element symbol (e.g. Li)", param=parameter)
+    return symbol
 
 
 @main.command()
 @click.argument("trajectory", type=click.Path(exists=True, dir_okay=False))
 @click.option("--reference", type=click.Path(exists=True, dir_okay=False), help="Reference trajectory for the RDF MAE.")
-@click.option("--temperature-K", "temperature_K", type=float, required=True, help="Temperature of the run in K.")
-@click.option("--timestep-fs", "timestep_fs", type=float, help="Time between frames in fs (for files without times).")
-@click.option("--specie", default="Li", show_default=True, help="Diffusing element.")
-@click.option("--discard-ps", type=float, default=0.0, show_default=True, help="Initial time to discard, ps.")
-@click.option("--r-max-A", "r_max_A", type=float, default=DEFAULT_R_MAX_A, show_default=True)
-@click.option("--n-bins", type=int, default=DEFAULT_N_BINS, show_default=True)
+@click.option("--temperature-K", "temperature_K", type=float, required=True, callback=_positive,
+              help="Temperature of the run in K.")
+@click.option("--timestep-fs", "timestep_fs", type=float, callback=_positive,
+              help="Time between frames in fs (for files without times).")
+@click.option("--specie", default="Li", show_default=True, callback=_element, help="Diffusing element.")
+@click.option("--discard-ps", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="Initial time to discard, ps.")
+@click.option("--r-max-A", "r_max_A", type=click.FloatRange(0.0, MAX_R_MAX_A, min_open=True), default=DEFAULT_R_MAX_A,
+              show_default=True, help="Largest pair distance of the RDF, Å.")
+@click.option("--n-bins", type=click.IntRange(MIN_N_BINS, MAX_N_BINS), default=DEFAULT_N_BINS, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def analyze(trajectory, reference, temperature_K, timestep_fs, specie, discard_ps, r_max_A, n_bins, as_json) -> None:
     """Analyse one trajectory file: RDF (MAE), stability, MSD -> D -> sigma (the campaign's analysis functions)."""

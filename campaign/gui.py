@@ -15,9 +15,13 @@ FireWorks' GUI (``fireworks.flask_site.app``) is one Flask app per process that 
 - **Credentials:** HTTP basic auth on every route (FireWorks' own check), from the environment or
   a credentials file, never from the command line. Without them only a loopback address is served.
 
+- **Literal queries:** a ``$regex`` in a user's ``fw_query`` or ``wf_query`` matches its text as a
+  literal substring (``literal_patterns``), so no pattern can backtrack for seconds.
+- **Concurrent:** each request runs in its own thread; the embedded store reloads under a lock.
+
 FireWorks' report view adds its time window into the base query it is handed
-(``FWReport.get_stats``), so the base queries are rebuilt for every request and the server
-handles one request at a time.
+(``FWReport.get_stats``), so the base queries are rebuilt for every request and the report chart is
+handed a copy.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import contextlib
 import io
 import ipaddress
 import os
+import re
 import socket
 import stat
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +47,7 @@ from flask import Flask, Response, abort, request
 from werkzeug.serving import BaseWSGIServer
 from werkzeug.serving import make_server as make_wsgi_server
 
+from records.errors import CampaignError
 from records.store import (
     FIREWORKS_COLLECTIONS,
     EmbeddedStore,
@@ -61,10 +68,11 @@ COLLECTION_READS = frozenset(
      "list_indexes", "name", "full_name"}
 )
 GRIDFS_READS = frozenset({"get", "get_version", "get_last_version", "exists", "find", "find_one", "list"})
+FILTERED_READS = frozenset({"find", "find_one", "count_documents", "distinct"})  # reads whose filter a user may write
 WRITING_STAGES = frozenset({"$out", "$merge"})
 
 
-class GuiError(RuntimeError):
+class GuiError(CampaignError, RuntimeError):
     """The GUI cannot start as asked."""
 
 
@@ -126,13 +134,36 @@ class _ReadOnly:
         raise ReadOnlyError(f"{self._label}.{name}: the campaign GUI reads the store and never changes it")
 
 
+def literal_patterns(query):
+    """``query`` with every ``$regex`` pattern escaped, so it matches its text literally as a substring.
+
+    A user's pattern (the GUI's ``fw_query``) runs against every document; a backtracking one such as
+    ``(a+)+$`` takes time exponential in its length. A literal substring is what a user means.
+    """
+    if isinstance(query, dict):
+        return {key: re.escape(value) if key == "$regex" and isinstance(value, str) else literal_patterns(value)
+                for key, value in query.items()}
+    if isinstance(query, list):
+        return [literal_patterns(item) for item in query]
+    if isinstance(query, re.Pattern):
+        return re.compile(re.escape(query.pattern), query.flags)
+    return query
+
+
 class _ReadOnlyCollection(_ReadOnly):
-    reads = COLLECTION_READS
+    reads = COLLECTION_READS - FILTERED_READS
+
+    def __getattr__(self, name: str):
+        if name in FILTERED_READS:
+            method = getattr(self._target, name)
+            return lambda *args, **kwargs: method(*(literal_patterns(arg) for arg in args),
+                                                  **{k: literal_patterns(v) for k, v in kwargs.items()})
+        return super().__getattr__(name)
 
     def aggregate(self, pipeline: list[dict], *args, **kwargs):
         if any(WRITING_STAGES & stage.keys() for stage in pipeline):
             raise ReadOnlyError(f"{self._label}.aggregate: a pipeline with {sorted(WRITING_STAGES)} writes; refused")
-        return self._target.aggregate(pipeline, *args, **kwargs)
+        return self._target.aggregate(literal_patterns(pipeline), *args, **kwargs)
 
 
 class _ReadOnlyDatabase(_ReadOnly):
@@ -166,6 +197,7 @@ class _LiveEmbedded:
         self.store = store
         self._stamp: tuple[int, ...] | None = None
         self._launchpad: LaunchPad | None = None
+        self._reloading = threading.Lock()
 
     def _file_stamp(self) -> tuple[int, ...]:
         try:
@@ -175,13 +207,15 @@ class _LiveEmbedded:
         return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
     def launchpad(self) -> LaunchPad:
-        # Stamped before loading: a save between the two only costs one more reload.
-        stamp = self._file_stamp()
-        if stamp != self._stamp:
-            with self.store.read() as launchpad:
-                self._launchpad = read_only(launchpad)
-            self._stamp = stamp
-        return self._launchpad
+        # Stamped before loading: a save between the two only costs one more reload. Requests run in
+        # threads; one reloads at a time, and a request keeps the snapshot it was given.
+        with self._reloading:
+            stamp = self._file_stamp()
+            if stamp != self._stamp:
+                with self.store.read() as launchpad:
+                    self._launchpad = read_only(launchpad)
+                self._stamp = stamp
+            return self._launchpad
 
 
 @dataclass(frozen=True)
@@ -265,8 +299,8 @@ def _is_loopback(host: str) -> bool:
 
 
 def make_server(app: Flask, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> BaseWSGIServer:
-    """A one-request-at-a-time server for ``app`` (port 0: any free port); a host other than
-    loopback is refused unless the app has credentials."""
+    """A server for ``app`` that handles each request in its own thread, so no request waits for another
+    (port 0: any free port); a host other than loopback is refused unless the app has credentials."""
     if app.config.get("WEBGUI_USERNAME") is None and not _is_loopback(host):
         raise GuiError(
             f"--host {host} can be reached from other machines, so the GUI needs a login: set {USERNAME_ENV} and "
@@ -277,7 +311,7 @@ def make_server(app: Flask, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) 
         socket.getaddrinfo(host, port)
     except OSError as err:
         raise GuiError(f"--host {host}: not an address of this machine ({err})") from err
-    return make_wsgi_server(host, port, app, threaded=False)  # reports a port in use and exits
+    return make_wsgi_server(host, port, app, threaded=True)  # reports a port in use and exits
 
 
 def serve(app: Flask, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, echo: Callable[[str], None] = print) -> None:

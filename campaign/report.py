@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from analysis.stability import RDF_MAE_STABLE
 from analysis.transport import ArrheniusFit, extrapolate_arrhenius
-from records.results import REFERENCE_SOURCE
+from records.results import REFERENCE_SOURCE, absolute_paths
 
 DPI = 120
 KILO = 1000.0  # the Arrhenius axis is 1000 / T
@@ -283,14 +283,16 @@ REPORT_TABLES = ("fig4", "table2", "s1-s3")  # the tables of campaign/tables.py 
 
 
 def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]], out_dir: str | Path,
-                 rdf_mae_threshold: float = RDF_MAE_STABLE) -> Path:
+                 rdf_mae_threshold: float = RDF_MAE_STABLE, root: str | Path = ".") -> Path:
     """Write every figure and ``index.html`` into out_dir; returns the HTML path.
 
     docs: the campaign's result documents; tables: name -> rows of each of ``REPORT_TABLES``
     (``campaign.tables.run_table``) over those documents; ``rdf_mae_threshold``: the campaign's
-    stability threshold, drawn in Fig. 4. A figure whose data is missing (e.g. a file a document
-    names is gone) is left out and said so.
+    stability threshold, drawn in Fig. 4; ``root``: the campaign's folder, which the documents' files
+    are relative to. A figure whose data is missing (e.g. a file a document names is gone) is left
+    out and said so.
     """
+    docs = [absolute_paths(doc, root) for doc in docs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     predictions, runs = _by(docs, "prediction"), _by(docs, "run")

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A
+from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A, MAX_N_BINS, MAX_R_MAX_A, MIN_N_BINS
 from mlff.md.engine import engine_class, engine_names
+from mlff.md.protocol import FS_PER_PS, STEP_COUNT_TOLERANCE
+from records.errors import CampaignError
 from records.settings import PositiveFloat, ResourcesSpec, StoreSpec, Strict
 
 Temperature_K = Annotated[float, Field(gt=0, le=5000)]
@@ -24,7 +26,7 @@ CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MATERIAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 
 
-class SpecError(ValueError):
+class SpecError(CampaignError, ValueError):
     """A campaign spec that cannot be used; the message lists every problem with its YAML path."""
 
 
@@ -43,6 +45,16 @@ class CampaignSection(Strict):
     seed: int = Field(0, ge=0, description="Base seed; every task derives its own recorded seed from it.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Torch device; auto picks CUDA when present.")
 
+    @field_validator("device")
+    @classmethod
+    def _cuda_build(cls, device: str) -> str:
+        import torch
+
+        if device == "cuda" and torch.version.cuda is None:
+            raise ValueError(f"cuda, but this torch ({torch.__version__}) is a CPU build; use auto or cpu, or "
+                             "install a CUDA build of torch")
+        return device
+
 
 class GeneratedReference(Strict):
     """Reference MD run by an ASE calculator with the paper's protocol, at every MD temperature."""
@@ -54,6 +66,14 @@ class GeneratedReference(Strict):
     ramp_ps: float = Field(5.0, ge=0, description="Velocity-scaling ramp from md.ramp.start_K to T, in ps.")
     production_ps: PositiveFloat = Field(50.0, description="Nosé–Hoover NVT length kept as reference frames, in ps.")
     save_every_steps: int = Field(1, ge=1, description="Keep every n-th production step.")
+
+    @field_validator("calculator")
+    @classmethod
+    def _ase_calculator(cls, name: str) -> str:
+        from mlff.reference import calculator_class
+
+        calculator_class(name)
+        return name
 
 
 class ImportedReference(Strict):
@@ -163,8 +183,8 @@ class MDSpec(Strict):
 
 
 class RDFSpec(Strict):
-    r_max_A: PositiveFloat = Field(DEFAULT_R_MAX_A, le=20.0, description="Largest pair distance of the RDF in Å.")
-    n_bins: int = Field(DEFAULT_N_BINS, ge=10, le=5000, description="Number of RDF bins.")
+    r_max_A: PositiveFloat = Field(DEFAULT_R_MAX_A, le=MAX_R_MAX_A, description="Largest pair distance of the RDF in Å.")
+    n_bins: int = Field(DEFAULT_N_BINS, ge=MIN_N_BINS, le=MAX_N_BINS, description="Number of RDF bins.")
     pairs: list[tuple[str, str]] = Field(
         default_factory=list, description="Partial RDFs to compute as [element, element] pairs; the total is always."
     )
@@ -235,10 +255,55 @@ class CampaignSpec(Strict):
                     f"materials.{name}.import: no reference trajectory at {missing} K (each MD temperature "
                     "needs a reference to compare the RDF with, and training needs its temperatures)"
                 )
+        md = self.md
+        durations = {"md.ramp.ramp_ps": md.ramp.ramp_ps, "md.production_ps": md.production_ps, "md.discard_ps": md.discard_ps}
+        for name, material in self.materials.items():
+            if material.generate is not None:
+                durations[f"materials.{name}.generate.ramp_ps"] = material.generate.ramp_ps
+                durations[f"materials.{name}.generate.production_ps"] = material.generate.production_ps
+        for path, duration_ps in durations.items():
+            n_steps = duration_ps * FS_PER_PS / md.timestep_fs
+            if abs(n_steps - round(n_steps)) > STEP_COUNT_TOLERANCE:
+                raise ValueError(f"{path}: {duration_ps} ps is not a whole number of md.timestep_fs "
+                                 f"({md.timestep_fs} fs) steps ({n_steps:.6g})")
+        if round(md.production_ps * FS_PER_PS / md.timestep_fs) < md.save_every_steps:
+            raise ValueError(f"md.production_ps: {md.production_ps} ps is shorter than md.save_every_steps "
+                             f"({md.save_every_steps}) steps: no frame would be written")
         symbols = [self.analysis.diffusing_specie, *(s for pair in self.analysis.rdf.pairs for s in pair)]
         unknown = sorted({s for s in symbols if s not in atomic_numbers})
         if unknown:
             raise ValueError(f"analysis: unknown element symbols {unknown} (diffusing_specie, rdf.pairs)")
+        return self
+
+    @model_validator(mode="after")
+    def _readable_files(self, info: ValidationInfo) -> CampaignSpec:
+        """With the spec's folder (``base_dir`` in the validation context, as ``load_spec`` gives it), read
+        every structure file and look at every reference file, so that a bad file fails here, not in a stage."""
+        base_dir = (info.context or {}).get("base_dir")
+        if base_dir is None:
+            return self
+        from mlff.md.protocol import min_pair_distance_A
+        from mlff.reference import check_reference_file
+        from mlff.structures import BUILTIN_STRUCTURES, load_structure
+
+        fusion_A = self.analysis.fusion_distance_A
+        for name, material in self.materials.items():
+            if material.structure not in BUILTIN_STRUCTURES:
+                try:
+                    atoms = load_structure(material.structure, base_dir)
+                except ValueError as err:
+                    raise ValueError(f"materials.{name}.structure: {err}") from None
+                shortest_A = min_pair_distance_A(atoms, fusion_A)
+                if shortest_A < fusion_A:
+                    raise ValueError(
+                        f"materials.{name}.structure: two atoms are {shortest_A:.3g} Å apart, closer than "
+                        f"analysis.fusion_distance_A ({fusion_A} Å): the structure starts fused"
+                    )
+            for index, entry in enumerate(material.imported or []):
+                try:
+                    check_reference_file(Path(base_dir) / entry.path)
+                except ValueError as err:
+                    raise ValueError(f"materials.{name}.import[{index}].path: {err}") from None
         return self
 
     def reference_temperatures_K(self, material: str) -> list[float]:
@@ -273,12 +338,12 @@ def _describe(error: dict) -> str:
     return expected
 
 
-def parse_spec(data: object, source: str = "<spec>") -> CampaignSpec:
-    """Validate an already-loaded YAML document."""
+def parse_spec(data: object, source: str = "<spec>", base_dir: Path | None = None) -> CampaignSpec:
+    """Validate an already-loaded YAML document; with ``base_dir`` (the spec's folder) also the files it names."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the spec must be a YAML mapping at the top level, got {type(data).__name__}")
     try:
-        return CampaignSpec.model_validate(data)
+        return CampaignSpec.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as err:
         lines = []
         for error in err.errors():
@@ -288,15 +353,32 @@ def parse_spec(data: object, source: str = "<spec>") -> CampaignSpec:
         raise SpecError(f"{source}: invalid campaign spec\n" + "\n".join(lines)) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, but a key given twice in one mapping is an error, not the last one winning."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_spec(path: str | Path) -> CampaignSpec:
-    """Read and validate a campaign YAML file."""
+    """Read and validate a campaign YAML file (UTF-8; a key given twice is an error)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise SpecError(f"{path}: cannot read the spec file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not a UTF-8 text file (byte {err.start}); save the spec as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise SpecError(f"{path}: not valid YAML: {err}") from None
-    return parse_spec(data, source=str(path))
+    return parse_spec(data, source=str(path), base_dir=path.resolve().parent)

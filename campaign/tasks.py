@@ -2,7 +2,9 @@
 
 A task is one unit of work (one firework). Its ``digest`` hashes its own settings together with its
 parents' digests, so a task's identity changes exactly when anything it depends on changes. Submit
-compares digests with what the store already holds and adds only tasks that are new.
+compares digests with what the store already holds and adds only tasks that are new. Paths in a task's
+inputs are relative to the campaign's folder (the spec's), so digests do not depend on where the
+campaign lies; a task's files go to ``<workdir>/<key>/<digest[:12]>/``.
 
 Stages and keys (temperatures written like ``800K``):
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from campaign.spec import CampaignSpec
@@ -42,10 +45,15 @@ def temperature_label(temperature_K: float) -> str:
 
 
 class _Planner:
-    def __init__(self, spec: CampaignSpec, base_dir: Path):
+    """Makes the tasks. Paths are stored relative to the campaign's folder (the spec's), as the user wrote
+    them, so a campaign can be moved; ``absolute`` stores them absolute under ``base_dir``, as release
+    0.1.0 did, which only the migration of its stores needs (campaign/submission.py)."""
+
+    def __init__(self, spec: CampaignSpec, base_dir: Path, absolute: bool = False):
         self.spec = spec
         self.base_dir = base_dir
-        self.workdir = (base_dir / spec.campaign.workdir).resolve()
+        self.absolute = absolute
+        self.workdir = Path(self.resolve(spec.campaign.workdir))
         self.tasks: dict[str, Task] = {}
 
     def add(self, key: str, stage: str, config: dict, parents: list[str], outputs: dict, labels: dict) -> Task:
@@ -65,7 +73,8 @@ class _Planner:
         return task
 
     def resolve(self, path: str) -> str:
-        return str((self.base_dir / path).resolve())
+        """A path of the spec's, relative to the campaign's folder (or absolute when the user wrote it so)."""
+        return str((self.base_dir / path).resolve()) if self.absolute else os.path.normpath(path)
 
     def structure(self, material: str) -> str:
         source = self.spec.materials[material].structure
@@ -167,9 +176,10 @@ def _md_batches(md_spec) -> list[tuple[str | None, list[tuple[float, int]]]]:
     return [("batch", runs)]
 
 
-def expand(spec: CampaignSpec, base_dir: Path) -> list[Task]:
-    """All tasks of a campaign in dependency order (parents before children)."""
-    plan = _Planner(spec, Path(base_dir).resolve())
+def expand(spec: CampaignSpec, base_dir: Path, absolute: bool = False) -> list[Task]:
+    """All tasks of a campaign in dependency order (parents before children); ``base_dir`` is the campaign's
+    folder and ``absolute`` gives release 0.1.0's absolute paths (see ``_Planner``)."""
+    plan = _Planner(spec, Path(base_dir).resolve(), absolute)
     training = spec.training
     references = {material: plan.references(material) for material in spec.materials}
     training_refs = [t for t in references[training.material] if t.labels["temperature_K"] in training.temperatures_K]

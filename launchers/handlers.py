@@ -95,14 +95,27 @@ class CudaOutOfMemoryHandler(LaunchHandler):
         return {"errors": ["CUDA out of memory"], "actions": [{"input": "batch_size", "from": old, "to": new}]}
 
 
+# Errors of the machine rather than of the inputs, which the same MD run may not meet again: the GPU
+# or its driver failing, memory running out, a shared filesystem's hiccup.
+RETRYABLE_MD_ERRORS = (
+    "CUDA error", "CUDA out of memory", "OutOfMemoryError", "CUBLAS_STATUS", "cuDNN error", "NCCL error",
+    "MemoryError", "Input/output error", "Stale file handle", "Connection timed out",
+)
+
+
 class MDCrashHandler(LaunchHandler):
-    """The MD engine raised: rerun from the checkpoint, a limited number of times."""
+    """The MD engine raised an error a retry can fix (``RETRYABLE_MD_ERRORS``): rerun from the
+    checkpoint, a limited number of times. Anything else (a bad input, a bug) stays failed."""
 
     stage, name = "md", "md_crash"
 
     def check(self, directory="./") -> bool:
         error = self.read_error(directory)
-        return error["stage"] == self.stage and self.previous_corrections(error) < self.settings["max_md_retries"]
+        return (
+            error["stage"] == self.stage
+            and any(signature in error["stacktrace"] for signature in RETRYABLE_MD_ERRORS)
+            and self.previous_corrections(error) < self.settings["max_md_retries"]
+        )
 
     def correct(self, directory="./") -> dict:
         attempt = self.previous_corrections(self.read_error(directory)) + 1

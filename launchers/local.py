@@ -2,21 +2,27 @@
 
 Each rocket is reserved, run offline and folded back (launchers/offline.py), so the store is locked
 only for the moments of reserving and folding, and ``campaign status`` works while a rocket runs.
-One local launcher per campaign at a time: a second one exits with a clear message instead of
-running the same work twice. Interrupting it (Ctrl-C) loses nothing that finished; the next run
-puts the interrupted firework back to READY, and it restarts from its checkpoints.
+One local launcher per campaign at a time: it holds a lock file that names its process and host,
+and a second one exits with a clear message instead of running the same work twice.
+
+Ctrl-C or SIGTERM is an interrupt, not a failure: the running stage writes its checkpoint and
+stops (``mlff.preemption``), its firework goes back to READY, and the launcher returns without
+starting more work; a second Ctrl-C stops the stage at once, which then resumes from its last
+checkpoint. A launcher killed outright leaves its firework RESERVED or RUNNING; the next run puts it
+back to READY.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from records.store import EmbeddedStore, MongoStore, campaign_fireworks
 from launchers.offline import (
     campaign_worker,
     fold,
@@ -28,9 +34,14 @@ from launchers.offline import (
     timestamped_dir,
     unfinished_launches,
 )
+from mlff import preemption
+from records.errors import CampaignError
+from records.store import EmbeddedStore, MongoStore, campaign_fireworks
+
+LOCK_FILE = "local-launcher.lock"  # in the campaign's launch directory
 
 
-class LauncherBusy(RuntimeError):
+class LauncherBusy(CampaignError, RuntimeError):
     """Another local launcher is already running this campaign."""
 
 
@@ -39,6 +50,7 @@ class LocalRun:
     completed: list[str] = field(default_factory=list)
     fizzled: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
+    stopped_by: int | None = None  # the signal that interrupted the run, or None when it ran out of work
 
 
 @contextlib.contextmanager
@@ -48,14 +60,14 @@ def _exclusive(lock_path: Path, campaign: str) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            lock.seek(0)
+            holder = _holder(lock_path)
             raise LauncherBusy(
-                f"another local launcher is running campaign {campaign!r} (pid {lock.read().strip() or '?'}); "
-                "wait for it or stop it first"
+                f"another local launcher is running campaign {campaign!r} (pid {holder.get('pid', '?')} on "
+                f"{holder.get('host', '?')}); wait for it or stop it first"
             ) from None
         lock.seek(0)
         lock.truncate()
-        lock.write(str(os.getpid()))
+        lock.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         lock.flush()
         try:
             yield
@@ -63,28 +75,43 @@ def _exclusive(lock_path: Path, campaign: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def _holder(lock_path: Path) -> dict:
+    """What the lock file says of the launcher that holds (or held) it: pid and host."""
+    try:
+        return json.loads(lock_path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def live_launcher(launch_root: Path) -> dict | None:
+    """The pid and host of the local launcher running in ``launch_root``, or None when none runs. Writes nothing."""
+    lock_path = Path(launch_root) / LOCK_FILE
+    if not lock_path.exists():
+        return None
+    with open(lock_path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(lock_path)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None
+
+
 def run_local(
     store: EmbeddedStore | MongoStore,
     campaign: str,
     launch_root: Path,
     echo: Callable[[str], None] = print,
+    root: Path | None = None,
 ) -> LocalRun:
-    """Run every ready firework of ``campaign`` until none is left; returns what happened."""
+    """Run every ready firework of ``campaign`` until none is left or an interrupt (Ctrl-C, SIGTERM)
+    stops the launcher; returns what happened. ``root`` is the campaign's folder, which stored paths
+    are relative to."""
     report = LocalRun()
-    worker = campaign_worker(campaign)
-    with _exclusive(launch_root / "local-launcher.lock", campaign):
-        with store.write() as launchpad:
-            finished = []
-            for run in unfinished_launches(launchpad, campaign):
-                if outcome(run["launch_dir"]) is not None:
-                    finished.append(run["launch_id"])
-                else:
-                    requeue(launchpad, run)
-                    report.requeued.append(run["name"])
-            fold_all(launchpad, finished)
-        if report.requeued:
-            echo(f"requeued {len(report.requeued)} interrupted firework(s): {', '.join(report.requeued)}")
-        while True:
+    worker = campaign_worker(campaign, root=root)
+    with _exclusive(launch_root / LOCK_FILE, campaign), preemption.stopping_on(preemption.INTERRUPT_SIGNALS):
+        _requeue_abandoned(store, campaign, report, echo)
+        while not preemption.requested():
             launch_dir = timestamped_dir(launch_root, "launcher")
             with store.write() as launchpad:
                 reserved = reserve(launchpad, worker, launch_dir)
@@ -92,6 +119,9 @@ def run_local(
                     break
                 fw_id, launch_id = reserved
                 name = launchpad.get_fw_by_id(fw_id).name
+                if preemption.requested():  # interrupted while reserving: leave it for the next run
+                    requeue(launchpad, {"fw_id": fw_id, "launch_id": launch_id})
+                    break
                 remaining = launchpad.fireworks.count_documents(
                     campaign_fireworks(campaign, state={"$in": ["READY", "WAITING"]})
                 )
@@ -104,7 +134,23 @@ def run_local(
             elif state == "FIZZLED":
                 report.fizzled.append(name)
                 echo(f"   {name} FIZZLED; its error is in {launch_dir}")
-            else:  # preempted, or corrected by an error handler: READY again and picked up below
+            else:  # interrupted, or corrected by an error handler: READY again, picked up below or next time
                 report.requeued.append(name)
-                echo(f"   {name} requeued ({state}); see {launch_dir}")
+                echo(f"   {name} back to {state}; its checkpoint is kept in its directory, see {launch_dir}")
+        report.stopped_by = preemption.requested_signal()
     return report
+
+
+def _requeue_abandoned(store, campaign: str, report: LocalRun, echo: Callable[[str], None]) -> None:
+    """Fold back launches that finished after their launcher stopped; put those that never finished back to READY."""
+    with store.write() as launchpad:
+        finished = []
+        for run in unfinished_launches(launchpad, campaign):
+            if outcome(run["launch_dir"]) is not None:
+                finished.append(run["launch_id"])
+            else:
+                requeue(launchpad, run)
+                report.requeued.append(run["name"])
+        fold_all(launchpad, finished)
+    if report.requeued:
+        echo(f"requeued {len(report.requeued)} interrupted firework(s): {', '.join(report.requeued)}")

@@ -28,9 +28,9 @@ from fireworks.core.launchpad import WFLock
 from fireworks.core.rocket import Rocket
 from monty.io import zopen
 
-from records.results import store_results
-from records.store import CAMPAIGN_SPEC_KEY, campaign_fireworks
 from launchers.handlers import find_correction, write_error
+from records.results import store_results
+from records.store import CAMPAIGN_ROOT, CAMPAIGN_SPEC_KEY, campaign_fireworks
 
 OFFLINE_FILE = "FW_offline.json"
 PING_JOIN_TIMEOUT_S = 10.0
@@ -50,9 +50,11 @@ def patch_fireworks() -> None:
     fireworks.core.rocket.zopen = _zopen_text_by_default
 
 
-def campaign_worker(campaign: str, category: str | None = None) -> FWorker:
-    """A FWorker that only takes fireworks of ``campaign`` (and of ``category`` when given)."""
-    return FWorker(name=f"campaign-{campaign}", category=category or "", query=campaign_fireworks(campaign))
+def campaign_worker(campaign: str, category: str | None = None, root: str | Path | None = None) -> FWorker:
+    """A FWorker that only takes fireworks of ``campaign`` (and of ``category`` when given); its rockets'
+    firetasks find the campaign's files under ``root``, the campaign's folder (``CAMPAIGN_ROOT`` in its env)."""
+    env = {} if root is None else {CAMPAIGN_ROOT: str(root)}
+    return FWorker(name=f"campaign-{campaign}", category=category or "", query=campaign_fireworks(campaign), env=env)
 
 
 def reserve(launchpad: LaunchPad, worker: FWorker, launch_dir: Path) -> tuple[int, int] | None:

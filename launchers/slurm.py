@@ -52,6 +52,7 @@ from launchers.offline import (
     unfinished_launches,
 )
 from mlff import host_memory, preemption
+from records.errors import CampaignError
 from records.results import store_results
 from records.settings import CPUResources, ResourcesSpec, StoreSpec
 from records.store import campaign_fireworks, open_store
@@ -67,11 +68,11 @@ MB_PER_GB = 1024  # Slurm's --mem units: M = MiB, G = 1024 M
 SLURM_COMMAND_TIMEOUT_S = 60
 
 
-class TemplateError(ValueError):
+class TemplateError(CampaignError, ValueError):
     """A batch-script template and its values do not match."""
 
 
-class SlurmError(RuntimeError):
+class SlurmError(CampaignError, RuntimeError):
     """A Slurm command failed or answered something unexpected."""
 
 
@@ -183,18 +184,21 @@ def _submit(launchpad, campaign, category, resources, job_dir, n_tasks, manifest
 
 
 def dispatch(
-    launchpad: LaunchPad, campaign: str, resources: ResourcesSpec, job_root: Path, store: StoreSpec | None = None
+    launchpad: LaunchPad, campaign: str, resources: ResourcesSpec, job_root: Path, store: StoreSpec | None = None,
+    root: Path | None = None,
 ) -> list[dict]:
     """Submit the campaign's READY work as job arrays, one per category (see the module docstring).
 
-    ``store`` (needed for online rockets) is what array tasks connect to. Returns the job records.
+    ``store`` (needed for online rockets) is what array tasks connect to; ``root`` is the campaign's
+    folder, which stored paths are relative to (the manifest passes it to the array tasks). Returns
+    the job records.
     """
     limit = max_array_size()
     submitted = []
     for category in TEMPLATES:
         settings = getattr(resources, category)
         if resources.rockets == "online":
-            submitted.extend(_dispatch_online(launchpad, campaign, category, settings, job_root, store, limit))
+            submitted.extend(_dispatch_online(launchpad, campaign, category, settings, job_root, store, limit, root))
             continue
         worker = campaign_worker(campaign, category)
         while True:
@@ -212,7 +216,7 @@ def dispatch(
             if not launch_dirs:
                 job_dir.rmdir()
                 break
-            manifest = {"mode": "offline", "campaign": campaign, "category": category,
+            manifest = {"mode": "offline", "campaign": campaign, "category": category, "root": str(root) if root else None,
                         "launch_dirs": launch_dirs, "launch_ids": launch_ids}
             try:
                 submitted.append(_submit(launchpad, campaign, category, settings, job_dir, len(launch_dirs), manifest))
@@ -225,7 +229,7 @@ def dispatch(
     return submitted
 
 
-def _dispatch_online(launchpad, campaign, category, settings, job_root, store, limit) -> list[dict]:
+def _dispatch_online(launchpad, campaign, category, settings, job_root, store, limit, root) -> list[dict]:
     if store is None or store.embedded:
         raise ValueError("online rockets need a MongoDB store (campaign.store.uri or launchpad)")
     ready = launchpad.fireworks.count_documents(
@@ -241,8 +245,8 @@ def _dispatch_online(launchpad, campaign, category, settings, job_root, store, l
     while needed > 0:
         n_tasks = min(needed, limit)
         job_dir = _new_job_dir(job_root, category)
-        manifest = {"mode": "online", "campaign": campaign, "category": category, "job_dir": str(job_dir),
-                    "store": store.model_dump()}
+        manifest = {"mode": "online", "campaign": campaign, "category": category, "root": str(root) if root else None,
+                    "job_dir": str(job_dir), "store": store.model_dump()}
         submitted.append(_submit(launchpad, campaign, category, settings, job_dir, n_tasks, manifest))
         needed -= n_tasks
     return submitted
@@ -330,7 +334,7 @@ def run_array_task(manifest_path: Path, index: int) -> None:
     """Run the rocket of array task ``index`` of the job described by ``manifest_path``."""
     preemption.install_handlers()
     manifest = json.loads(Path(manifest_path).read_text())
-    worker = campaign_worker(manifest["campaign"], manifest["category"])
+    worker = campaign_worker(manifest["campaign"], manifest["category"], manifest.get("root"))
     if manifest["mode"] == "offline":
         launch_dir = Path(manifest["launch_dirs"][index])
         started = json.loads((launch_dir / OFFLINE_FILE).read_text()).get("started_on")

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import torch
 
-from records.atomic_file import atomic_write
 from mlff.models import ForceField, build_model
 from mlff.models.base import resolve_device
+from records.atomic_file import atomic_write
+from records.errors import CampaignError
 
 CHECKPOINT_FORMAT = "mlff-checkpoint-1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CampaignError, ValueError):
     """A checkpoint file is missing, corrupt or of an unknown format."""
 
 

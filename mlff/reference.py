@@ -139,6 +139,24 @@ def read_reference(source_path: str | os.PathLike, timestep_fs: float | None = N
     )
 
 
+def check_reference_file(source_path: str | os.PathLike) -> None:
+    """A cheap look at a reference file before anything runs: it exists, its format is known, and for the
+    formats ASE reads, its first frame reads as a periodic structure. Raises ValueError saying what is wrong."""
+    path = Path(source_path)
+    source_format = _source_format(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: reference-data file does not exist")
+    if source_format == "vasprun":  # read whole only when imported
+        return
+    ase_format = {"extxyz": "extxyz", "traj": "traj", "xdatcar": "vasp-xdatcar"}[source_format]
+    try:
+        first = ase.io.read(path, index=0, format=ase_format)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read as {source_format} ({err})") from err
+    if first.cell.rank < 3:
+        raise ValueError(f"{path}: frames have no three-dimensional periodic cell")
+
+
 def import_reference(
     source_path: str | os.PathLike, out_path: str | os.PathLike, timestep_fs: float | None = None
 ) -> dict:
@@ -179,25 +197,33 @@ def _chgnet_calculator(device: str | None) -> BaseCalculator:
     return EnergyForcesCHGNet(model=model, use_device=device)
 
 
-def reference_calculator(name: str, device: str | None = None) -> BaseCalculator:
-    """The reference ASE calculator ``name``.
-
-    ``"chgnet"``: pretrained CHGNet (weights from the installed wheel, nothing downloaded) on
-    ``device`` (default: CUDA when available, else CPU), computing energy and forces only. ``"package.module:ClassName"``: that ASE
-    calculator class, instantiated without arguments (e.g. ``"ase.calculators.emt:EMT"``).
-    """
+def calculator_class(name: str) -> type[BaseCalculator] | None:
+    """The ASE calculator class a reference calculator name ``"package.module:ClassName"`` names, None for
+    ``"chgnet"``; a name that is neither raises ValueError saying why. Imports, instantiates nothing."""
     if name == "chgnet":
-        return _chgnet_calculator(device)
+        return None
     module_name, _, class_name = name.partition(":")
     if not module_name or not class_name:
         raise ValueError(f"unknown reference calculator {name!r}; expected 'chgnet' or 'package.module:ClassName'")
     try:
-        calculator_class = getattr(importlib.import_module(module_name), class_name)
+        found = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError) as err:
         raise ValueError(f"reference calculator {name!r}: cannot import {class_name} from {module_name} ({err})") from err
-    if not (isinstance(calculator_class, type) and issubclass(calculator_class, BaseCalculator)):
+    if not (isinstance(found, type) and issubclass(found, BaseCalculator)):
         raise ValueError(f"reference calculator {name!r} is not an ASE calculator class")
-    return calculator_class()
+    return found
+
+
+def reference_calculator(name: str, device: str | None = None) -> BaseCalculator:
+    """The reference ASE calculator ``name``.
+
+    ``"chgnet"``: pretrained CHGNet (weights from the installed wheel, nothing downloaded) on
+    ``device`` (default: CUDA when available, else CPU), computing energy and forces only.
+    ``"package.module:ClassName"``: that ASE calculator class (``calculator_class``), instantiated
+    without arguments (e.g. ``"ase.calculators.emt:EMT"``).
+    """
+    found = calculator_class(name)
+    return _chgnet_calculator(device) if found is None else found()
 
 
 def _package_version(calculator_name: str) -> str:
@@ -217,10 +243,11 @@ def generate_reference(
     out_path: str | os.PathLike,
     progress: bool = True,
     device: str | None = None,
+    checkpoint_path: str | os.PathLike | None = None,
 ) -> dict:
     """Run the MD protocol with reference calculator ``calculator_name``, recording energies and
-    forces in ``out_path``. Returns the run's summary (``mlff.md.driver.run_md``) plus calculator and
-    calculator_version."""
+    forces in ``out_path``, resumable from ``checkpoint_path`` (``mlff.md.driver.run_md``). Returns the
+    run's summary plus calculator and calculator_version."""
     calculator = reference_calculator(calculator_name, device=device)
     provenance = {
         "calculator": calculator_name,
@@ -230,6 +257,6 @@ def generate_reference(
         provenance["calculator_model"] = CHGNET_MODEL
     (summary,) = run_md(
         AseEngine(atoms, calculator), [protocol], [seed], [out_path], record_forces=True, progress=progress,
-        metadata=provenance,
+        metadata=provenance, checkpoint_path=checkpoint_path,
     )
     return {**summary, **provenance}

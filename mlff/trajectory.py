@@ -24,13 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from mlff.md.protocol import FS_PER_PS
+from records.errors import CampaignError
 
 MAGIC = b"MLFFTRJ1"
 SUFFIX = ".frames"
 OPTIONAL_FIELDS = ("energy_eV", "forces_eV_A", "temperature_K")
+HEADER_KEYS = ("numbers", "cell_A", "fields", "metadata")
 
 
-class TrajectoryError(ValueError):
+class TrajectoryError(CampaignError, ValueError):
     """A trajectory file is missing, corrupt, truncated or inconsistent."""
 
 
@@ -206,8 +208,11 @@ def _read_header(path: Path) -> dict:
         raise TrajectoryError(f"{path}: header truncated ({len(blob)} of {length} bytes)")
     try:
         header = json.loads(blob)
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise TrajectoryError(f"{path}: header is not valid JSON ({err})") from err
+    missing = [key for key in HEADER_KEYS if not isinstance(header, dict) or key not in header]
+    if missing:
+        raise TrajectoryError(f"{path}: the header lacks {missing}; a .frames header holds {list(HEADER_KEYS)}")
     header["_data_offset"] = 16 + length
     return header
 

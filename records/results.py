@@ -9,6 +9,8 @@ in files, referenced by path and sha256.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 from fireworks import Firework, LaunchPad
@@ -145,6 +147,27 @@ class MaterialResult(ResultDoc):
     )
     rdf_path: str | None = Field(None, description="npz file of the mean RDFs of this source and of the reference, per temperature.")
     density_path: str | None = Field(None, description="npz file of the diffusing element's occupancy density (diffusion_paths).")
+
+
+PATH_FIELDS = ("checkpoint_path", "parity_path", "trajectory_path", "rdf_path", "density_path")  # files documents name
+
+
+def relative_paths(doc: dict, root: str | os.PathLike | None) -> dict:
+    """``doc`` with its files (``PATH_FIELDS``) that lie under ``root``, the campaign's folder, relative to it,
+    so a moved campaign's documents still name its files; None leaves it as it is."""
+    if root is None:
+        return doc
+    moved = {}
+    for field in PATH_FIELDS:
+        value = doc.get(field)
+        if value and os.path.isabs(value) and Path(value).is_relative_to(root):
+            moved[field] = str(Path(value).relative_to(root))
+    return {**doc, **moved}
+
+
+def absolute_paths(doc: dict, root: str | os.PathLike) -> dict:
+    """``doc`` with its relative files (``PATH_FIELDS``) under ``root``, the campaign's folder: where to open them."""
+    return {**doc, **{field: str(Path(root) / doc[field]) for field in PATH_FIELDS if doc.get(field)}}
 
 
 RESULT_MODELS = {m.model_fields["kind"].default: m for m in (TrainingResult, PredictionResult, RunResult, TemperatureResult, MaterialResult)}

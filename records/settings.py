@@ -14,9 +14,9 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 
 
 class Strict(BaseModel):
-    """A spec section: unknown keys are errors, and a validated section does not change."""
+    """A spec section: unknown keys are errors, numbers must be finite, and a validated section does not change."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class StoreSpec(Strict):

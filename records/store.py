@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,16 +30,19 @@ from fireworks import LaunchPad
 from mongomock.store import DatabaseStore, ServerStore
 
 from records.atomic_file import atomic_write
+from records.errors import CampaignError
 from records.settings import StoreSpec
 
 DATABASE = "fireworks"
 RESULTS_COLLECTION = "campaign_results"
 FIREWORKS_COLLECTIONS = ("fireworks", "launches", "offline_runs", "fw_id_assigner", "workflows")
 LOG_LEVEL = "WARNING"
+WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH  # a store file with none of them is read-only, even to root
+CAMPAIGN_ROOT = "campaign_root"  # a launcher's FWorker env: the campaign's folder, that stored paths are relative to
 CAMPAIGN_SPEC_KEY = "_campaign"  # a campaign firework's spec holds its identity (name, key, digest, stage) here
 
 
-class StoreError(RuntimeError):
+class StoreError(CampaignError, RuntimeError):
     """The store cannot be opened, read or saved."""
 
 
@@ -99,10 +103,20 @@ class EmbeddedStore:
     def describe(self) -> str:
         return f"embedded store {self.path}"
 
+    def exists(self) -> bool:
+        """Has anything been stored yet?"""
+        return self.path.exists()
+
     @contextlib.contextmanager
     def _locked(self, mode: int) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_path, "a") as lock:
+        """Hold the store's lock file; a writer creates it, a reader only takes it when it exists (a reader
+        writes nothing: each save replaces the store file in one rename, so a reader never sees half of one)."""
+        if mode == fcntl.LOCK_EX:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.lock_path.exists():
+            yield
+            return
+        with open(self.lock_path, "a" if mode == fcntl.LOCK_EX else "r") as lock:
             fcntl.flock(lock, mode)
             try:
                 yield
@@ -115,9 +129,9 @@ class EmbeddedStore:
         if self.path.exists():
             try:
                 data = bson.json_util.loads(self.path.read_text())
-            except (OSError, ValueError) as err:
-                raise StoreError(f"{self.path}: cannot read the embedded store ({err})") from err
-            server._databases = {name: DatabaseStore.from_dict(db) for name, db in data.items()}
+                server._databases = {name: DatabaseStore.from_dict(db) for name, db in data.items()}
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:  # unreadable, or JSON of another shape
+                raise StoreError(f"{self.path}: cannot read the embedded store ({type(err).__name__}: {err})") from err
         return server
 
     def _save(self, server: ServerStore) -> None:
@@ -130,7 +144,11 @@ class EmbeddedStore:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[LaunchPad]:
-        """An exclusive session; its changes are saved atomically when the block exits cleanly."""
+        """An exclusive session; its changes are saved atomically when the block exits cleanly.
+
+        A store file that is not writable (``chmod 444``) is an error, not a file to replace."""
+        if self.path.exists() and not (os.access(self.path, os.W_OK) and self.path.stat().st_mode & WRITE_BITS):
+            raise StoreError(f"{self.path}: the embedded store is read-only; make it writable to change the campaign")
         with self._locked(fcntl.LOCK_EX):
             server = self._load()
             launchpad = EmbeddedLaunchPad(server)
@@ -141,7 +159,10 @@ class EmbeddedStore:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[LaunchPad]:
-        """A snapshot for reading; changes made through it are thrown away."""
+        """A snapshot for reading, which writes nothing; changes made through it are thrown away.
+        A store that does not exist yet is a StoreError."""
+        if not self.path.exists():
+            raise StoreError(f"{self.path}: no embedded store there (the campaign has not been submitted)")
         with self._locked(fcntl.LOCK_SH):
             server = self._load()
         yield EmbeddedLaunchPad(server)
@@ -155,6 +176,10 @@ class MongoStore:
 
     def describe(self) -> str:
         return f"MongoDB launchpad file {self.launchpad_file}" if self.launchpad_file else "MongoDB at the given URI"
+
+    def exists(self) -> bool:
+        """A server is always there to ask (``read`` says when it cannot be reached)."""
+        return True
 
     def _connect(self) -> LaunchPad:
         if self.launchpad_file:
@@ -210,6 +235,12 @@ def stage_states(launchpad: LaunchPad, campaign: str) -> dict[str, dict[str, int
         per_state = counts.setdefault(doc["spec"][CAMPAIGN_SPEC_KEY]["stage"], {})
         per_state[doc["state"]] = per_state.get(doc["state"], 0) + 1
     return counts
+
+
+def active_fireworks(launchpad: LaunchPad, campaign: str) -> list[str]:
+    """The names of ``campaign``'s fireworks that a launcher has reserved or is running."""
+    query = campaign_fireworks(campaign, state={"$in": ["RESERVED", "RUNNING"]})
+    return [doc["name"] for doc in launchpad.fireworks.find(query, {"name": 1})]
 
 
 def failed_fireworks(launchpad: LaunchPad, campaign: str) -> list[dict]:

@@ -14,13 +14,20 @@ import pytest
 from mlff import preemption
 
 SLURM_SETUP = Path(__file__).resolve().parent.parent / ".ci" / "slurm-setup.sh"
+CHROMIUM = Path("/usr/bin/chromium")
 
 
-def _unavailable(reason: str) -> None:
-    """In CI (CI=true) a missing Slurm is a failure; elsewhere the Slurm tests are skipped with the reason."""
+def unavailable(what: str, reason: str) -> None:
+    """In CI (CI=true) a missing system service is a failure; elsewhere its tests skip, saying how to get it.
+
+    ``make test`` run as root installs what these tests need (.ci/system-packages.sh).
+    """
     if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"the slurm tests must run in CI, but {reason}", pytrace=False)
-    pytest.skip(reason)
+        pytest.fail(f"the {what} tests must run in CI, but {reason}", pytrace=False)
+    pytest.skip(f"{reason}: run `make test` as root, which installs it, or `sudo apt-get install {INSTALL[what]}`")
+
+
+INSTALL = {"slurm": "slurm-wlm munge", "browser": "chromium"}  # Debian packages of the system tests
 
 
 @pytest.fixture(scope="session")
@@ -30,17 +37,17 @@ def slurm_cluster(tmp_path_factory):
     Yields the path of its slurm.conf; ``SLURM_CONF`` points at it while the session runs.
     """
     if os.geteuid() != 0:
-        _unavailable("starting slurmctld and slurmd needs root")
+        unavailable("slurm", "starting slurmctld and slurmd needs root")
     missing = [p for p in ("munged", "slurmctld", "slurmd", "sbatch", "squeue") if shutil.which(p) is None]
     if missing:
-        _unavailable(f"{', '.join(missing)} not installed (apt-get install slurm-wlm munge)")
+        unavailable("slurm", f"{', '.join(missing)} not installed")
     directory = tmp_path_factory.mktemp("slurm")
     started = subprocess.run(
         ["bash", str(SLURM_SETUP), "start", str(directory), "2"], capture_output=True, text=True, timeout=120
     )
     if started.returncode != 0:
         subprocess.run(["bash", str(SLURM_SETUP), "stop", str(directory)], timeout=60)
-        _unavailable(f"Slurm did not start: {started.stderr.strip()[-2000:]}")
+        unavailable("slurm", f"Slurm did not start: {started.stderr.strip()[-2000:]}")
     previous = os.environ.get("SLURM_CONF")
     os.environ["SLURM_CONF"] = str(directory / "slurm.conf")
     try:
@@ -58,6 +65,14 @@ def slurm_cluster(tmp_path_factory):
             os.environ.pop("SLURM_CONF", None)
         else:
             os.environ["SLURM_CONF"] = previous
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's headless-capable Chromium."""
+    if not CHROMIUM.exists():
+        unavailable("browser", f"{CHROMIUM} is not installed")
+    return CHROMIUM
 
 
 @pytest.fixture

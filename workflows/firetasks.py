@@ -4,7 +4,8 @@ Each class states its ``_fw_name`` as ``{{module.Class}}`` so FireWorks imports 
 registry to configure. Never move or rename these classes without a migration of stored workflows.
 Each one parses its stored ``inputs`` (built by campaign/tasks.py) into the typed inputs of its stage
 (workflows/inputs.py), calls the one plain stage function those inputs are for
-(workflows/stages.py), and returns the result documents for the login node to store.
+(workflows/stages.py), and returns the result documents, their paths relative to the campaign's
+folder, for the login node to store.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import ClassVar, Union
 from fireworks import FiretaskBase, FWAction
 from pydantic import TypeAdapter
 
+from records.results import relative_paths
+from records.store import CAMPAIGN_ROOT
 from workflows import inputs, stages
 
 
@@ -29,14 +32,17 @@ class _StageTask(FiretaskBase):
         return TypeAdapter(Union[tuple(cls.stage_of)])  # noqa: UP007
 
     @classmethod
-    def parse(cls, stored: dict):
-        """The typed inputs of stored ``inputs`` (pydantic's ValidationError when they are none of them)."""
-        return cls._adapter().validate_python(stored)
+    def parse(cls, stored: dict, root: str | None = None):
+        """The typed inputs of stored ``inputs`` (pydantic's ValidationError when they are none of them), their
+        paths made absolute under the campaign's folder ``root`` when it is given."""
+        return cls._adapter().validate_python(stored, context={inputs.ROOT: root})
 
     def run_task(self, fw_spec: dict) -> FWAction:
-        parsed = self.parse(self["inputs"])
+        root = fw_spec.get("_fw_env", {}).get(CAMPAIGN_ROOT)  # the launcher's FWorker says where the campaign is
+        parsed = self.parse(self["inputs"], root)
         outcome = self.stage_of[type(parsed)](parsed)
-        return FWAction(stored_data={"summary": outcome["summary"], "results": outcome["results"]})
+        results = [relative_paths(doc, root) for doc in outcome["results"]]
+        return FWAction(stored_data={"summary": outcome["summary"], "results": results})
 
 
 class ReferenceTask(_StageTask):

@@ -3,16 +3,36 @@
 Each model mirrors the stored dictionary exactly (``extra="forbid"``): the stored shape is part of
 every task's digest, so these models describe it and never change it. A firetask parses its stored
 ``inputs`` into one of them (workflows/firetasks.py) and hands it to one stage function
-(workflows/stages.py); the planner validates every task it makes against the same model.
+(workflows/stages.py); the planner validates every task it makes against the same model. Stored paths
+are relative to the campaign's folder; the firetask makes them absolute (``StoredPath``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 
 from mlff.md.protocol import MDProtocol
+from mlff.structures import BUILTIN_STRUCTURES
+
+ROOT = "campaign_root"  # the validation context's key for the campaign's folder
+
+
+def _in_campaign(path: str, info: ValidationInfo) -> str:
+    """A stored path, relative to the campaign's folder, made absolute under it when the context gives it
+    (the firetask's; the planner checks stored paths as they are)."""
+    root = (info.context or {}).get(ROOT)
+    return path if root is None or os.path.isabs(path) else os.path.join(root, path)
+
+
+def _structure_in_campaign(source: str, info: ValidationInfo) -> str:
+    return source if source in BUILTIN_STRUCTURES else _in_campaign(source, info)
+
+
+StoredPath = Annotated[str, AfterValidator(_in_campaign)]
+StructureSource = Annotated[str, AfterValidator(_structure_in_campaign)]  # a built-in's name or a StoredPath
 
 
 class Inputs(BaseModel):
@@ -22,7 +42,7 @@ class Inputs(BaseModel):
 class RunEntry(Inputs):
     """One trajectory a stage reads: a reference run (``run``) or an MD run (``repetition``)."""
 
-    path: str
+    path: StoredPath
     temperature_K: float
     run: int | None = None
     repetition: int | None = None
@@ -48,12 +68,12 @@ class GenerateReferenceInputs(Inputs):
 
     mode: Literal["generate"]
     material: str
-    structure: str = Field(..., description="A built-in structure's name or a structure file's path.")
+    structure: StructureSource = Field(..., description="A built-in structure's name or a structure file's path.")
     calculator: str
     protocol: ProtocolInputs
     seed: int
     device: str
-    out_path: str
+    out_path: StoredPath
 
 
 class ImportReferenceInputs(Inputs):
@@ -61,10 +81,10 @@ class ImportReferenceInputs(Inputs):
 
     mode: Literal["import"]
     material: str
-    source_path: str
+    source_path: StoredPath
     temperature_K: float
     timestep_fs: float
-    out_path: str
+    out_path: StoredPath
 
 
 class TrainInputs(Inputs):
@@ -84,7 +104,7 @@ class TrainInputs(Inputs):
     max_wall_s: float | None
     seed: int
     device: str
-    out_dir: str
+    out_dir: StoredPath
 
 
 class SplitInputs(Inputs):
@@ -100,14 +120,14 @@ class PredictInputs(Inputs):
 
     model: str
     material: str
-    checkpoint: str
+    checkpoint: StoredPath
     references: list[RunEntry]
     n_frames: int
     held_out_split: SplitInputs | None
     training_references: list[RunEntry]
     seed: int
     device: str
-    out_dir: str
+    out_dir: StoredPath
 
 
 class MDReplica(Inputs):
@@ -122,8 +142,8 @@ class MDReplica(Inputs):
 class _MDSettings(Inputs):
     model: str
     material: str
-    checkpoint: str
-    structure: str
+    checkpoint: StoredPath
+    structure: StructureSource
     engine: str
     tabulate_filters: bool
     fusion_distance_A: float
@@ -135,7 +155,7 @@ class MDRunInputs(_MDSettings):
 
     protocol: ProtocolInputs
     seed: int
-    out_path: str
+    out_path: StoredPath
 
     def runs(self) -> list[tuple[ProtocolInputs, int, str]]:
         """(protocol, seed, trajectory path) of every run."""
@@ -146,7 +166,7 @@ class MDBatchInputs(_MDSettings):
     """MLFF-MD runs integrated together (``md.batch: repetitions`` or ``all``), one trajectory each."""
 
     replicas: list[MDReplica]
-    out_paths: list[str]
+    out_paths: list[StoredPath]
 
     def runs(self) -> list[tuple[ProtocolInputs, int, str]]:
         """(protocol, seed, trajectory path) of every run."""
@@ -173,4 +193,4 @@ class AnalyzeInputs(Inputs):
     fusion_distance_A: float
     diffusing_specie: str
     target_temperature_K: float
-    out_dir: str
+    out_dir: StoredPath

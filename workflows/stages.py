@@ -20,6 +20,7 @@ from analysis.errors import mae, r2_score
 from analysis.rdf import CHEMICAL_SYMBOLS, RDF, mean_rdf
 from analysis.runs import RDFSettings, analyse_run, material_rdf
 from analysis.stability import run_stability
+from mlff import preemption
 from mlff.md.protocol import FS_PER_PS
 from mlff.trajectory import read_system, read_trajectory
 from records.atomic_file import atomic_write
@@ -45,7 +46,7 @@ from workflows.inputs import (
     TrainInputs,
 )
 
-MD_CHECKPOINT = "md-checkpoint.npz"  # one per MD task, next to its trajectories
+MD_CHECKPOINT = "md-checkpoint.npz"  # one per MD or reference task, next to its trajectories
 RDF_FILE = "rdf.npz"
 DENSITY_FILE = "density.npz"
 
@@ -78,6 +79,7 @@ def generate_reference(inputs: GenerateReferenceInputs) -> dict:
     summary = run_reference(
         load_structure(inputs.structure), inputs.calculator, inputs.protocol.protocol(), seed=inputs.seed,
         out_path=inputs.out_path, device=_device(inputs.device),
+        checkpoint_path=Path(inputs.out_path).with_name(MD_CHECKPOINT),
     )
     if inputs.structure == "LGPS":
         summary = {**summary, "structure_ordering": LGPS_ORDERING}
@@ -162,6 +164,7 @@ def predict(inputs: PredictInputs) -> dict:
     network, _ = load_model(inputs.checkpoint, device=device)
     predicted_E, reference_E, predicted_F, reference_F, n_atoms = [], [], [], [], []
     for index, trajectory in enumerate(trajectories):
+        preemption.stop_if_requested()  # nothing to keep: a stopped prediction starts again
         frames = np.array([frame for i, frame in chosen if i == index], dtype=np.int64)
         if frames.size == 0:
             continue
@@ -331,6 +334,7 @@ def analyze(inputs: AnalyzeInputs) -> dict:
     reference_rdf = _reference_rdfs(inputs, settings)
     run_docs, run_rdf = [], {}  # run_rdf: this source's run RDFs per temperature, for the report's plots
     for entry in inputs.runs:
+        preemption.stop_if_requested()  # nothing to keep: a stopped analysis starts again
         doc, curve = _run_document(inputs, entry, reference_rdf.get(entry.temperature_K), settings)
         run_docs.append(doc)
         if curve is not None:

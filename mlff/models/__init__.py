@@ -55,7 +55,10 @@ __all__ = ["MODELS", "ForceField", "build_model", "energy_and_forces"]
 
 
 def build_model(name: str, **hparams) -> ForceField:
-    """A freshly initialised model ``name`` with ``hparams`` overriding its defaults."""
+    """A freshly initialised model ``name`` with ``hparams`` overriding its defaults.
+
+    Each value must have its constructor parameter's type (strictly: 8.7 or True is no integer,
+    "abc" no number; an integer is a number), and each model checks its values' ranges."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
     model_class = MODELS[name]
@@ -63,4 +66,11 @@ def build_model(name: str, **hparams) -> ForceField:
     unknown = sorted(set(hparams) - accepted)
     if unknown:
         raise ValueError(f"unknown hyperparameters {unknown} for model {name!r}; accepted: {sorted(accepted)}")
+    types = typing.get_type_hints(model_class.__init__)
+    for parameter, value in hparams.items():
+        try:
+            TypeAdapter(types[parameter]).validate_python(value, strict=True)
+        except ValidationError:
+            raise ValueError(f"hyperparameter {parameter} of {name!r} must be {types[parameter].__name__}, "
+                             f"got {value!r}") from None
     return model_class(**hparams)

@@ -14,6 +14,9 @@ from mlff.graph import MAX_ATOMIC_NUMBER, AtomGraph, Structure, build_graph
 # feature at a site of cubic symmetry, where only float32 rounding remains) is left ~0 instead of
 # being scaled up to O(1) values and huge forces.
 DEGREE_NORM_EPSILON = 0.1
+# The longest cutoff a model may have: the paper's is 6 Å and MLFFs use up to about 12 Å; at 1e6 Å a
+# 50-atom cell would have some 1e18 neighbour pairs.
+MAX_CUTOFF_A = 15.0
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -57,6 +60,9 @@ class ForceField(torch.nn.Module):
         self.hparams = {name: value for name, value in constructor_locals.items() if name not in ("self", "__class__")}
         for name in ("cutoff_A", "max_neighbours", *self.positive_hparams):
             require_positive(name, self.hparams[name])
+        if not self.hparams["cutoff_A"] <= MAX_CUTOFF_A:
+            raise ValueError(f"hyperparameter cutoff_A must be at most {MAX_CUTOFF_A} Å, got {self.hparams['cutoff_A']!r}"
+                             " (a neighbour list that long would not fit in memory)")
         self.register_buffer("atomic_energies_eV", torch.zeros(MAX_ATOMIC_NUMBER + 1))
 
     @property

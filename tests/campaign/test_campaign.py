@@ -1,6 +1,7 @@
 """A whole small campaign, end to end through the CLI: CHGNet reference -> train -> predict -> MD -> analysis."""
 
 import json
+import shutil
 from pathlib import Path
 
 import ase.io
@@ -84,11 +85,11 @@ def test_result_documents_carry_provenance_and_point_at_files(campaign_dir):
     for doc in runs:
         assert doc["provenance"]["engine"] == "ase" and doc["provenance"]["device"] == "cpu"
         assert doc["provenance"]["package_versions"]["torch"].startswith("2.13.0")
-        assert sha256_file(doc["trajectory_path"]) == doc["trajectory_sha256"]
+        assert sha256_file(campaign_dir / doc["trajectory_path"]) == doc["trajectory_sha256"]
         assert doc["stability"] in ("stable", "lattice_mismatch", "atom_fusion")
         assert "positions" not in json.dumps(doc)
     training = next(d for d in docs if d["kind"] == "training" and d["source"] == "schnet")
-    assert sha256_file(training["checkpoint_path"]) == training["provenance"]["checkpoint_sha256"]
+    assert sha256_file(campaign_dir / training["checkpoint_path"]) == training["provenance"]["checkpoint_sha256"]
     assert len(training["provenance"]["dataset_hash"]) == 64
 
 
@@ -108,6 +109,19 @@ def test_resubmitting_adds_and_runs_nothing(campaign_dir):
     assert result.exit_code == 0, result.output
     assert "0 new task(s), 24 already stored" in result.output
     assert "done: 0 completed, 0 failed" in result.output
+
+
+@pytest.mark.slow
+def test_a_copied_campaign_adds_nothing_and_reports_from_its_own_files(campaign_dir, tmp_path):
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(campaign_dir, copy, ignore=shutil.ignore_patterns("*.lock"))
+    result = CliRunner().invoke(main, ["submit", str(copy / "tiny.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "0 new task(s), 24 already stored" in result.output and "migrated" not in result.output
+    report = CliRunner().invoke(main, ["report", str(copy / "tiny.yaml")])
+    assert report.exit_code == 0, report.output
+    page = (copy / "runs" / "report" / "index.html").read_text()
+    assert "rdf_LGPS.png" in page and "Not drawn" not in page  # the copy's own files, found by relative paths
 
 
 @pytest.mark.slow

@@ -7,6 +7,8 @@ import re
 import shutil
 import subprocess
 import threading
+import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -35,7 +37,6 @@ from campaign.tasks import expand
 from records.store import EmbeddedStore, StoreError
 from repo_paths import EXAMPLES
 
-CHROMIUM = "/usr/bin/chromium"
 CAMPAIGNS = ("alpha", "beta")
 LOGIN = Credentials("curie", "s3cret-pa55")
 
@@ -241,16 +242,59 @@ def test_a_real_server_serves_the_campaign_over_http(store):
     assert details["spec"]["_campaign"]["name"] == "alpha"
 
 
+def test_a_users_regular_expression_matches_literally_and_cannot_backtrack(store):
+    """`fw_query` is the user's: its $regex matches as literal text (`md/` finds the md fireworks, `^md/`
+    nothing), so a backtracking pattern such as (a+)+$ is only text too."""
+    alpha = _fw_ids(store, "alpha")
+    with open_app("alpha", store) as app:
+        client = app.test_client()
+        backtracking = urllib.parse.quote(json.dumps({"name": {"$regex": "(" + "a" * 24 + "+)+$"}}))
+        started = time.monotonic()
+        nothing = client.get(f"/?fw_query={backtracking}")
+        elapsed_s = time.monotonic() - started
+        literal = client.get("/?fw_query=" + urllib.parse.quote(json.dumps({"name": {"$regex": "md/"}})))
+        pattern = client.get("/?fw_query=" + urllib.parse.quote(json.dumps({"name": {"$regex": "^md/"}})))
+    assert nothing.status_code == literal.status_code == 200 and elapsed_s < 5
+    assert _total_fireworks(nothing.text) == 0
+    assert 0 < _total_fireworks(literal.text) < len(alpha)  # a substring of the md fireworks' names
+    assert _total_fireworks(pattern.text) == 0  # "^md/" is text, and no name contains it
+
+
+def test_the_server_answers_a_request_while_another_is_still_running(store):
+    gate, inside = threading.Event(), threading.Event()
+
+    def slow(*_args, **_kwargs):
+        inside.set()
+        gate.wait(30)
+        return "slow"
+
+    with open_app("alpha", store) as app:
+        app.view_functions["simple"] = slow  # the report chart's route, made to wait (open_app sets it anew)
+        server = _serve(app)
+        base = f"http://127.0.0.1:{server.server_port}"
+        slow_url = f"{base}/reports/fireworks/days/1/fig.png"
+        waiting = threading.Thread(target=lambda: urllib.request.urlopen(slow_url, timeout=60).read())
+        try:
+            waiting.start()
+            assert inside.wait(30)
+            with urllib.request.urlopen(f"{base}/fw/", timeout=10) as response:  # while the chart still waits
+                assert response.status == 200 and not gate.is_set()
+        finally:
+            gate.set()
+            waiting.join(60)
+            server.shutdown()
+            server.server_close()
+
+
 @pytest.mark.browser
-def test_headless_chromium_renders_the_home_page(store, tmp_path, caplog):
-    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run installs it)"
+def test_headless_chromium_renders_the_home_page(store, tmp_path, caplog, chromium):
     screenshot = tmp_path / "gui.png"
     caplog.set_level(logging.INFO, logger="werkzeug")
     with open_app("alpha", store) as app:
         server = _serve(app)
         try:
             subprocess.run(
-                [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1280,900", f"--screenshot={screenshot}",
                  f"http://127.0.0.1:{server.server_port}/"],

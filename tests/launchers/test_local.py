@@ -1,12 +1,20 @@
-"""Offline rockets and the local launcher, with stock FireWorks tasks (no models involved)."""
+"""Offline rockets and the local launcher: with stock FireWorks tasks, and a small campaign interrupted by signals."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
+from click.testing import CliRunner
 from fireworks import Firework, Workflow
 from fireworks.user_objects.firetasks.script_task import PyTask
 
+from campaign.cli import main
+from cu_campaign import cu_spec, write_cu_campaign
 from launchers.local import LauncherBusy, _exclusive, run_local
 from launchers.offline import (
     campaign_worker,
@@ -16,7 +24,7 @@ from launchers.offline import (
     run_rocket,
     unfinished_launches,
 )
-from records.store import EmbeddedStore
+from records.store import EmbeddedStore, results_collection
 
 
 def _workflow(campaign: str, *, fail_second: bool = False) -> Workflow:
@@ -93,3 +101,61 @@ def test_one_local_launcher_per_campaign(tmp_path):
     finally:
         release.set()
         holder.join()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -9)],
+                         ids=["ctrl-c", "sigterm", "kill-9"])
+def test_an_interrupted_local_run_keeps_its_work_and_the_next_run_finishes(tmp_path, signum, exit_code):
+    """Ctrl-C or SIGTERM during MD: the launcher checkpoints, puts the firework back to READY and exits
+    within seconds. kill -9: status says the work is interrupted and how to resume it. Either way the
+    next `campaign run` finishes the campaign, with nothing FIZZLED and every result stored once."""
+    spec = write_cu_campaign(tmp_path, cu_spec("interrupted", md_production_ps=2.0, repetitions=1))
+    assert CliRunner().invoke(main, ["submit", "--no-run", str(spec)]).exit_code == 0
+    launcher = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(spec)], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((tmp_path / "runs" / "md").rglob("md-checkpoint.npz")):  # MD has run its first 100 steps
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[0]
+            time.sleep(0.2)
+        os.kill(launcher.pid, signum)
+        stopped_s = time.monotonic()
+        output, _ = launcher.communicate(timeout=30)
+        assert time.monotonic() - stopped_s < 10 and launcher.returncode == exit_code, output
+    finally:
+        launcher.kill()
+    status = CliRunner().invoke(main, ["status", str(spec)])
+    assert "FIZZLED" not in status.output
+    md = "md/schnet/Cu/300K/rep0"
+    if signum == signal.SIGKILL:
+        assert f"INTERRUPTED {md}" in status.output and f"campaign run {spec}" in status.output
+    else:
+        assert "back to READY" in output and "INTERRUPTED" not in status.output
+        assert _states(spec)[md] == "READY"
+
+    finished = CliRunner().invoke(main, ["run", str(spec)])
+    assert finished.exit_code == 0, finished.output
+    assert set(_states(spec).values()) == {"COMPLETED"}
+    with EmbeddedStore(spec.parent / "store.json").read() as launchpad:
+        ids = [doc["_id"] for doc in results_collection(launchpad).find({"campaign": "interrupted"}, {"_id": 1})]
+    assert len(ids) == len(set(ids)) == 1 + 1 + 2 * 3  # training, prediction, and the reference's and schnet's run, T, material
+    (summary_file,) = (tmp_path / "runs" / md).rglob("trajectory.json")
+    assert json.loads(summary_file.read_text())["resumed_from_step"] >= 100  # continued, not started over
+
+
+def _states(spec_path) -> dict[str, str]:
+    with EmbeddedStore(spec_path.parent / "store.json").read() as launchpad:
+        return {doc["name"]: doc["state"] for doc in launchpad.fireworks.find({}, {"name": 1, "state": 1})}
+
+
+def test_campaign_run_names_failed_work_and_how_to_retry_it_with_a_failing_exit(tmp_path):
+    spec = cu_spec("failing")
+    spec["materials"]["Cu"]["generate"]["calculator"] = "cu_campaign:BrokenEMT"
+    path = write_cu_campaign(tmp_path, spec)
+    first = CliRunner().invoke(main, ["submit", str(path)])
+    again = CliRunner().invoke(main, ["run", str(path)])  # nothing left to run, the failure is still there
+    for result in (first, again):
+        assert result.exit_code == 1, result.output
+        assert "1 firework(s) FIZZLED" in result.output and "reference/Cu/300K/run0" in result.output
+        assert f"campaign run --retry-failed {path}" in result.output

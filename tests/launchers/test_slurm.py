@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from ase.build import bulk
 from click.testing import CliRunner
 from fireworks import FiretaskBase, Firework, Workflow
 
 from campaign.cli import main
+from cu_campaign import cu_spec, write_cu_campaign
 from campaign.spec import parse_spec
 from launchers.handlers import HANDLER_DEFAULTS, find_correction, write_error
 from launchers.offline import campaign_worker, fold, reserve, run_rocket
@@ -140,9 +140,12 @@ def test_handlers_return_corrections_as_data_and_respect_their_limits(tmp_path):
     write_error(tmp_path, "train", {"learning_rate": 1e-3, "batch_size": 1}, oom, [])
     assert find_correction(tmp_path) is None
 
-    write_error(tmp_path, "md", {}, "RuntimeError: engine exploded", [{"handler": "md_crash"}])
+    gpu_fault = "RuntimeError: CUDA error: an illegal memory access was encountered"
+    write_error(tmp_path, "md", {}, gpu_fault, [{"handler": "md_crash"}])
     assert find_correction(tmp_path)["actions"] == [{"retry": 2}]
-    write_error(tmp_path, "md", {}, "RuntimeError: engine exploded", [{"handler": "md_crash"}] * 2)
+    write_error(tmp_path, "md", {}, gpu_fault, [{"handler": "md_crash"}] * 2)
+    assert find_correction(tmp_path) is None
+    write_error(tmp_path, "md", {}, "ValueError: unknown MD engine 'gromacs'", [])  # a retry cannot fix it
     assert find_correction(tmp_path) is None
     write_error(tmp_path, "analyze", {}, "ValueError: bad", [])
     assert find_correction(tmp_path) is None
@@ -215,29 +218,13 @@ RESOURCES = {"walltime_minutes": 10, "memory_GB": 0.5, "cpus_per_task": 1, "warn
 
 def _write_spec(directory: Path, name: str, *, md_production_ps: float = 0.1, repetitions: int = 2,
                 gpu_walltime_minutes: int = 10, mongodb_uri: str | None = None) -> Path:
-    """A Cu campaign at 300 K: EMT reference, one tiny SchNet (stable for the tens of ps the fault tests need)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    bulk("Cu", cubic=True).repeat(2).write(directory / "cu.extxyz")
-    spec = {
-        "campaign": {"name": name, "store": {"embedded": "store.json"}, "launcher": "slurm", "workdir": "runs",
-                     "seed": 1, "device": "cpu"},
-        "materials": {"Cu": {"structure": "cu.extxyz", "generate": {
-            "calculator": "ase.calculators.emt:EMT", "runs": 1, "ramp_ps": 0.02, "production_ps": 0.3}}},
-        "training": {"material": "Cu", "temperatures_K": [300], "n_train_per_run": 60, "n_validation_per_run": 20,
-                     "batch_size": 10, "learning_rate": 0.003, "max_epochs": 10, "max_wall_minutes": 1},
-        "models": {"schnet": {"hidden_channels": 8, "num_interactions": 1, "cutoff_A": 4.0}},
-        "prediction": {"n_frames": 10},
-        "md": {"temperatures_K": [300], "repetitions": repetitions, "ramp": {"start_K": 100, "ramp_ps": 0.02},
-               "production_ps": md_production_ps, "discard_ps": 0.02, "save_every_steps": 2},
-        "analysis": {"rdf": {"r_max_A": 3.5, "n_bins": 20}, "diffusing_specie": "Cu"},
-        "resources": {"gpu": {**RESOURCES, "walltime_minutes": gpu_walltime_minutes}, "cpu": RESOURCES},
-    }
+    """The Cu campaign (tests/cu_campaign.py) on Slurm."""
+    spec = cu_spec(name, launcher="slurm", md_production_ps=md_production_ps, repetitions=repetitions)
+    spec["resources"] = {"gpu": {**RESOURCES, "walltime_minutes": gpu_walltime_minutes}, "cpu": RESOURCES}
     if mongodb_uri is not None:  # online rockets: array tasks pull their work from this MongoDB
         spec["campaign"]["store"] = {"uri": mongodb_uri, "database": f"mlff_campaign_test_{name}_{os.getpid()}"}
         spec["resources"]["rockets"] = "online"
-    path = directory / "campaign.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return path
+    return write_cu_campaign(directory, spec)
 
 
 def _campaign(*args: str) -> str:
@@ -412,12 +399,12 @@ def test_online_array_tasks_pull_their_category_and_sync_stores_results_and_reru
         add_tasks(launchpad, expand(spec, tmp_path), "online", spec.spec_hash())
         ready = {category: launchpad.fireworks.count_documents({"state": "READY", "spec._category": category})
                  for category in ("gpu", "cpu")}
-        jobs = slurm.dispatch(launchpad, "online", spec.resources, tmp_path / "jobs", spec.campaign.store)
+        jobs = slurm.dispatch(launchpad, "online", spec.resources, tmp_path / "jobs", spec.campaign.store, tmp_path)
         assert [(job["category"], job["n_tasks"]) for job in jobs] == [(c, n) for c, n in ready.items() if n]
         assert len(scripts) == len(jobs) and f"--array=0-{ready['gpu'] - 1}%2" in scripts[0]
         for index in range(ready["gpu"]):
             queued[f"{jobs[0]['job_id']}_{index}"] = "PENDING"
-        assert slurm.dispatch(launchpad, "online", spec.resources, tmp_path / "jobs", spec.campaign.store) == []
+        assert slurm.dispatch(launchpad, "online", spec.resources, tmp_path / "jobs", spec.campaign.store, tmp_path) == []
 
         gpu_job = jobs[0]
         monkeypatch.setenv("SLURM_ARRAY_JOB_ID", gpu_job["job_id"])

@@ -37,7 +37,7 @@ def test_md_runs_have_distinct_recorded_seeds_and_their_own_files(quickstart):
     md = [t for t in _tasks(quickstart) if t.stage == "md"]
     assert len({t.inputs["seed"] for t in md}) == len(md)
     assert len({t.inputs["out_path"] for t in md}) == len(md)
-    assert all(t.inputs["out_path"].startswith("/campaigns/quickstart-runs/md/") for t in md)
+    assert all(t.inputs["out_path"].startswith("quickstart-runs/md/") for t in md)  # relative to the spec's folder
     assert {t.inputs["protocol"]["timestep_fs"] for t in md} == {2.0}
 
 
