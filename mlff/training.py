@@ -14,12 +14,12 @@ import torch
 from tqdm.auto import tqdm
 
 from mlff import BEST_CHECKPOINT, preemption
-from records.atomic_file import atomic_write
 from mlff.checkpoint import read_checkpoint, save_checkpoint
 from mlff.graph import MAX_ATOMIC_NUMBER
 from mlff.models import ForceField, build_model, energy_and_forces
 from mlff.prediction import predict
 from mlff.trajectory import Trajectory
+from records.atomic_file import atomic_write
 
 LAST_CHECKPOINT = "last.pt"
 LEARNING_CURVE = "learning_curve.json"

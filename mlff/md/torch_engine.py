@@ -35,7 +35,7 @@ from ase import Atoms
 
 from mlff.graph import AtomGraph
 from mlff.md.engine import Engine, Observation
-from mlff.md.protocol import ASE_TIME_PER_FS, BOLTZMANN_eV_PER_K, NOSE_HOOVER_CHAIN_LENGTH, MDProtocol
+from mlff.md.protocol import ASE_TIME_PER_FS, NOSE_HOOVER_CHAIN_LENGTH, BOLTZMANN_eV_PER_K, MDProtocol
 from mlff.models import ForceField, energy_and_forces
 
 # Fourth-order Suzuki–Yoshida weights for the thermostat sub-steps (Yoshida, Phys. Lett. A 150, 262, 1990).

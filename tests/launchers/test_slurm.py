@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,8 +24,8 @@ from click.testing import CliRunner
 from fireworks import FiretaskBase, Firework, Workflow
 
 from campaign.cli import main
-from cu_campaign import cu_spec, write_cu_campaign
 from campaign.spec import parse_spec
+from cu_campaign import cu_spec, write_cu_campaign
 from launchers.handlers import HANDLER_DEFAULTS, find_correction, write_error
 from launchers.offline import campaign_worker, fold, reserve, run_rocket
 from launchers.slurm import (
@@ -90,9 +91,11 @@ def test_a_built_wheel_carries_the_templates_it_dispatches_with(tmp_path):
     import sysconfig
     import zipfile
 
-    root = ROOT
+    source = tmp_path / "source"  # built from a copy: setuptools writes build/ into the tree it builds
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "tests",
+                                                                  "__pycache__", "*-runs"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path / "dist"), str(root)], check=True, capture_output=True)
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
     (wheel,) = (tmp_path / "dist").glob("mlff_campaign-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(tmp_path / "installed")

@@ -19,6 +19,7 @@ from model_sizes import SMALL_HPARAMS
 from records.store import EmbeddedStore
 from repo_paths import EXAMPLES
 from workflows import stages
+from workflows.firetasks import FIRETASKS
 from workflows.inputs import MDBatchInputs
 
 
@@ -98,9 +99,12 @@ def test_md_stage_of_a_batch_writes_one_trajectory_and_summary_per_replica(quick
     save_checkpoint(checkpoint, build_model("schnet", **SMALL_HPARAMS["schnet"]), dataset_hash="test")
     inputs = {**task.inputs, "checkpoint": str(checkpoint), "structure": "Li2S", "device": "cpu"}
 
-    outcome = stages.md(MDBatchInputs(**inputs))
+    parsed = FIRETASKS["md"].parse(inputs, str(tmp_path))  # as the firetask does: paths under the campaign's folder
+    assert isinstance(parsed, MDBatchInputs)
+    outcome = stages.md(parsed)
 
-    replicas, paths = inputs["replicas"], inputs["out_paths"]
+    replicas, paths = inputs["replicas"], parsed.out_paths
+    assert all(path.startswith(str(tmp_path)) for path in paths)
     assert len(outcome["summary"]["runs"]) == len(replicas) == len(paths) == 4
     assert inputs["tabulate_filters"] and all(summary["tabulated_filters"] for summary in outcome["summary"]["runs"])
     for replica, path, summary in zip(replicas, paths, outcome["summary"]["runs"], strict=True):
