@@ -79,7 +79,8 @@ def run_md(
     completed, stopped_early_reason (None or one of ``protocol.INSTABILITIES``), collapse_time_ps
     (since the start of production, negative during the ramp; None if completed), temperature_K
     (mean over production steps; None if production never started), wall_s (of the whole run,
-    over all attempts), seed, engine and resumed_from_step.
+    over all attempts), ns_per_day (simulated time over wall_s; batched replicas share the wall time),
+    seed, engine and resumed_from_step.
     """
     n_replicas = len(protocols)
     if not (n_replicas and len(seeds) == n_replicas and len(out_paths) == n_replicas):

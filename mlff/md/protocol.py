@@ -23,6 +23,8 @@ from vesin import NeighborList
 
 # Units: the one table of conversions between our names' units and the engines' internal ones.
 FS_PER_PS = 1000.0
+FS_PER_NS = 1e6
+S_PER_DAY = 86400.0
 ASE_TIME_PER_FS = units.fs  # ASE's internal time unit per femtosecond
 ASE_TIME_PER_PS = FS_PER_PS * units.fs  # ASE's internal time unit per picosecond (LAMMPS metal time)
 BOLTZMANN_eV_PER_K = units.kB
@@ -163,6 +165,7 @@ def run_summary(
         (n_steps_run - protocol.n_ramp_steps) * protocol.timestep_fs / FS_PER_PS,
         "temperature_K": mean_temperature_K,
         "wall_s": wall_s,
+        "ns_per_day": n_steps_run * protocol.timestep_fs / FS_PER_NS / (wall_s / S_PER_DAY) if wall_s > 0 else None,
         "seed": seed,
         "engine": engine,
         "resumed_from_step": resumed_from_step,
