@@ -35,6 +35,7 @@ __all__ = [
     "rdf",
     "rdf_mae",
     "mean_rdf",
+    "leave_one_out_maes",
     "accumulate_pair_counts",
     "normalise_pair_counts",
     "species_indices",
@@ -285,6 +286,16 @@ def rdf(
 def mean_rdf(curves: Sequence[RDF]) -> RDF:
     """The mean of RDFs on the same bins, label by label (the labels of the first)."""
     return RDF(r_A=curves[0].r_A, g={label: np.mean([c.g[label] for c in curves], axis=0) for label in curves[0].g})
+
+
+def leave_one_out_maes(curves: Sequence[RDF]) -> list[float]:
+    """The RDF MAE of each of ``curves`` (>= 2, independent samples: runs, or halves of one run) against
+    the mean of the others. Their mean is the noise floor of the RDF MAE: the smallest MAE between a run
+    and a reference of that many runs that the metric can tell from zero at this run length."""
+    if len(curves) < 2:
+        raise ValueError(f"a noise floor needs at least 2 independent RDFs, got {len(curves)}")
+    return [rdf_mae(curve, mean_rdf([other for j, other in enumerate(curves) if j != i]))
+            for i, curve in enumerate(curves)]
 
 
 def rdf_mae(g: RDF, reference: RDF) -> float:

@@ -1,5 +1,25 @@
-"""What one MD run measures: its RDF and RDF MAE, its smallest interatomic distance, and the diffusing
-element's MSD -> diffusive window -> D -> σ. Pure numpy over a run's arrays.
+"""What one MD run measures: its RDF and RDF MAE, when it collapsed, its smallest interatomic distance,
+and the diffusing element's MSD -> diffusive window -> whether it diffused -> D -> σ. Pure numpy over a
+run's arrays.
+
+**Diffusion that is really diffusion.** The fit window (``statistics.diffusive_window``) is chosen for
+a log-log slope near 1, among the windows whose MSD reaches one hop squared when there are any, so
+its slope is no evidence of diffusion. A run has diffused when both hold:
+
+* the MSD at the end of the fitted window exceeds the square of one hop, the median distance from an
+  atom of the diffusing element to its nearest neighbour of the same element in the first analysed
+  frame (the distance between neighbouring sites);
+* the log-log slope of the MSD over a window fixed in advance, lags from 1/8 to 1/2 of the analysed
+  time (``CHECK_WINDOW``), lies within ``DIFFUSIVE_SLOPE_TOLERANCE`` of 1.
+
+A run that has not diffused gets no D or σ, only an upper bound D ≤ MSD(t) / 6t at the longest lag of
+the check window, and its reason.
+
+**Collapse in time** (as MDsim, "Forces are not enough", and MLIP Arena measure it): the production
+frames are cut into consecutive windows of ``window_fs``; the run collapsed at the end of the first
+window whose RDF MAE against the reference exceeds the threshold, or at the first frame with atoms
+closer than the fusion distance, whichever is first (the MD engine's own early stop comes on top,
+in the stage).
 
 The campaign's analyze stage (workflows/stages.py) and ``campaign analyze`` both call ``analyse_run``.
 """
@@ -11,10 +31,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.rdf import CHEMICAL_SYMBOLS, RDF, rdf, rdf_mae
+from analysis.rdf import CHEMICAL_SYMBOLS, RDF, image_shifts, rdf, rdf_mae, validated_cell
 from analysis.stability import min_distance_A
 from analysis.statistics import DiffusiveWindow, diffusive_window
-from analysis.transport import conductivity_mS_cm, diffusivity_cm2_s, mean_square_displacement
+from analysis.transport import (
+    A2_PER_FS_TO_CM2_PER_S,
+    conductivity_mS_cm,
+    diffusivity_cm2_s,
+    fit_loglog_slope,
+    mean_square_displacement,
+)
+
+CHECK_WINDOW = (1 / 8, 1 / 2)  # lags of the diffusion check, as fractions of the analysed time
+DIFFUSIVE_SLOPE_TOLERANCE = 0.3  # |log-log slope - 1| allowed over the check window
+HOP_REACH_A = 8.0  # neighbours of the same element are looked for this far
+EINSTEIN_DIMENSIONS = 3  # MSD = 2 d D t
 
 
 @dataclass(frozen=True)
@@ -28,6 +59,27 @@ class RDFSettings:
 
 
 @dataclass(frozen=True)
+class Collapse:
+    """When a run's frames stopped resembling the reference, or fused, and why (None: they never did)."""
+
+    time_fs: float | None
+    reason: str | None  # "rdf_mismatch" or "atom_fusion"
+    window_maes: list[float]  # RDF MAE of each window, in order
+
+
+@dataclass(frozen=True)
+class DiffusionVerdict:
+    """Whether the diffusing element's MSD reached the diffusive regime (see the module docstring)."""
+
+    diffusive: bool
+    reason: str  # "diffusive", or why not, in words with its numbers
+    hop_A: float | None
+    msd_at_fit_end_A2: float | None
+    check_slope: float | None
+    upper_bound_cm2_s: float | None  # for a run that did not diffuse: D <= this
+
+
+@dataclass(frozen=True)
 class RunAnalysis:
     """What ``analyse_run`` measures of one MD run (None where it cannot be measured)."""
 
@@ -35,8 +87,10 @@ class RunAnalysis:
     rdf_mae: float | None
     min_distance_A: float | None  # over every finite frame, the ramp included
     window: DiffusiveWindow | None  # where the MSD is fitted
-    diffusivity_cm2_s: float | None
+    verdict: DiffusionVerdict | None
+    diffusivity_cm2_s: float | None  # only for a run that diffused
     conductivity_mS_cm: float | None
+    collapse: Collapse | None  # None without a reference RDF
 
 
 def material_rdf(positions_A, cell_A, numbers, settings: RDFSettings) -> RDF:
@@ -47,8 +101,81 @@ def material_rdf(positions_A, cell_A, numbers, settings: RDFSettings) -> RDF:
                frame_stride=settings.frame_stride)
 
 
+def hop_distance_A(positions_A: np.ndarray, cell_A, reach_A: float = HOP_REACH_A) -> float:
+    """The median over atoms [n_atoms, 3] of the distance to the nearest other atom or periodic image."""
+    cell = validated_cell(cell_A)
+    fractional = positions_A @ np.linalg.inv(cell)
+    difference = fractional[:, None, :] - fractional[None, :, :]  # [n, n, 3]
+    difference -= np.round(difference)
+    shifts = image_shifts(cell, reach_A)  # [n_images, 3]
+    distances_A = np.linalg.norm((difference[:, :, None, :] + shifts) @ cell, axis=-1)  # [n, n, n_images]
+    own = np.arange(len(positions_A))
+    distances_A[own, own, np.flatnonzero(~shifts.any(axis=1))] = np.inf  # an atom is not its own neighbour
+    return float(np.median(distances_A.min(axis=(1, 2))))
+
+
+def _fit_window(msd_A2: np.ndarray, time_fs: np.ndarray, hop_A: float) -> DiffusiveWindow | None:
+    """The most diffusive window that reaches one hop; failing that the most diffusive of all (recorded, and
+    then the verdict says the MSD stayed below one hop); None without one (too few frames, or an MSD that
+    is zero at some lag). The ballistic start and long, noisy lags are left out either way."""
+    for min_end_msd_A2 in (hop_A**2, 0.0):
+        try:
+            return diffusive_window(msd_A2, time_fs, min_end_msd_A2=min_end_msd_A2)
+        except ValueError:
+            continue
+    return None
+
+
+def diffusion_verdict(msd_A2: np.ndarray, time_fs: np.ndarray, window: DiffusiveWindow | None,
+                      hop_A: float) -> DiffusionVerdict:
+    """Has the MSD [n_lags] at lags ``time_fs`` [n_lags] (from 0) reached the diffusive regime? See the module
+    docstring; ``window`` is the fitted one, ``hop_A`` the distance between neighbouring sites."""
+    analysed_fs = float(time_fs[-1])
+    lags = (time_fs >= CHECK_WINDOW[0] * analysed_fs) & (time_fs <= CHECK_WINDOW[1] * analysed_fs) & (time_fs > 0)
+    last = np.flatnonzero(lags)[-1] if lags.any() else len(time_fs) - 1
+    upper_bound = float(msd_A2[last] / (2 * EINSTEIN_DIMENSIONS * time_fs[last]) * A2_PER_FS_TO_CM2_PER_S) \
+        if time_fs[last] > 0 else None
+    usable = np.count_nonzero(lags) >= 3 and bool(np.all(msd_A2[lags] > 0))
+    check_slope = fit_loglog_slope(msd_A2[lags], time_fs[lags]) if usable else None
+    at_end = None if window is None else float(np.interp(window.end_fs, time_fs, msd_A2))
+    span = f"[{CHECK_WINDOW[0] * analysed_fs / 1000:.3g}, {CHECK_WINDOW[1] * analysed_fs / 1000:.3g}] ps"
+    if window is None or check_slope is None:
+        reason = f"not diffusive at {analysed_fs / 1000:.3g} ps: too short an MSD for its checks"
+    elif at_end < hop_A**2:
+        reason = (f"not diffusive at {analysed_fs / 1000:.3g} ps: MSD {at_end:.3g} Å² at the fit's end is below "
+                  f"one hop ({hop_A:.3g} Å)²")
+    elif abs(check_slope - 1.0) > DIFFUSIVE_SLOPE_TOLERANCE:
+        reason = f"not diffusive at {analysed_fs / 1000:.3g} ps: log-log slope {check_slope:.2f} over {span}, not 1"
+    else:
+        return DiffusionVerdict(True, "diffusive", hop_A, at_end, check_slope, None)
+    return DiffusionVerdict(False, reason, hop_A, at_end, check_slope, upper_bound)
+
+
+def collapse(positions_A: np.ndarray, time_fs: np.ndarray, cell_A, numbers, reference: RDF, settings: RDFSettings,
+             threshold: float, window_fs: float, frame_min_distance_A: np.ndarray, fusion_distance_A: float) -> Collapse:
+    """When the production frames ``positions_A`` [n_frames, n_atoms, 3] at ``time_fs`` (from the start of
+    production) first went wrong: a window of ``window_fs`` with an RDF MAE above ``threshold`` against
+    ``reference``, or a frame whose smallest distance ``frame_min_distance_A`` [n_frames] is below
+    ``fusion_distance_A``."""
+    window_of = np.floor((time_fs - time_fs[0]) / window_fs).astype(int) if len(time_fs) else np.zeros(0, int)
+    maes, mismatch_fs = [], None
+    for window in range(int(window_of.max()) + 1 if len(window_of) else 0):
+        frames = window_of == window
+        if np.count_nonzero(frames) < max(2, settings.frame_stride):  # a last sliver of a window is no window
+            continue
+        maes.append(rdf_mae(material_rdf(positions_A[frames], cell_A, numbers, settings), reference))
+        if mismatch_fs is None and maes[-1] > threshold:
+            mismatch_fs = float(time_fs[frames][-1])
+    fused = np.flatnonzero(frame_min_distance_A < fusion_distance_A)
+    fusion_fs = float(time_fs[fused[0]]) if len(fused) else None
+    times = [(t, why) for t, why in ((mismatch_fs, "rdf_mismatch"), (fusion_fs, "atom_fusion")) if t is not None]
+    first = min(times) if times else (None, None)
+    return Collapse(first[0], first[1], maes)
+
+
 def analyse_run(
-    positions_A: np.ndarray,
+    frames_A: np.ndarray,
+    frames_time_fs: np.ndarray,
     production_A: np.ndarray,
     production_time_fs: np.ndarray,
     cell_A: np.ndarray,
@@ -57,16 +184,23 @@ def analyse_run(
     specie: int,
     reference: RDF | None,
     rdf_settings: RDFSettings,
+    *,
+    collapse_reference: RDF | None = None,
+    collapse_window_fs: float | None = None,
+    rdf_mae_threshold: float | None = None,
+    fusion_distance_A: float | None = None,
 ) -> RunAnalysis:
-    """Measure one run from its finite frames ``positions_A`` [n_frames, n_atoms, 3] and its production
-    frames ``production_A`` [n_production, n_atoms, 3] at ``production_time_fs`` [n_production]
-    (wrapped positions, fixed ``cell_A``): the RDF and its MAE against ``reference``, the smallest
-    interatomic distance, and the MSD of element ``specie`` (atomic number; the rest is the
-    framework, whose drift is removed) fitted in its diffusive window for D and σ at ``temperature_K``.
+    """Measure one run from its finite frames ``frames_A`` [n_frames, n_atoms, 3] at ``frames_time_fs``
+    [n_frames] (from the start of production) and the analysed ones among them, ``production_A``
+    [n_production, n_atoms, 3] at ``production_time_fs`` (wrapped positions, fixed ``cell_A``): the RDF
+    and its MAE against ``reference``, the smallest interatomic distance, and the MSD of element
+    ``specie`` (atomic number; the rest is the framework, whose drift is removed), whether it diffused
+    and, if so, D and σ at ``temperature_K``. With ``collapse_reference`` (default ``reference``) and
+    ``collapse_window_fs`` (and ``rdf_mae_threshold``, ``fusion_distance_A``), also when the frames collapsed.
     """
-    smallest = float(min_distance_A(positions_A, cell_A).min()) if len(positions_A) else None
+    frame_min_A = min_distance_A(frames_A, cell_A) if len(frames_A) else np.zeros(0)  # [n_frames]
     mask = numbers == specie
-    window = d_cm2_s = sigma = None
+    window = verdict = d_cm2_s = sigma = None
     if len(production_A) >= 3 and mask.any():
         framework = ~mask
         msd = mean_square_displacement(
@@ -74,16 +208,20 @@ def analyse_run(
             framework_mask=framework if framework.any() else None,
         )
         time_fs = production_time_fs - production_time_fs[0]
-        try:  # the ballistic start and long, noisy lags are left out of the fit
-            window = diffusive_window(msd, time_fs)
-        except ValueError:  # too few frames, or an MSD that is zero at some lag: no diffusive regime to fit
-            window = None
-        if window is not None:
+        hop_A = hop_distance_A(production_A[0][mask], cell_A)
+        window = _fit_window(msd, time_fs, hop_A)
+        verdict = diffusion_verdict(msd, time_fs, window, hop_A)
+        if verdict.diffusive:
             d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, window.start_fs, window.end_fs)
             volume_A3 = abs(float(np.linalg.det(cell_A)))
             sigma = conductivity_mS_cm(d_cm2_s, int(mask.sum()), volume_A3, temperature_K)
-    curve = r_mae = None
+    curve = r_mae = collapsed = None
     if len(production_A) and reference is not None:
         curve = material_rdf(production_A, cell_A, numbers, rdf_settings)
         r_mae = rdf_mae(curve, reference)
-    return RunAnalysis(curve, r_mae, smallest, window, d_cm2_s, sigma)
+    collapse_reference = reference if collapse_reference is None else collapse_reference
+    if collapse_reference is not None and collapse_window_fs is not None and len(frames_A):
+        collapsed = collapse(frames_A, frames_time_fs, cell_A, numbers, collapse_reference, rdf_settings,
+                             rdf_mae_threshold, collapse_window_fs, frame_min_A, fusion_distance_A)
+    smallest = float(frame_min_A.min()) if len(frame_min_A) else None
+    return RunAnalysis(curve, r_mae, smallest, window, verdict, d_cm2_s, sigma, collapsed)

@@ -38,7 +38,7 @@ RDF_MAE_STABLE = 0.02
 _BLOCK_FRAMES = 40
 _MAX_VECTORS_PER_CHUNK = 500_000
 
-STABILITY_CLASSES = ("stable", "lattice_mismatch", "atom_fusion")
+STABILITY_CLASSES = ("stable", "lattice_mismatch", "atom_fusion", "unknown")
 
 
 def _image_shifts_A(cell: np.ndarray, reach_A: float) -> np.ndarray:
@@ -168,9 +168,12 @@ def run_stability(
     """The stability class of an MD run, one of ``STABILITY_CLASSES``.
 
     A run the MD engine stopped early (any reason: non-finite forces and temperature blow-ups come
-    from atoms running into each other) is "atom_fusion"; otherwise ``classify_stability``, where a
-    run with no RDF MAE (no reference to compare with) is judged on fusion alone.
+    from atoms running into each other) is "atom_fusion"; otherwise ``classify_stability``. A run with
+    no RDF MAE (no reference to compare with) is "atom_fusion" if it fused and "unknown" otherwise:
+    nothing says it is stable.
     """
     if stopped_early_reason is not None:
         return "atom_fusion"
-    return classify_stability(0.0 if rdf_mae is None else rdf_mae, min_distance_A, rdf_mae_threshold, fusion_distance_A)
+    if rdf_mae is None:
+        return "atom_fusion" if min_distance_A < fusion_distance_A else "unknown"
+    return classify_stability(rdf_mae, min_distance_A, rdf_mae_threshold, fusion_distance_A)

@@ -181,6 +181,7 @@ def diffusive_window(
     min_span: float = 3.0,
     max_lag_fraction: float = 0.5,
     n_grid: int = 40,
+    min_end_msd_A2: float = 0.0,
 ) -> DiffusiveWindow:
     """The lag window where MSD(t) is most diffusive: log-log slope of MSD vs t closest to 1.
 
@@ -190,7 +191,9 @@ def diffusive_window(
     origins and are noisy). Every window with end/start >= ``min_span`` (the minimum length, as a
     ratio of times) gets a straight-line fit of ln MSD vs ln t; the window whose slope is
     closest to 1 wins, the longer one on a tie. The ballistic start (slope 2) and a caged
-    plateau (slope ~ 0) are thereby excluded. Fit D inside the returned window, and record it.
+    plateau (slope ~ 0) are thereby excluded. With ``min_end_msd_A2``, only windows ending at an
+    MSD of at least that count (``analysis.runs`` asks for one hop squared, so that D is measured
+    over hops, not over the vibrations between them). Fit D inside the returned window, and record it.
     """
     msd = np.asarray(msd_A2, dtype=float)
     t = np.asarray(time_fs, dtype=float)
@@ -213,7 +216,9 @@ def diffusive_window(
     # Prefix sums give the least-squares slope over any contiguous lag range [i, j] in O(1).
     sums = [np.concatenate([[0.0], np.cumsum(v)]) for v in (np.ones_like(log_t), log_t, log_msd, log_t**2, log_t * log_msd)]
     start, end = np.meshgrid(lags, lags, indexing="ij")
-    valid = (end > start) & (t[end] >= min_span * t[start])
+    valid = (end > start) & (t[end] >= min_span * t[start]) & (msd[end] >= min_end_msd_A2)
+    if not valid.any():
+        raise ValueError(f"no window of the MSD ends at {min_end_msd_A2:.3g} Å² or more")
     start, end = start[valid], end[valid]
     n, sx, sy, sxx, sxy = (s[end] - s[start - 1] for s in sums)
     slope = (n * sxy - sx * sy) / (n * sxx - sx * sx)

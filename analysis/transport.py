@@ -238,6 +238,16 @@ def _fit_line(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None):
     return float(slope), float(intercept), stderr
 
 
+def fit_loglog_slope(msd_A2, time_fs) -> float:
+    """The least-squares slope of ln MSD against ln t (1 diffusive, 2 ballistic, 0 caged); every MSD and
+    time must be positive."""
+    msd, t = np.asarray(msd_A2, dtype=float), np.asarray(time_fs, dtype=float)
+    if np.any(msd <= 0) or np.any(t <= 0):
+        raise ValueError("a log-log slope needs positive MSDs and times")
+    slope, _, _ = _fit_line(np.log(t), np.log(msd))
+    return float(slope)
+
+
 def diffusivity_cm2_s(
     msd_A2,
     time_fs,

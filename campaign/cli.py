@@ -236,9 +236,11 @@ def status(spec_path: str) -> None:
 @click.option("--material", "materials", multiple=True, help="Only this material (repeatable).")
 @click.option("--temperature-K", "temperature_K", type=float,
               help="RDF MAE and stability from the runs at this temperature only (Ea and σ(target) use all).")
+@click.option("--paper", is_flag=True, help="Add the paper's published −log10 σ(300 K) (Table 2) as a column.")
 def results(spec_path: str, table: str, fmt: str, campaign_name: str | None, models: tuple[str, ...],
-            materials: tuple[str, ...], temperature_K: float | None) -> None:
+            materials: tuple[str, ...], temperature_K: float | None, paper: bool) -> None:
     """One of the paper's tables, one row per model x material, the reference first."""
+    from campaign.paper import CITATION, PAPER_COLUMN, with_paper_values
     from campaign.tables import ResultFilter, format_rows, run_table
     from records.store import results_collection
 
@@ -246,7 +248,12 @@ def results(spec_path: str, table: str, fmt: str, campaign_name: str | None, mod
     filters = ResultFilter(campaign_name or spec.campaign.name, models, materials, temperature_K)
     with open_store(spec.campaign.store, base_dir).read() as launchpad:
         rows = run_table(results_collection(launchpad), table, filters)
-    click.echo(format_rows(rows, TABLES[table][1], fmt))
+    columns = TABLES[table][1]
+    if paper:
+        rows, columns = with_paper_values(rows), (*columns, PAPER_COLUMN)
+    click.echo(format_rows(rows, columns, fmt))
+    if paper and fmt == "table":
+        click.echo(f"paper: {CITATION}")
 
 
 @main.command()
@@ -285,6 +292,41 @@ def gui(spec_path: str, host: str, port: int, credentials_path: str | None) -> N
     credentials = load_credentials(credentials_path)
     with open_app(spec.campaign.name, open_store(spec.campaign.store, base_dir), credentials) as app:
         serve(app, host, port, echo=click.echo)
+
+
+STRUCTURE_FORMATS = {"cif": "cif", "poscar": "vasp", "extxyz": "extxyz"}  # --format -> ASE's format name
+
+
+@main.command()
+@click.argument("name")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False),
+              help="Look NAME up among this spec's materials first (their structure: a built-in or a file).")
+@click.option("--format", "fmt", type=click.Choice(list(STRUCTURE_FORMATS)), default="cif", show_default=True)
+def structure(name: str, spec_path: str | None, fmt: str) -> None:
+    """Write the built-in structure NAME (LGPS, Li2S, Li3PS4, Li4GeS4), or a spec's material, to stdout: for
+    VESTA, OVITO or any other viewer."""
+    import tempfile
+
+    import ase.io
+
+    from mlff.structures import BUILTIN_STRUCTURES, load_structure
+
+    source, base_dir = name, None
+    if spec_path is not None:
+        spec, base_dir = _load(spec_path)
+        if name in spec.materials:
+            source = spec.materials[name].structure
+    if source not in BUILTIN_STRUCTURES and spec_path is None:
+        raise click.BadParameter(f"{name!r} is no built-in ({', '.join(BUILTIN_STRUCTURES)}); give --spec for a "
+                                 "spec's material", param_hint="NAME")
+    try:
+        atoms = load_structure(source, base_dir)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    with tempfile.TemporaryDirectory() as scratch:  # ASE's writers differ in writing text or bytes to a stream
+        path = Path(scratch) / "structure"
+        ase.io.write(path, atoms, format=STRUCTURE_FORMATS[fmt])
+        click.echo(path.read_text().rstrip("\n"))
 
 
 def _positive(_ctx, parameter, value: float | None) -> float | None:
@@ -339,11 +381,15 @@ def analyze(trajectory, reference, temperature_K, timestep_fs, specie, discard_p
         reference_rdf = None
         if reference is not None:
             reference_frames, _ = load(reference).production(discard_ps)
+            if sorted(reference_frames.numbers) != sorted(run.numbers):
+                raise click.ClickException(f"{reference}: its composition differs from {trajectory}'s; an RDF "
+                                           "can only be compared with a reference of the same material")
             if reference_frames.n_frames:
                 reference_rdf = material_rdf(reference_frames.positions_A, reference_frames.cell_A,
                                              reference_frames.numbers, settings)
+        finite = run.finite()
         measured = analyse_run(
-            run.finite().positions_A, production.positions_A, production.time_fs, run.cell_A, run.numbers,
+            finite.positions_A, finite.time_fs, production.positions_A, production.time_fs, run.cell_A, run.numbers,
             temperature_K, CHEMICAL_SYMBOLS.index(specie), reference_rdf, settings,
         )
         summary_file = md_summary_path(trajectory)  # an MD stage's run summary, when this is one of its runs
@@ -351,9 +397,12 @@ def analyze(trajectory, reference, temperature_K, timestep_fs, specie, discard_p
         stability = run_stability(stopped, measured.rdf_mae, measured.min_distance_A, RDF_MAE_STABLE, FUSION_DISTANCE_A)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
-    window = measured.window
+    window, verdict = measured.window, measured.verdict
     report = {
+        "diffusive": verdict.diffusive if verdict else None,
+        "diffusion_verdict": verdict.reason if verdict else None,
         "diffusivity_cm2_s": measured.diffusivity_cm2_s,
+        "diffusivity_upper_bound_cm2_s": verdict.upper_bound_cm2_s if verdict else None,
         "msd_fit_start_ps": window.start_fs / FS_PER_PS if window else None,
         "msd_fit_end_ps": window.end_fs / FS_PER_PS if window else None,
         "msd_loglog_slope": window.loglog_slope if window else None,

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from analysis.stability import RDF_MAE_STABLE
 from analysis.transport import ArrheniusFit, extrapolate_arrhenius
+from campaign import paper
 from records.results import REFERENCE_SOURCE, absolute_paths
 
 DPI = 120
@@ -119,10 +120,22 @@ def plot_error_bars(figure_4: list[dict], colors: dict[str, str], rdf_mae_thresh
     _save(fig, path)
 
 
+def _upper_bounds(run_docs: list[dict], source: str, material: str, diffusive_K: set[float]) -> list[tuple]:
+    """(T, median upper bound on D) of a source's runs at the temperatures where none diffused."""
+    bounds: dict[float, list[float]] = {}
+    for d in run_docs:
+        if (d["source"], d["material"]) == (source, material) and d["temperature_K"] not in diffusive_K \
+                and (d.get("diffusivity_upper_bound_cm2_s") or 0) > 0:
+            bounds.setdefault(d["temperature_K"], []).append(d["diffusivity_upper_bound_cm2_s"])
+    return sorted((t, float(np.median(values))) for t, values in bounds.items())
+
+
 def plot_arrhenius(
-    temperature_docs: list[dict], material_docs: list[dict], material: str, colors: dict[str, str], path: Path
+    temperature_docs: list[dict], material_docs: list[dict], run_docs: list[dict], material: str,
+    colors: dict[str, str], path: Path,
 ) -> bool:
-    """log10 D vs 1000/T per source with its Arrhenius line (the material document's) extended to the target temperature."""
+    """log10 D vs 1000/T per source with its Arrhenius line (the material document's) extended to the target
+    temperature; where no run diffused, the runs' median upper bound on D (▽)."""
     fig, ((ax,),) = _figure(figsize=(5.5, 4.2))
     drawn = False
     for source in _sources(temperature_docs):
@@ -130,10 +143,16 @@ def plot_arrhenius(
             (d["temperature_K"], d["diffusivity_cm2_s_mean"]) for d in temperature_docs
             if d["source"] == source and d["material"] == material and (d["diffusivity_cm2_s_mean"] or 0) > 0
         )
+        color = colors[source]
+        bounds = _upper_bounds(run_docs, source, material, {t for t, _ in points})
+        if bounds:
+            bound_K, bound_cm2_s = zip(*bounds, strict=True)
+            ax.plot(KILO / np.array(bound_K), np.log10(bound_cm2_s), "v", mfc="none", color=color,
+                    label=f"{source}: not diffusive, D ≤")
+            drawn = True
         if not points:
             continue
         temperatures, diffusivities = (np.array(v) for v in zip(*points, strict=True))
-        color = colors[source]
         ax.plot(KILO / temperatures, np.log10(diffusivities), "o", label=source, color=color)
         drawn = True
         fitted = next((d for d in material_docs if (d["source"], d["material"]) == (source, material)), {})
@@ -147,7 +166,7 @@ def plot_arrhenius(
         return False
     ax.set_xlabel("1000 / T (1/K)")
     ax.set_ylabel("log10 D (cm²/s)")
-    ax.set_title(f"{material}: Arrhenius, ★ = extrapolated to target T")
+    ax.set_title(f"{material}: Arrhenius, ★ = extrapolated to target T, ▽ = upper bound")
     ax.legend(fontsize=8)
     _save(fig, path)
     return True
@@ -175,6 +194,24 @@ def plot_parity(predictions: list[dict], path: Path) -> bool:
         ax.set_ylabel("predicted force (eV/Å)")
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
+    _save(fig, path)
+    return True
+
+
+def plot_survival(material_docs: list[dict], material: str, colors: dict[str, str], path: Path) -> bool:
+    """The fraction of each source's runs still valid against time, with its stability score."""
+    curves = [d for d in material_docs if d["material"] == material and d.get("survival_time_ps")]
+    if not curves:
+        return False
+    fig, ((ax,),) = _figure(figsize=(5.5, 3.8))
+    for doc in sorted(curves, key=lambda d: (d["source"] != REFERENCE_SOURCE, d["source"])):
+        ax.step(doc["survival_time_ps"], doc["survival_fraction"], where="post", color=colors[doc["source"]],
+                label=f"{doc['source']} ({doc['stability_score']:.2f})")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xlabel("production time (ps)")
+    ax.set_ylabel("runs still valid")
+    ax.set_title(f"{material}: survival (score = normalised area)")
+    ax.legend(fontsize=8)
     _save(fig, path)
     return True
 
@@ -222,13 +259,13 @@ def _matrix(table: list[dict], field: str, digits: int = 4) -> tuple[list[str], 
 
 def table_2(run_docs: list[dict], table: list[dict], material_docs: list[dict]) -> list[list[str]]:
     """Table 2 (rows of the ``table2`` table) with the material documents' bootstrap intervals: source,
-    material, −log10 σ(target) [CI], Ea [CI], runs with a D."""
+    material, −log10 σ(target) [CI] or why there is none, Ea [CI], runs with a D, the paper's value."""
     fitted = {(d["source"], d["material"]): d for d in material_docs}
     rows = []
     for row in table:
         key = (row["model"], row["material"])
         n_runs = sum((r["source"], r["material"]) == key and r["diffusivity_cm2_s"] is not None for r in run_docs)
-        sigma = ea = "n/a"
+        sigma, ea = row["arrhenius_reason"] or "n/a", "n/a"
         if row["neg_log10_sigma_target"] is not None:
             sigma, ea = _number(row["neg_log10_sigma_target"], 3), _number(row["activation_energy_eV"], 3)
             doc = fitted.get(key, {})
@@ -236,7 +273,25 @@ def table_2(run_docs: list[dict], table: list[dict], material_docs: list[dict]) 
                 sigma = _interval(row["neg_log10_sigma_target"], -math.log10(doc["conductivity_target_mS_cm_high"]),
                                   -math.log10(doc["conductivity_target_mS_cm_low"]))
                 ea = _interval(row["activation_energy_eV"], doc["activation_energy_eV_low"], doc["activation_energy_eV_high"])
-        rows.append([row["model"], row["material"], sigma, ea, str(n_runs)])
+        rows.append([row["model"], row["material"], sigma, ea, str(n_runs),
+                     _number(paper.TABLE_2.get(row["model"], {}).get(row["material"]), 3)])
+    return rows
+
+
+def table_1(docs: list[dict]) -> list[list[str]]:
+    """Table 1 beside the paper's: per source, parameters (millions; from its training document) and the
+    median MD speed of its runs (ns/day per replica), then the paper's two numbers."""
+    trainings = {d["source"]: d for d in _by(docs, "training")}
+    speeds: dict[str, list[float]] = {}
+    for run in _by(docs, "run"):
+        if run.get("ns_per_day") is not None:
+            speeds.setdefault(run["source"], []).append(run["ns_per_day"])
+    rows = []
+    for source in _sources(docs):
+        parameters = trainings[source]["n_parameters"] / 1e6 if source in trainings else None
+        paper_parameters, paper_speed = paper.TABLE_1.get(source, (None, None))
+        rows.append([source, _number(parameters, 3), _number(np.median(speeds[source]) if source in speeds else None, 3),
+                     _number(paper_parameters, 3), _number(paper_speed, 3)])
     return rows
 
 
@@ -246,7 +301,9 @@ def table_stability(temperature_docs: list[dict]) -> list[list[str]]:
     for doc in sorted(temperature_docs, key=lambda d: (d["source"] != REFERENCE_SOURCE, d["source"], d["material"], d["temperature_K"])):
         n_stable = round(doc["stable_fraction"] * doc["n_runs"])
         stable = f"{n_stable}/{doc['n_runs']} [{_number(doc.get('stable_fraction_low'), 2)}, {_number(doc.get('stable_fraction_high'), 2)}]"
-        cells = [doc["source"], doc["material"], f"{doc['temperature_K']:g}", stable]
+        resolvable = {True: "", False: " (threshold not resolvable)", None: ""}[doc.get("threshold_resolvable")]
+        cells = [doc["source"], doc["material"], f"{doc['temperature_K']:g}", stable,
+                 _number(doc.get("rdf_mae_noise_floor"), 3) + resolvable, str(doc.get("n_diffusive", "n/a"))]
         for name in ("diffusivity_cm2_s", "conductivity_mS_cm"):
             cells.append(_interval(doc[f"{name}_mean"], doc.get(f"{name}_low"), doc.get(f"{name}_high")))
         rows.append(cells)
@@ -313,16 +370,35 @@ def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]],
         figure(f"rdf_{material}.png", f"Fig. 3: RDFs of {material} against the reference",
                plot_rdf_overlays(rdf_files, material, colors, out / f"rdf_{material}.png"))
         figure(f"arrhenius_{material}.png", f"Arrhenius plot of {material}",
-               plot_arrhenius(temperatures, materials, material, colors, out / f"arrhenius_{material}.png"))
+               plot_arrhenius(temperatures, materials, runs, material, colors, out / f"arrhenius_{material}.png"))
         figure(f"li_density_{material}.png", f"Li density of {material} projected along c (highest temperature)",
                plot_li_density(materials, material, out / f"li_density_{material}.png"))
+        figure(f"survival_{material}.png", f"Survival of the runs on {material} (fraction still valid)",
+               plot_survival(materials, material, colors, out / f"survival_{material}.png"))
 
     target = next((d["target_temperature_K"] for d in materials), 300.0)
     sections = [
         _html_table(
-            f"Table 2: −log10 σ({target:g} K) [mS/cm] and Ea", ["model", "material", f"−log10 σ({target:g} K) [95 % CI]", "Ea (eV) [95 % CI]", "runs"],
+            "Table 1: model size and MD speed", ["model", "parameters (M)", "MD ns/day per replica (median)",
+                                                 "paper parameters (M)", "paper ns/day"],
+            table_1(docs),
+            "Ours: on this campaign's hardware, replicas batched as the spec says. Paper: one replica on an "
+            "RTX 4090. " + paper.CITATION,
+        ),
+        _html_table(
+            f"Table 2: −log10 σ({target:g} K) [mS/cm] and Ea",
+            ["model", "material", f"−log10 σ({target:g} K) [95 % CI]", "Ea (eV) [95 % CI]", "runs with a D",
+             "paper −log10 σ(300 K)"],
             table_2(runs, tables["table2"], materials),
-            "Intervals: bootstrap over repetitions (resampled per temperature, Arrhenius refitted each time).",
+            "Intervals: bootstrap over repetitions (resampled per temperature, Arrhenius refitted each time); "
+            "σ only from at least 3 temperatures with diffusive runs and a positive Ea. Paper: " + paper.CITATION,
+        ),
+        _html_table(
+            "Stability over time", ["model", "material", "survival score (0–1)", "RDF MAE noise floor"],
+            [[d["source"], d["material"], _number(d.get("stability_score"), 3), _number(d.get("rdf_mae_noise_floor"), 3)]
+             for d in sorted(materials, key=lambda d: (d["material"], d["source"] != REFERENCE_SOURCE, d["source"]))],
+            "Survival: the fraction of runs still valid (no windowed RDF MAE over the threshold, no fused atoms, no "
+            "early stop) against time; its normalised area. Noise floor: the reference runs against each other.",
         ),
         _html_table("Table S1: energy MAE (eV/atom)", *_matrix(tables["s1-s3"], "energy_mae_eV_atom")),
         _html_table("Table S1: energy R²", *_matrix(tables["s1-s3"], "energy_r2")),
@@ -331,8 +407,11 @@ def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]],
         _html_table("Table S3: RDF MAE (mean over runs)", *_matrix(tables["s1-s3"], "rdf_mae")),
         _html_table(
             "Stability and transport per temperature",
-            ["model", "material", "T (K)", "stable runs [Wilson 95 %]", "D (cm²/s) [95 % CI]", "σ (mS/cm) [95 % CI]"],
+            ["model", "material", "T (K)", "stable runs [Wilson 95 %]", "RDF MAE noise floor", "diffusive runs",
+             "D (cm²/s) [95 % CI]", "σ (mS/cm) [95 % CI]"],
             table_stability(temperatures),
+            "D and σ: means over the runs that diffused (MSD beyond one hop, log-log slope near 1 over a fixed "
+            "window) and neither fused nor stopped early; an interval needs two of them.",
         ),
         _html_table(
             "Diffusion paths (highest temperature)",

@@ -20,6 +20,7 @@ from mlff.md.engine import engine_class, engine_names
 from mlff.md.protocol import FS_PER_PS, STEP_COUNT_TOLERANCE
 from records.errors import CampaignError
 from records.settings import PositiveFloat, ResourcesSpec, StoreSpec, Strict
+from workflows.inputs import DEFAULT_COLLAPSE_WINDOW_PS
 
 Temperature_K = Annotated[float, Field(gt=0, le=5000)]
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -84,7 +85,8 @@ class ImportedReference(Strict):
 
 class MaterialSpec(Strict):
     structure: str = Field(
-        ..., description="Built-in `LGPS` or `Li2S`, or a structure file (CIF, POSCAR, extxyz) relative to the spec."
+        ..., description="Built-in `LGPS`, `Li2S`, `Li3PS4` or `Li4GeS4` (mlff/structures.py), or a structure file "
+        "(CIF, POSCAR, extxyz) relative to the spec."
     )
     generate: GeneratedReference | None = Field(None, description="Generate reference trajectories by MD.")
     imported: list[ImportedReference] | None = Field(
@@ -199,6 +201,10 @@ class AnalysisSpec(Strict):
     fusion_distance_A: PositiveFloat = Field(1.0, description="A minimum interatomic distance below this is atom fusion.")
     diffusing_specie: str = Field("Li", description="Element whose MSD gives the diffusivity and conductivity.")
     target_temperature_K: Temperature_K = Field(300.0, description="Arrhenius extrapolation temperature.")
+    collapse_window_ps: PositiveFloat = Field(
+        DEFAULT_COLLAPSE_WINDOW_PS, description="Window of the RDF MAE over time that dates a run's collapse, ps "
+        "(MDsim: 1 ps)."
+    )
 
 
 class CampaignSpec(Strict):

@@ -27,7 +27,6 @@ from tabulate import tabulate
 
 from records.results import REFERENCE_SOURCE
 
-
 # Column name -> header in the text table.
 COLUMN_TITLES = {
     "model": "model",
@@ -42,6 +41,10 @@ COLUMN_TITLES = {
     "target_temperature_K": "target T (K)",
     "neg_log10_sigma_target": "−log10 σ(target) [mS/cm]",
     "activation_energy_eV": "Ea (eV)",
+    "arrhenius_reason": "why no σ",
+    "rdf_mae_noise_floor": "RDF MAE floor",
+    "stability_score": "survival",
+    "paper_neg_log10_sigma": "paper −log10 σ(300 K)",
 }
 
 
@@ -80,6 +83,9 @@ def _per_source_material(filters: ResultFilter) -> list[dict]:
         "target_temperature_K": {"$max": _if_kind("material", "$target_temperature_K")},
         "neg_log10_sigma_target": {"$max": _if_kind("material", "$neg_log10_conductivity_target")},
         "activation_energy_eV": {"$max": _if_kind("material", "$activation_energy_eV")},
+        "arrhenius_reason": {"$max": _if_kind("material", "$arrhenius_reason")},
+        "stability_score": {"$max": _if_kind("material", "$stability_score")},
+        "rdf_mae_noise_floor": {"$avg": _if_kind("run", "$rdf_mae_noise_floor")},
         # Means over the runs.
         "rdf_mae": {"$avg": _if_kind("run", "$rdf_mae")},
         "stable_fraction": {"$avg": _if_kind("run", {"$cond": [{"$eq": ["$stability", "stable"]}, 1, 0]})},
@@ -102,9 +108,11 @@ def _rows(columns: tuple[str, ...], models_only: bool = False) -> list[dict]:
     ]
 
 
-SUMMARY_COLUMNS = ("model", "material", "force_mae_eV_A", "force_r2", "rdf_mae", "stable_fraction", "n_runs",
-                   "neg_log10_sigma_target", "activation_energy_eV")
-TABLE_2_COLUMNS = ("model", "material", "target_temperature_K", "neg_log10_sigma_target", "activation_energy_eV")
+SUMMARY_COLUMNS = ("model", "material", "force_mae_eV_A", "force_r2", "rdf_mae", "rdf_mae_noise_floor",
+                   "stable_fraction", "stability_score", "n_runs", "neg_log10_sigma_target", "activation_energy_eV",
+                   "arrhenius_reason")
+TABLE_2_COLUMNS = ("model", "material", "target_temperature_K", "neg_log10_sigma_target", "activation_energy_eV",
+                   "arrhenius_reason")
 TABLES_S1_S3_COLUMNS = ("model", "material", "energy_mae_eV_atom", "energy_r2", "force_mae_eV_A", "force_r2", "rdf_mae")
 FIGURE_4_COLUMNS = ("model", "material", "force_mae_eV_A", "rdf_mae")
 

@@ -31,6 +31,7 @@ from mlff.structures import BUILTIN_STRUCTURES
 from records.results import REFERENCE_SOURCE
 from workflows.build import STAGES, Task
 from workflows.firetasks import FIRETASKS
+from workflows.inputs import DEFAULT_COLLAPSE_WINDOW_PS
 
 SECONDS_PER_MINUTE = 60.0
 
@@ -146,6 +147,9 @@ class _Planner:
             "fusion_distance_A": analysis.fusion_distance_A,
             "diffusing_specie": analysis.diffusing_specie,
             "target_temperature_K": analysis.target_temperature_K,
+            # Stored only when not the default: tasks of specs without it keep their digests.
+            **({"collapse_window_ps": analysis.collapse_window_ps}
+               if analysis.collapse_window_ps != DEFAULT_COLLAPSE_WINDOW_PS else {}),
         }
 
 

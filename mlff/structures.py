@@ -26,6 +26,24 @@ Built-in structures (``BUILTIN_STRUCTURES``):
 ``"Li2S"``
     Antifluorite Li2S (Fm-3m), conventional cubic cell with a = 5.71 Angstrom: S on the fcc
     sites, Li on the 8 tetrahedral sites (1/4, 1/4, 1/4) + fcc translations; 12 atoms.
+
+``"Li3PS4"``
+    beta-Li3PS4 as the Materials Project holds it, mp-985583 (the paper's transfer material):
+    Pnma (62), Z = 4, 32 atoms, a = 13.03281824, b = 8.01859859, c = 6.17176593 Angstrom in the
+    standard setting (the MP file stores a and c swapped). Li 8d (0.33254575, 0.03349734,
+    0.38940176), Li 4b (0, 0, 1/2), P 4c (0.08946782, 1/4, 0.15238914), S 4c (0.10018968, 1/4,
+    0.82467616), S 4c (0.94066789, 1/4, 0.27242266), S 8d (0.15386116, 0.03652390, 0.27096483).
+    Density 1.8543 g/cm3; P-S bonds 2.027-2.076 Angstrom.
+
+``"Li4GeS4"``
+    Li4GeS4 as the Materials Project holds it, mp-30249 (the paper's other transfer material):
+    Pnma (62), Z = 4, 36 atoms, a = 14.03167934, b = 7.73756620, c = 6.14851844 Angstrom. Li 4c
+    (0.41299128, 1/4, 0.62785429), Li 8d (0.17771681, 0.99941018, 0.69105147), Li 4b (0, 0, 1/2),
+    Ge 4c (0.08883735, 1/4, 0.14925154), S 4c (0.93763540, 1/4, 0.26864686), S 8d (0.15611064,
+    0.01389942, 0.28239364), S 4c (0.08608731, 1/4, 0.79003669). Density 2.2752 g/cm3; Ge-S
+    bonds 2.209-2.245 Angstrom.
+
+Each built-in's source is also data (``BUILTIN_SOURCES``), which the reference stage records.
 """
 
 from __future__ import annotations
@@ -102,7 +120,44 @@ def _li2s() -> Atoms:
     )
 
 
-BUILTIN_STRUCTURES = {"LGPS": _ordered_lgps, "Li2S": _li2s}
+# The Materials Project's Pnma thiophosphate and thiogermanate: lattice (a, b, c) in Å and the
+# asymmetric unit's (element, fractional x, y, z) in the standard setting of space group 62.
+PNMA_STRUCTURES = {
+    "Li3PS4": ("mp-985583", (13.03281824, 8.01859859, 6.17176593), (
+        ("Li", 0.33254575, 0.03349734, 0.38940176), ("Li", 0.0, 0.0, 0.5), ("P", 0.08946782, 0.25, 0.15238914),
+        ("S", 0.10018968, 0.25, 0.82467616), ("S", 0.94066789, 0.25, 0.27242266),
+        ("S", 0.15386116, 0.03652390, 0.27096483),
+    )),
+    "Li4GeS4": ("mp-30249", (14.03167934, 7.73756620, 6.14851844), (
+        ("Li", 0.41299128, 0.25, 0.62785429), ("Li", 0.17771681, 0.99941018, 0.69105147), ("Li", 0.0, 0.0, 0.5),
+        ("Ge", 0.08883735, 0.25, 0.14925154), ("S", 0.93763540, 0.25, 0.26864686),
+        ("S", 0.15611064, 0.01389942, 0.28239364), ("S", 0.08608731, 0.25, 0.79003669),
+    )),
+}
+
+
+def _pnma(name: str) -> Atoms:
+    from pymatgen.core import Lattice, Structure
+
+    _, (a, b, c), sites = PNMA_STRUCTURES[name]
+    structure = Structure.from_spacegroup(
+        "Pnma", Lattice.orthorhombic(a, b, c), [site[0] for site in sites], [site[1:] for site in sites]
+    )
+    return Atoms(numbers=[site.specie.Z for site in structure], cell=np.diag([a, b, c]),
+                 scaled_positions=structure.frac_coords, pbc=True)
+
+
+BUILTIN_STRUCTURES = {
+    "LGPS": _ordered_lgps, "Li2S": _li2s,
+    **{name: functools.cache(functools.partial(_pnma, name)) for name in PNMA_STRUCTURES},
+}
+BUILTIN_SOURCES = {  # where each built-in comes from, as recorded with the reference trajectories made from it
+    "LGPS": {"source": "pymatgen/util/structures/Li10GeP2S12.json, ordered", **LGPS_ORDERING},
+    "Li2S": {"source": "antifluorite Li2S, Fm-3m, a = 5.71 Å, conventional cell"},
+    **{name: {"source": f"Materials Project {mp_id}, Pnma (62), standard setting", "lattice_A": list(lattice),
+              "sites": [list(site) for site in sites]}
+       for name, (mp_id, lattice, sites) in PNMA_STRUCTURES.items()},
+}
 
 
 def _read_file(path: Path) -> Atoms:

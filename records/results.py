@@ -76,11 +76,24 @@ class RunResult(ResultDoc):
     collapse_time_ps: float | None = Field(None, description="Production time of the instability, ps.")
     analysed_ps: float = Field(..., description="Production time analysed after the discard, ps.")
     n_nonfinite_frames: int = Field(..., description="Frames with non-finite positions, excluded from analysis.")
-    rdf_mae: float | None = Field(None, description="RDF MAE against the reference at this temperature.")
+    rdf_mae: float | None = Field(None, description="RDF MAE against the reference at this temperature (a reference "
+                                  "run: against the other reference runs, or its second half against its first).")
+    rdf_mae_noise_floor: float | None = Field(None, description="The smallest RDF MAE resolvable at this run length "
+                                              "and temperature (analysis/rdf.leave_one_out_maes).")
+    threshold_resolvable: bool | None = Field(None, description="The noise floor is below half the stability threshold.")
     min_distance_A: float | None = Field(..., description="Smallest interatomic distance in the written frames, Å.")
-    stability: str = Field(..., description="stable, lattice_mismatch or atom_fusion.")
+    stability: str = Field(..., description="stable, lattice_mismatch, atom_fusion, or unknown without a reference.")
+    time_to_collapse_ps: float | None = Field(
+        None, description="Production time when the run stopped being valid (a windowed RDF MAE over the threshold, "
+        "fused atoms, or the engine's early stop), ps; None when it stayed valid.")
+    collapse_reason: str | None = Field(None, description="rdf_mismatch, atom_fusion, or the engine's early-stop reason.")
+    diffusive: bool | None = Field(None, description="The MSD reached the diffusive regime (analysis/runs.py).")
+    diffusion_verdict: str | None = Field(None, description="`diffusive`, or why not, with its numbers.")
+    diffusivity_upper_bound_cm2_s: float | None = Field(
+        None, description="For a run that did not diffuse: D is at most this, MSD(t) / 6t, cm²/s.")
     diffusivity_cm2_s: float | None = Field(
-        None, description="Tracer diffusivity of the diffusing specie from the MSD slope in the diffusive window, cm²/s."
+        None, description="Tracer diffusivity of the diffusing specie from the MSD slope in the diffusive window, "
+        "cm²/s; only for a run that diffused."
     )
     msd_fit_start_ps: float | None = Field(None, description="Start of the diffusive MSD fit window (lag time), ps.")
     msd_fit_end_ps: float | None = Field(None, description="End of the diffusive MSD fit window (lag time), ps.")
@@ -88,6 +101,8 @@ class RunResult(ResultDoc):
         None, description="Slope of log MSD vs log t inside the fit window (1 = diffusive, 2 = ballistic), dimensionless."
     )
     conductivity_mS_cm: float | None = Field(None, description="Nernst–Einstein conductivity, mS/cm.")
+    ns_per_day: float | None = Field(None, description="MD speed: this run's simulated ns per day of wall time "
+                                     "(replicas batched in one process share that time).")
 
 
 class TemperatureResult(ResultDoc):
@@ -96,6 +111,13 @@ class TemperatureResult(ResultDoc):
     temperature_K: float
     n_runs: int
     stable_fraction: float = Field(..., description="Fraction of runs classed stable.")
+    n_diffusive: int | None = Field(None, description="Runs that diffused and did not fuse or stop: those D and σ are of.")
+    rdf_mae_noise_floor: float | None = Field(None, description="The smallest RDF MAE resolvable here (the reference "
+                                              "runs against each other, or one run's halves).")
+    threshold_resolvable: bool | None = Field(None, description="The noise floor is below half the stability threshold.")
+    collapse_rdf_threshold: float | None = Field(
+        None, description="A window's RDF MAE above this is a collapse: the stability threshold, or twice the "
+        "reference's own windows' MAE when that is larger.")
     stable_fraction_low: float | None = Field(None, description="Wilson 95 % interval of stable_fraction: low end.")
     stable_fraction_high: float | None = Field(None, description="Wilson 95 % interval of stable_fraction: high end.")
     rdf_mae_mean: float | None = None
@@ -133,6 +155,12 @@ class MaterialResult(ResultDoc):
     )
     activation_energy_eV_high: float | None = Field(None, description="The same interval's high end, eV.")
     arrhenius_prefactor_cm2_s: float | None = Field(None, description="D0 of D(T) = D0 exp(−Ea / kB T), cm²/s.")
+    arrhenius_reason: str | None = Field(None, description="Why there is no Ea and σ(target), e.g. `2 of 3 "
+                                         "temperatures diffusive, 3 needed`; None when there are.")
+    stability_score: float | None = Field(None, description="Normalised area under the survival curve, 0-1.")
+    survival_time_ps: list[float] | None = Field(None, description="Times of the survival curve, ps.")
+    survival_fraction: list[float] | None = Field(None, description="Fraction of the runs still valid at each time.")
+    rdf_mae_noise_floor: float | None = Field(None, description="Mean over temperatures of the RDF MAE's noise floor.")
     target_temperature_K: float
     conductivity_target_mS_cm: float | None = Field(None, description="Extrapolated σ at the target temperature, mS/cm.")
     conductivity_target_mS_cm_low: float | None = Field(None, description="Bootstrap 95 % interval of σ(target): low end, mS/cm.")

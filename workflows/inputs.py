@@ -17,6 +17,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInf
 from mlff.md.protocol import MDProtocol
 from mlff.structures import BUILTIN_STRUCTURES
 
+DEFAULT_COLLAPSE_WINDOW_PS = 1.0  # MDsim's (Fu et al., "Forces are not enough", TMLR 2023)
+
 ROOT = "campaign_root"  # the validation context's key for the campaign's folder
 
 
@@ -194,3 +196,5 @@ class AnalyzeInputs(Inputs):
     diffusing_specie: str
     target_temperature_K: float
     out_dir: StoredPath
+    collapse_window_ps: float = Field(DEFAULT_COLLAPSE_WINDOW_PS, description="Window of the RDF MAE over time, ps; "
+                                      "stored only when not the default, so older tasks keep their digests.")

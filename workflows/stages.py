@@ -10,15 +10,16 @@ and result documents, so mlff/ and analysis/ stay free of campaign concepts.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from analysis.aggregation import RunVerdict, summarise_material, summarise_temperature
+from analysis.aggregation import RunVerdict, TemperatureSummary, summarise_material, summarise_temperature
 from analysis.diffusion_paths import compare_paths
 from analysis.errors import mae, r2_score
-from analysis.rdf import CHEMICAL_SYMBOLS, RDF, mean_rdf
-from analysis.runs import RDFSettings, analyse_run, material_rdf
+from analysis.rdf import CHEMICAL_SYMBOLS, RDF, leave_one_out_maes, mean_rdf
+from analysis.runs import RDFSettings, analyse_run, collapse, material_rdf
 from analysis.stability import run_stability
 from mlff import preemption
 from mlff.md.protocol import FS_PER_PS
@@ -26,6 +27,7 @@ from mlff.trajectory import read_system, read_trajectory
 from records.atomic_file import atomic_write
 from records.provenance import package_versions, sha256_file
 from records.results import (
+    REFERENCE_SOURCE,
     DiffusionPathResult,
     MaterialResult,
     PredictionResult,
@@ -74,15 +76,15 @@ def md_summary_path(trajectory_path: str | Path) -> Path:
 def generate_reference(inputs: GenerateReferenceInputs) -> dict:
     """One reference trajectory, by MD with the reference calculator."""
     from mlff.reference import generate_reference as run_reference
-    from mlff.structures import LGPS_ORDERING, load_structure
+    from mlff.structures import BUILTIN_SOURCES, load_structure
 
     summary = run_reference(
         load_structure(inputs.structure), inputs.calculator, inputs.protocol.protocol(), seed=inputs.seed,
         out_path=inputs.out_path, device=_device(inputs.device),
         checkpoint_path=Path(inputs.out_path).with_name(MD_CHECKPOINT),
     )
-    if inputs.structure == "LGPS":
-        summary = {**summary, "structure_ordering": LGPS_ORDERING}
+    if inputs.structure in BUILTIN_SOURCES:
+        summary = {**summary, "structure_source": BUILTIN_SOURCES[inputs.structure]}
     return _reference_outcome(inputs.material, inputs.out_path, summary)
 
 
@@ -247,29 +249,84 @@ def _write_rdf(path: Path, reference_rdf: dict[float, RDF], source_rdf: dict[flo
     np.savez_compressed(path, **arrays)
 
 
-def _reference_rdfs(inputs: AnalyzeInputs, settings: RDFSettings) -> dict[float, RDF]:
-    """The mean RDF of the reference runs' production frames, per temperature."""
-    reference_rdf = {}
+@dataclass(frozen=True)
+class _ReferenceAt:
+    """The reference runs at one temperature: their production RDFs, their mean, the RDF MAE's noise
+    floor, and the windowed RDF MAE above which a run's window counts as collapsed."""
+
+    paths: list[str]
+    curves: list[RDF]
+    mean: RDF
+    maes: list[float]  # each run against the others (one run: its second half against its first)
+    collapse_threshold: float
+
+    @property
+    def noise_floor(self) -> float:
+        return float(np.mean(self.maes))
+
+
+def _references(inputs: AnalyzeInputs, settings: RDFSettings) -> dict[float, _ReferenceAt]:
+    """The reference runs of every temperature (see ``_ReferenceAt``)."""
+    references = {}
     for temperature_K in sorted({entry.temperature_K for entry in inputs.references}):
-        frames = [read_trajectory(e.path).production(inputs.discard_ps)[0]
-                  for e in inputs.references if e.temperature_K == temperature_K]
-        curves = [material_rdf(t.positions_A, t.cell_A, t.numbers, settings) for t in frames if t.n_frames]
-        if curves:
-            reference_rdf[temperature_K] = mean_rdf(curves)
-    return reference_rdf
+        entries = [e for e in inputs.references if e.temperature_K == temperature_K]
+        trajectories = [read_trajectory(e.path) for e in entries]
+        kept = [(e.path, t, t.production(inputs.discard_ps)[0]) for e, t in zip(entries, trajectories) if t.n_frames]
+        kept = [(path, whole, production) for path, whole, production in kept if production.n_frames]
+        if not kept:
+            continue
+        curves = [material_rdf(p.positions_A, p.cell_A, p.numbers, settings) for _, _, p in kept]
+        if len(curves) >= 2:
+            maes = leave_one_out_maes(curves)
+        else:  # one run: its two halves are the independent samples
+            production = kept[0][2]
+            halves = np.array_split(np.arange(production.n_frames), 2)
+            maes = [leave_one_out_maes([material_rdf(production.positions_A[h], production.cell_A, production.numbers,
+                                                     settings) for h in halves])[0]] if min(map(len, halves)) else [0.0]
+        mean = mean_rdf(curves)
+        window_maes = [
+            mae for _, whole, _ in kept
+            for mae in collapse(whole.finite().positions_A, whole.finite().time_fs, whole.cell_A, whole.numbers, mean,
+                                settings, np.inf, inputs.collapse_window_ps * FS_PER_PS,
+                                np.full(whole.finite().n_frames, np.inf), 0.0).window_maes
+        ]
+        threshold = max(inputs.rdf_mae_threshold, 2 * float(np.mean(window_maes)) if window_maes else 0.0)
+        references[temperature_K] = _ReferenceAt([path for path, _, _ in kept], curves, mean, maes, threshold)
+    return references
 
 
-def _run_document(inputs: AnalyzeInputs, entry: RunEntry, reference: RDF | None, settings: RDFSettings):
-    """The run document of one trajectory, and its production RDF (None without a reference)."""
+def _compared_with(inputs: AnalyzeInputs, entry: RunEntry, reference: _ReferenceAt | None) -> RDF | None:
+    """What a run's RDF is compared with: the reference's mean; for a reference run, the other reference runs
+    (never itself)."""
+    if reference is None or inputs.source != REFERENCE_SOURCE or entry.path not in reference.paths:
+        return None if reference is None else reference.mean
+    others = [curve for path, curve in zip(reference.paths, reference.curves, strict=True) if path != entry.path]
+    return mean_rdf(others) if others else None
+
+
+def _run_document(inputs: AnalyzeInputs, entry: RunEntry, reference: _ReferenceAt | None, settings: RDFSettings):
+    """The run document of one trajectory, its production RDF (None without a reference) and its verdict."""
     trajectory = read_trajectory(entry.path)
     summary_file = md_summary_path(entry.path)
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     production, n_nonfinite = trajectory.production(inputs.discard_ps)
+    finite = trajectory.finite()
+    compared = _compared_with(inputs, entry, reference)
     measured = analyse_run(
-        trajectory.finite().positions_A, production.positions_A, production.time_fs, trajectory.cell_A, trajectory.numbers, entry.temperature_K,
-        CHEMICAL_SYMBOLS.index(inputs.diffusing_specie), reference, settings,
+        finite.positions_A, finite.time_fs, production.positions_A, production.time_fs, trajectory.cell_A,
+        trajectory.numbers, entry.temperature_K, CHEMICAL_SYMBOLS.index(inputs.diffusing_specie), compared, settings,
+        collapse_reference=None if reference is None else reference.mean,
+        collapse_window_fs=inputs.collapse_window_ps * FS_PER_PS,
+        rdf_mae_threshold=None if reference is None else reference.collapse_threshold,
+        fusion_distance_A=inputs.fusion_distance_A,
     )
-    stopped, window = summary.get("stopped_early_reason"), measured.window
+    r_mae = measured.rdf_mae
+    if r_mae is None and reference is not None and entry.path in reference.paths:  # the one reference run: its halves
+        r_mae = reference.noise_floor
+    stopped, window, verdict = summary.get("stopped_early_reason"), measured.window, measured.verdict
+    collapse_ps, collapse_reason = _collapse(summary, measured)
+    analysed_ps = float(production.time_fs[-1] - production.time_fs[0]) / FS_PER_PS if production.n_frames else 0.0
+    floor = reference.noise_floor if reference is not None else None
     doc = RunResult(
         source=inputs.source,
         material=inputs.material,
@@ -280,13 +337,21 @@ def _run_document(inputs: AnalyzeInputs, entry: RunEntry, reference: RDF | None,
         completed=stopped is None,
         stopped_early_reason=stopped,
         collapse_time_ps=summary.get("collapse_time_ps"),
-        analysed_ps=float(production.time_fs[-1] - production.time_fs[0]) / FS_PER_PS if production.n_frames else 0.0,
+        analysed_ps=analysed_ps,
         n_nonfinite_frames=n_nonfinite,
-        rdf_mae=measured.rdf_mae,
+        rdf_mae=r_mae,
+        rdf_mae_noise_floor=floor,
+        threshold_resolvable=None if floor is None else floor < inputs.rdf_mae_threshold / 2,
         min_distance_A=measured.min_distance_A,
-        stability=run_stability(stopped, measured.rdf_mae, measured.min_distance_A, inputs.rdf_mae_threshold,
+        stability=run_stability(stopped, r_mae, measured.min_distance_A, inputs.rdf_mae_threshold,
                                 inputs.fusion_distance_A),
+        time_to_collapse_ps=collapse_ps,
+        collapse_reason=collapse_reason,
+        diffusive=verdict.diffusive if verdict else None,
+        diffusion_verdict=verdict.reason if verdict else None,
+        diffusivity_upper_bound_cm2_s=verdict.upper_bound_cm2_s if verdict else None,
         diffusivity_cm2_s=measured.diffusivity_cm2_s,
+        ns_per_day=summary.get("ns_per_day"),
         msd_fit_start_ps=window.start_fs / FS_PER_PS if window else None,
         msd_fit_end_ps=window.end_fs / FS_PER_PS if window else None,
         msd_loglog_slope=window.loglog_slope if window else None,
@@ -296,7 +361,20 @@ def _run_document(inputs: AnalyzeInputs, entry: RunEntry, reference: RDF | None,
             checkpoint_sha256=summary.get("checkpoint_sha256"), tabulated_filters=summary.get("tabulated_filters"),
         ),
     )
-    return doc, measured.rdf
+    length_ps = (trajectory.metadata.get("production_ps") or analysed_ps + inputs.discard_ps)
+    run_verdict = RunVerdict(doc.temperature_K, doc.stability, doc.rdf_mae, bool(doc.diffusive), doc.diffusivity_cm2_s,
+                             doc.conductivity_mS_cm, analysed_ps, collapse_ps, length_ps)
+    return doc, measured.rdf, run_verdict
+
+
+def _collapse(summary: dict, measured) -> tuple[float | None, str | None]:
+    """The earliest of the engine's early stop and the analysis' collapse: (time since production began, ps; why)."""
+    times = []
+    if summary.get("stopped_early_reason") is not None:
+        times.append((summary["collapse_time_ps"], summary["stopped_early_reason"]))
+    if measured.collapse is not None and measured.collapse.time_fs is not None:
+        times.append((measured.collapse.time_fs / FS_PER_PS, measured.collapse.reason))
+    return min(times) if times else (None, None)
 
 
 def _diffusion_paths(inputs: AnalyzeInputs, density_path: Path) -> DiffusionPathResult | None:
@@ -331,43 +409,49 @@ def analyze(inputs: AnalyzeInputs) -> dict:
     settings = RDFSettings(inputs.rdf.r_max_A, inputs.rdf.n_bins, inputs.rdf.pairs, inputs.rdf.frame_stride)
     out = Path(inputs.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reference_rdf = _reference_rdfs(inputs, settings)
-    run_docs, run_rdf = [], {}  # run_rdf: this source's run RDFs per temperature, for the report's plots
+    references = _references(inputs, settings)
+    run_docs, verdicts, run_rdf = [], [], {}  # run_rdf: this source's run RDFs per temperature, for the report
     for entry in inputs.runs:
         preemption.stop_if_requested()  # nothing to keep: a stopped analysis starts again
-        doc, curve = _run_document(inputs, entry, reference_rdf.get(entry.temperature_K), settings)
+        doc, curve, verdict = _run_document(inputs, entry, references.get(entry.temperature_K), settings)
         run_docs.append(doc)
+        verdicts.append(verdict)
         if curve is not None:
             run_rdf.setdefault(entry.temperature_K, []).append(curve)
-    verdicts = [RunVerdict(d.temperature_K, d.stability, d.rdf_mae, d.diffusivity_cm2_s, d.conductivity_mS_cm)
-                for d in run_docs]
     temperatures = [summarise_temperature([v for v in verdicts if v.temperature_K == t])
                     for t in sorted({v.temperature_K for v in verdicts})]
-    temperature_docs = [_temperature_document(inputs, t) for t in temperatures]
+    temperature_docs = [_temperature_document(inputs, t, references.get(t.temperature_K)) for t in temperatures]
     numbers, cell_A = read_system(inputs.runs[0].path)
     material = summarise_material(verdicts, temperatures, inputs.target_temperature_K,
                                   int((numbers == CHEMICAL_SYMBOLS.index(inputs.diffusing_specie)).sum()),
                                   abs(float(np.linalg.det(cell_A))))
-    _write_rdf(out / RDF_FILE, reference_rdf, {t: mean_rdf(curves) for t, curves in run_rdf.items()})
+    _write_rdf(out / RDF_FILE, {t: r.mean for t, r in references.items()},
+               {t: mean_rdf(curves) for t, curves in run_rdf.items()})
     paths = _diffusion_paths(inputs, out / DENSITY_FILE)
     activation, sigma = material.activation_energy_eV, material.conductivity_target_mS_cm
+    floors = [references[t].noise_floor for t in material.temperatures_K if t in references]
     material_doc = MaterialResult(
         source=inputs.source,
         material=inputs.material,
         temperatures_K=material.temperatures_K,
         stable_fraction=material.stable_fraction,
         rdf_mae_mean=material.rdf_mae_mean,
+        rdf_mae_noise_floor=float(np.mean(floors)) if floors else None,
         activation_energy_eV=activation and activation.value,
         activation_energy_eV_low=_finite(activation and activation.low),
         activation_energy_eV_high=_finite(activation and activation.high),
         arrhenius_prefactor_cm2_s=material.arrhenius_prefactor_cm2_s,
+        arrhenius_reason=material.arrhenius_reason,
         target_temperature_K=inputs.target_temperature_K,
         conductivity_target_mS_cm=sigma and sigma.value,
         conductivity_target_mS_cm_low=_finite(sigma and sigma.low),
         conductivity_target_mS_cm_high=_finite(sigma and sigma.high),
-        neg_log10_conductivity_target=-float(np.log10(sigma.value)) if sigma and sigma.value else None,
+        neg_log10_conductivity_target=-float(np.log10(sigma.value)) if sigma and sigma.value > 0 else None,
         n_carriers=material.n_carriers,
         volume_A3=material.volume_A3,
+        stability_score=material.stability_score,
+        survival_time_ps=material.survival_time_ps,
+        survival_fraction=material.survival_fraction,
         diffusion_paths=paths,
         rdf_path=str(out / RDF_FILE),
         density_path=str(out / DENSITY_FILE) if paths is not None else None,
@@ -383,23 +467,29 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _temperature_document(inputs: AnalyzeInputs, summary) -> TemperatureResult:
+def _temperature_document(inputs: AnalyzeInputs, summary: TemperatureSummary,
+                          reference: _ReferenceAt | None) -> TemperatureResult:
     d, sigma = summary.diffusivity_cm2_s, summary.conductivity_mS_cm
+    floor = None if reference is None else reference.noise_floor
     return TemperatureResult(
         source=inputs.source,
         material=inputs.material,
         temperature_K=summary.temperature_K,
         n_runs=summary.n_runs,
+        n_diffusive=summary.n_diffusive,
         stable_fraction=summary.stable_fraction,
         stable_fraction_low=summary.stable_interval[0],
         stable_fraction_high=summary.stable_interval[1],
         rdf_mae_mean=summary.rdf_mae_mean,
+        rdf_mae_noise_floor=floor,
+        threshold_resolvable=None if floor is None else floor < inputs.rdf_mae_threshold / 2,
+        collapse_rdf_threshold=None if reference is None else reference.collapse_threshold,
         diffusivity_cm2_s_mean=d and d.value,
-        diffusivity_cm2_s_low=d and d.low,
-        diffusivity_cm2_s_high=d and d.high,
+        diffusivity_cm2_s_low=_finite(d and d.low),
+        diffusivity_cm2_s_high=_finite(d and d.high),
         diffusivity_cm2_s_std=summary.diffusivity_cm2_s_std,
         conductivity_mS_cm_mean=sigma and sigma.value,
-        conductivity_mS_cm_low=sigma and sigma.low,
-        conductivity_mS_cm_high=sigma and sigma.high,
+        conductivity_mS_cm_low=_finite(sigma and sigma.low),
+        conductivity_mS_cm_high=_finite(sigma and sigma.high),
         provenance=_provenance(),
     )

@@ -96,6 +96,21 @@ def test_diffusive_window_skips_the_ballistic_start():
     assert slope == pytest.approx(2 * v2 * t_c, rel=1e-9)
 
 
+def test_diffusive_window_can_be_made_to_reach_beyond_the_vibrations():
+    # A rattle in a cage (1 Å², 50 fs) on top of slow diffusion: at short lags the cage's rise and a
+    # slope of 1 can pass for diffusion. Asked to reach 4 Å², the window ends where hops dominate.
+    t = np.arange(10000) * 2.0  # fs
+    msd = 1.0 - np.exp(-t / 50.0) + 1e-3 * t
+    unconstrained = diffusive_window(msd, t)
+    assert np.interp(unconstrained.end_fs, t, msd) < 1.0  # inside the cage's rise
+    window = diffusive_window(msd, t, min_end_msd_A2=4.0)
+    assert np.interp(window.end_fs, t, msd) >= 4.0
+    inside = (t >= window.start_fs) & (t <= window.end_fs)
+    assert np.polyfit(t[inside], msd[inside], 1)[0] == pytest.approx(1e-3, rel=0.01)  # the diffusive slope
+    with pytest.raises(ValueError, match="ends at 100 Å² or more"):
+        diffusive_window(msd, t, min_end_msd_A2=100.0)  # the MSD reaches ~11 Å² by half the run
+
+
 def test_diffusive_window_rejects_too_short_msd():
     with pytest.raises(ValueError, match="too short"):
         diffusive_window(np.arange(5.0), np.arange(5.0))

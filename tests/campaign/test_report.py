@@ -4,7 +4,7 @@ import mongomock
 import numpy as np
 from click.testing import CliRunner
 
-from campaign.report import write_report
+from campaign.report import table_1, write_report
 from campaign.tables import TABLES, ResultFilter, run_table
 from mlff.trajectory import TrajectoryWriter
 from workflows.inputs import AnalyzeInputs
@@ -16,18 +16,18 @@ SETTINGS = {
     "discard_ps": 0.01,
     "rdf": {"r_max_A": 4.0, "n_bins": 40, "pairs": [["Li", "S"]], "frame_stride": 1},
     "rdf_mae_threshold": 0.02,
-    "fusion_distance_A": 1.0,
+    "fusion_distance_A": 0.02,  # the toy's random walkers pass through the S sublattice
     "diffusing_specie": "Li",
     "target_temperature_K": 300.0,
 }
 
 
-def _trajectory(path, seed, temperature_K, n_frames=120):
-    """Li random walk (faster when hotter) between S on a simple cubic sublattice."""
+def _trajectory(path, seed, temperature_K, n_frames=400):
+    """Li random walk (faster when hotter, far enough to diffuse) between S on a simple cubic sublattice."""
     rng = np.random.default_rng(seed)
     sites = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]]) * 6.0
     li_start = sites + 1.5
-    step_A = 0.02 * np.exp(-600.0 / temperature_K)
+    step_A = 0.05 * np.exp(-600.0 / temperature_K)
     with TrajectoryWriter(path, NUMBERS, CELL_A, fields=[]) as writer:
         li = li_start.copy()
         for frame in range(n_frames):
@@ -72,18 +72,31 @@ def _tables(docs):
 def test_report_writes_every_figure_and_table(tmp_path):
     docs, analyses = _campaign(tmp_path)
     index = write_report("toy", docs, _tables(docs), tmp_path / "report")
-    expected = ["fig4_errors.png", "parity_forces.png", "rdf_toyLiS.png", "arrhenius_toyLiS.png", "li_density_toyLiS.png"]
+    expected = ["fig4_errors.png", "parity_forces.png", "rdf_toyLiS.png", "arrhenius_toyLiS.png", "li_density_toyLiS.png",
+                "survival_toyLiS.png"]
     page = index.read_text()
     for name in expected:
         png = tmp_path / "report" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert f"src='{name}'" in page
-    for title in ("Table 2", "Table S1", "Table S2", "Table S3", "Stability", "Diffusion paths"):
+    for title in ("Table 1", "Table 2", "Stability over time", "Table S1", "Table S2", "Table S3", "Stability", "Diffusion paths"):
         assert title in page
     assert "Not drawn" not in page
     # The reference compared with itself: identical Li density, nothing in empty voxels.
     row = page.split("<td>reference</td><td>toyLiS</td><td>1200</td>")[-1].split("</tr>")[0]  # diffusion-path table
     assert row.startswith("<td>1</td><td>0</td><td>no</td>")
+
+
+def test_table_1_sets_our_parameter_counts_and_md_speeds_beside_the_papers():
+    docs = [{"kind": "training", "source": "schnet", "n_parameters": 1_234_000},
+            *({"kind": "run", "source": "schnet", "ns_per_day": speed} for speed in (10.0, 40.0, 20.0)),
+            {"kind": "run", "source": "reference", "ns_per_day": None},
+            {"kind": "training", "source": "mymodel", "n_parameters": 5_000}]
+    assert table_1(docs) == [
+        ["reference", "n/a", "n/a", "n/a", "0.034"],  # no training; the paper's AIMD speed
+        ["mymodel", "0.005", "n/a", "n/a", "n/a"],  # not in the paper
+        ["schnet", "1.23", "20", "0.49", "22.5"],  # the median speed
+    ]
 
 
 def test_report_without_rdf_files_says_what_is_missing(tmp_path):

@@ -31,7 +31,7 @@ from workflows.inputs import (
 TEMPERATURE_K = 1000.0
 TIMESTEP_FS = 2.0
 MD_PRODUCTION_PS = 0.02  # 10 steps
-ALL_MODELS_SPEC = EXAMPLES / "all_models.yaml"
+PAPER_SPEC = EXAMPLES / "paper.yaml"
 RDF = {"r_max_A": 4.0, "n_bins": 20, "pairs": [["Li", "S"]], "frame_stride": 1}
 
 
@@ -99,13 +99,18 @@ def test_model_trains_runs_md_and_is_analysed(name, references, tmp_path):
     assert (tmp_path / "analysis" / stages.RDF_FILE).exists()
 
 
-def test_all_models_example_runs_every_model_with_the_papers_protocol():
-    spec = load_spec(ALL_MODELS_SPEC)
+def test_the_paper_example_is_the_papers_whole_benchmark():
+    """LGPS trains, Li3PS4 and Li4GeS4 transfer; 11 models; 800-1200 K in 100 K steps; 6 repetitions; 3 reference runs."""
+    spec = load_spec(PAPER_SPEC)
+    assert list(spec.materials) == ["LGPS", "Li3PS4", "Li4GeS4"] and spec.training.material == "LGPS"
+    assert {material.structure for material in spec.materials.values()} == {"LGPS", "Li3PS4", "Li4GeS4"}
+    assert all(material.generate.runs == 3 for material in spec.materials.values())
     assert spec.models == {name: {} for name in MODELS}  # each model at its defaults: 128, 6 Å, 500
     assert (spec.training.energy_weight, spec.training.force_weight) == (1.0, 1000.0)
     assert spec.md.temperatures_K == spec.training.temperatures_K == [800, 900, 1000, 1100, 1200]
     assert (spec.md.repetitions, spec.md.timestep_fs, spec.md.production_ps, spec.md.discard_ps) == (6, 2.0, 50.0, 15.0)
-    counts = count_by_stage(expand(spec, ALL_MODELS_SPEC.parent))
+    counts = count_by_stage(expand(spec, PAPER_SPEC.parent))
     n_materials, n_temperatures = len(spec.materials), len(spec.md.temperatures_K)
     assert counts["train"] == len(MODELS)
     assert counts["md"] == len(MODELS) * n_materials * n_temperatures * spec.md.repetitions
+    assert counts == {"reference": 3 * 5 * 3, "train": 11, "predict": 11 * 3, "md": 11 * 3 * 5 * 6, "analyze": 12 * 3}

@@ -12,12 +12,7 @@ from pymatgen.core import Composition
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from mlff.structures import (
-    BUILTIN_STRUCTURES,
-    LGPS_ORDERING,
-    LI2S_LATTICE_A,
-    load_structure,
-)
+from mlff.structures import BUILTIN_SOURCES, BUILTIN_STRUCTURES, LGPS_ORDERING, LI2S_LATTICE_A, load_structure
 
 OXIDATION_STATES = {"Li": 1, "Ge": 4, "P": 5, "S": -2}
 MIN_LI_LI_A = 1.6  # closer Li pairs would be unphysical in a starting structure
@@ -36,7 +31,7 @@ def min_distances_by_pair(atoms) -> dict[tuple[str, str], float]:
 
 
 def test_builtin_names():
-    assert set(BUILTIN_STRUCTURES) == {"LGPS", "Li2S"}
+    assert set(BUILTIN_STRUCTURES) == set(BUILTIN_SOURCES) == {"LGPS", "Li2S", "Li3PS4", "Li4GeS4"}
 
 
 def test_lgps_is_an_ordered_charge_balanced_50_atom_cell():
@@ -187,3 +182,39 @@ def test_non_periodic_file_is_rejected(tmp_path):
     ase.io.write(tmp_path / "water.xyz", molecule("H2O"), format="extxyz")
     with pytest.raises(ValueError, match="water.xyz"):
         load_structure("water.xyz", base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name, formula, density_g_cm3, bonded, bond_range_A", [
+    ("Li3PS4", "Li12P4S16", 1.8543, "P", (2.027, 2.076)),
+    ("Li4GeS4", "Ge4Li16S16", 2.2752, "Ge", (2.209, 2.245)),
+])
+def test_the_papers_transfer_materials_are_the_materials_projects(name, formula, density_g_cm3, bonded, bond_range_A):
+    """mp-985583 and mp-30249: composition, Pnma (spglib at symprec 0.01), density, and the tetrahedra's bonds."""
+    atoms = load_structure(name)
+    assert atoms.get_chemical_formula() == formula
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    assert SpacegroupAnalyzer(structure, symprec=0.01).get_space_group_number() == 62
+    assert structure.density == pytest.approx(density_g_cm3, abs=1e-4)
+    centres = [i for i, site in enumerate(structure) if site.specie.symbol == bonded]
+    sulfur = [i for i, site in enumerate(structure) if site.specie.symbol == "S"]
+    bonds_A = np.sort(structure.distance_matrix[np.ix_(centres, sulfur)], axis=1)[:, :4]  # each centre's 4 S
+    assert bonds_A.min() == pytest.approx(bond_range_A[0], abs=1e-3)
+    assert bonds_A.max() == pytest.approx(bond_range_A[1], abs=1e-3)
+    assert np.sort(structure.distance_matrix[np.ix_(centres, sulfur)], axis=1)[:, 4].min() > 3.0  # tetrahedra only
+    assert BUILTIN_SOURCES[name]["source"].startswith("Materials Project mp-")
+
+
+def test_campaign_structure_writes_a_built_in_for_a_viewer(tmp_path):
+    from click.testing import CliRunner
+
+    from campaign.cli import main
+
+    for fmt, ase_format in (("cif", "cif"), ("poscar", "vasp"), ("extxyz", "extxyz")):
+        result = CliRunner().invoke(main, ["structure", "Li3PS4", "--format", fmt])
+        assert result.exit_code == 0, result.output
+        (tmp_path / f"s.{fmt}").write_text(result.output)
+        read = ase.io.read(tmp_path / f"s.{fmt}", format=ase_format)
+        assert read.get_chemical_formula() == "Li12P4S16"
+        np.testing.assert_allclose(read.cell.lengths(), load_structure("Li3PS4").cell.lengths(), atol=1e-6)
+    unknown = CliRunner().invoke(main, ["structure", "Li7La3Zr2O12"])
+    assert unknown.exit_code == 2 and "no built-in" in unknown.output
