@@ -11,8 +11,8 @@ Run: ``.venv/bin/python -m benchmarks.analysis``. Prints a table; the last line 
 * ``read_seconds_25k_frames``: ``mlff.trajectory.read_trajectory`` of the file written by
   ``TrajectoryWriter``. Goal < 1 s.
 
-One core: threadpoolctl is not installed, so the BLAS thread count is pinned through the
-environment before numpy is imported (this script only; numpy's FFT is single-threaded anyway).
+One core: the BLAS thread count is pinned through the environment before numpy is imported (this
+script only; numpy's FFT is single-threaded anyway), which needs no threadpoolctl.
 Times are CPU seconds of this process (``time.process_time``), the best of ``REPEATS``
 (DiffusionAnalyzer: one run): with every thread pool pinned to one thread that is the work of one
 core, and unlike wall time it does not grow when other jobs share the machine.

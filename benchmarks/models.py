@@ -1,17 +1,26 @@
-"""Speed of every registered model on 50-atom LGPS: one energy-and-forces call, and training.
+"""Speed of every registered model and every pretrained MLIP on 50-atom LGPS: one energy-and-forces
+call, MD, and training.
 
     .venv/bin/python -m benchmarks.models [--size paper|quickstart] [--models schnet,scn] [--repeats 5]
-                                          [--batch-size 4] [--budget-s 20]
+                                          [--pretrained chgnet,sevennet-0] [--batch-size 4] [--budget-s 20]
 
 For each model in ``mlff.models.MODELS`` (or ``--models``), with random weights (speed does not
-depend on them), on CPU:
+depend on them), and each pretrained MLIP of ``mlff.pretrained.PRETRAINED`` (or ``--pretrained``;
+``--pretrained ''`` for none), with its shipped weights, on CPU:
 
 * ``forward_backward_ms``: one energy + autograd-forces call (``energy_and_forces``) on the prebuilt
   graph of the ordered 50-atom LGPS cell (``mlff.structures``).
 * ``train_frames_per_s``: frames per second of optimizer steps of the training loss of
   ``mlff.training`` (energy and force MAE, Adam, gradient clipping) on ``--batch-size`` rattled LGPS
   frames with random labels (the labels do not change the work); one step per call, graphs included.
+* ``md_replica_steps_per_s``: steps per CPU second of one MD replica at 800 K
+  (``benchmarks.md_throughput.protocol_for``) in the engine a campaign runs it with: the torch
+  engine for the zoo, the ASE engine for a pretrained MLIP.
 * ``parameters``: number of trainable parameters.
+* ``batch_speedup``, CHGNet only (the one whose package evaluates several structures in one call):
+  the CPU time of ``--batch-size`` structures one call each over that of one
+  ``CHGNet.predict_structure`` call on all of them. Pretrained models are not trained here
+  (``train_frames_per_s`` is null; fine-tuning uses the package's own trainer).
 
 Sizes: ``paper`` is each model's defaults, the force-field paper's settings (embedding 128, cutoff
 6 Å, max neighbours 500); ``quickstart`` is hidden_channels 32, two layers, cutoff 6 Å, as in
@@ -24,8 +33,8 @@ measurement has used ``--budget-s`` (at least one is timed). A call whose warm-u
 budget is timed by that call only. Training is skipped (reported as null) when ``--batch-size``
 forward-backward calls already exceed the budget, since a training step costs more than that.
 
-Prints a table; the last line is one JSON object {model: {forward_backward_ms, train_frames_per_s,
-parameters}}.
+Prints a table; the last line is one JSON object {model: {forward_backward_ms, md_replica_steps_per_s,
+train_frames_per_s, parameters[, batch_speedup]}}.
 """
 
 from __future__ import annotations
@@ -34,13 +43,21 @@ import argparse
 import inspect
 import json
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
+from ase.calculators.calculator import all_changes
 
+from benchmarks.md_throughput import FUSION_DISTANCE_A, MAX_TEMPERATURE_K, protocol_for
+from mlff.md.ase_engine import AseEngine
+from mlff.md.driver import run_md
+from mlff.md.torch_engine import TorchEngine
 from mlff.models import MODELS, build_model, energy_and_forces
+from mlff.pretrained import PRETRAINED, Pretrained
 from mlff.structures import load_structure
 from mlff.training import ENERGY_WEIGHT, FORCE_WEIGHT, GRAD_CLIP_NORM, train_epoch
 from mlff.trajectory import Trajectory
@@ -50,6 +67,7 @@ LAYER_HPARAMS = ("num_interactions", "num_layers")  # the name of the depth hype
 RATTLE_A = 0.05  # standard deviation of the displacements of the training frames
 LEARNING_RATE = 1e-4
 MS_PER_S = 1e3
+MD_STEPS = 10  # steps of one timed MD run, after a warm-up run
 
 
 def size_hparams(name: str, size: str) -> dict:
@@ -87,6 +105,17 @@ def training_frames(atoms, n_frames: int, seed: int) -> Trajectory:
     )
 
 
+def md_replica_steps_per_s(engine, repeats: int, budget_s: float) -> float:
+    """Steps per CPU second of ``MD_STEPS``-step runs of one replica (see module docstring)."""
+    with tempfile.TemporaryDirectory() as directory:
+        def run() -> None:
+            run_md(engine, [protocol_for(MD_STEPS)], [0], [Path(directory) / "md.frames"], progress=False,
+                   fusion_distance_A=FUSION_DISTANCE_A, max_temperature_K=MAX_TEMPERATURE_K)
+
+        run_s, _ = median_cpu_s(run, repeats, budget_s)
+    return MD_STEPS / run_s
+
+
 def benchmark_model(name: str, size: str, atoms, repeats: int, batch_size: int, budget_s: float):
     """(figures of model ``name``, timed forward-backward calls, timed training steps)."""
     torch.manual_seed(0)
@@ -95,6 +124,7 @@ def benchmark_model(name: str, size: str, atoms, repeats: int, batch_size: int, 
     call_s, call_samples = median_cpu_s(lambda: energy_and_forces(model, graph), repeats, budget_s)
     figures = {
         "forward_backward_ms": MS_PER_S * call_s,
+        "md_replica_steps_per_s": md_replica_steps_per_s(TorchEngine(model, atoms), repeats, budget_s),
         "train_frames_per_s": None,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
@@ -116,18 +146,59 @@ def benchmark_model(name: str, size: str, atoms, repeats: int, batch_size: int, 
     return figures, call_samples, step_samples
 
 
+def benchmark_pretrained(name: str, atoms, repeats: int, batch_size: int, budget_s: float):
+    """(figures of pretrained MLIP ``name``, timed forward-backward calls, timed batched calls)."""
+    calculator = Pretrained(name).calculator("cpu")
+
+    def call() -> None:
+        calculator.calculate(atoms.copy(), ["energy", "forces"], all_changes)
+
+    call_s, call_samples = median_cpu_s(call, repeats, budget_s)
+    model = getattr(calculator, "model", None)
+    figures = {
+        "forward_backward_ms": MS_PER_S * call_s,
+        "md_replica_steps_per_s": md_replica_steps_per_s(AseEngine(atoms, calculator), repeats, budget_s),
+        "train_frames_per_s": None,
+        "parameters": sum(p.numel() for p in model.parameters()) if isinstance(model, torch.nn.Module) else None,
+    }
+    batch_samples = 0
+    if name == "chgnet":
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        structures = [AseAtomsAdaptor.get_structure(atoms)] * batch_size
+
+        def one_by_one() -> None:
+            for structure in structures:
+                model.predict_structure(structure, task="ef")
+
+        def batched() -> None:
+            model.predict_structure(structures, task="ef", batch_size=batch_size)
+
+        sequential_s, _ = median_cpu_s(one_by_one, repeats, budget_s)
+        batched_s, batch_samples = median_cpu_s(batched, repeats, budget_s)
+        figures["batch_speedup"] = sequential_s / batched_s
+    return figures, call_samples, batch_samples
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("paper", "quickstart"), default="paper", help="model size (default paper)")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated model names (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls after the warm-up, at most (default 5)")
-    parser.add_argument("--batch-size", type=int, default=4, help="frames per training step (default 4)")
+    parser.add_argument("--pretrained", default=",".join(PRETRAINED),
+                        help="comma-separated pretrained MLIPs (default: all built-ins; '' for none)")
+    parser.add_argument("--batch-size", type=int, default=4,
+                        help="frames per training step and per batched CHGNet call (default 4)")
     parser.add_argument("--budget-s", type=float, default=20.0, help="CPU seconds per measurement (default 20)")
     args = parser.parse_args()
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
         parser.error(f"--models: unknown {unknown}; known models: {sorted(MODELS)}")
+    pretrained = [name.strip() for name in args.pretrained.split(",") if name.strip()]
+    unknown = sorted(set(pretrained) - set(PRETRAINED))
+    if unknown:
+        parser.error(f"--pretrained: unknown {unknown}; known pretrained MLIPs: {sorted(PRETRAINED)}")
     positive = (("--repeats", args.repeats), ("--batch-size", args.batch_size), ("--budget-s", args.budget_s))
     for option, value in positive:
         if not value > 0:
@@ -138,16 +209,24 @@ def main() -> None:
     results = {}
     print(f"Model speed, {len(atoms)}-atom LGPS, size {args.size}, CPU, 1 torch thread, CPU-time medians "
           f"(samples in brackets), training batch {args.batch_size}")
-    print(f"{'model':<14} {'parameters':>11} {'forward+backward ms':>22} {'train frames/s':>19}")
-    for name in names:
-        figures, call_samples, step_samples = benchmark_model(
-            name, args.size, atoms, args.repeats, args.batch_size, args.budget_s
-        )
+    print(f"{'model':<14} {'parameters':>11} {'forward+backward ms':>22} {'MD steps/s':>11} {'train frames/s':>19}")
+    for name in names + pretrained:
+        if name in MODELS:
+            figures, call_samples, step_samples = benchmark_model(
+                name, args.size, atoms, args.repeats, args.batch_size, args.budget_s
+            )
+            train = (f"{figures['train_frames_per_s']:.3f} [{step_samples}]" if step_samples
+                     else "skipped (budget)")
+        else:
+            figures, call_samples, batch_samples = benchmark_pretrained(
+                name, atoms, args.repeats, args.batch_size, args.budget_s
+            )
+            train = "pretrained" + (f"; batch of {args.batch_size} {figures['batch_speedup']:.2f}x [{batch_samples}]"
+                                    if "batch_speedup" in figures else "")
         results[name] = figures
-        train = (f"{figures['train_frames_per_s']:.3f} [{step_samples}]" if step_samples
-                 else "skipped (budget)")
-        print(f"{name:<14} {figures['parameters']:>11,} {figures['forward_backward_ms']:>16.1f} [{call_samples}] "
-              f"{train:>19}", flush=True)
+        parameters = "n/a" if figures["parameters"] is None else f"{figures['parameters']:,}"
+        print(f"{name:<14} {parameters:>11} {figures['forward_backward_ms']:>16.1f} [{call_samples}] "
+              f"{figures['md_replica_steps_per_s']:>11.2f} {train:>19}", flush=True)
     print(json.dumps(results))
 
 

@@ -41,6 +41,18 @@ def _colors(sources: list[str]) -> dict[str, str]:
     return {REFERENCE_SOURCE: "black", **{model: f"C{k % 10}" for k, model in enumerate(models)}}
 
 
+def _named(docs: list[dict], tables: dict[str, list[dict]]) -> tuple[list[dict], dict[str, list[dict]]]:
+    """Documents and table rows with each pretrained source named with its label, ``chgnet-zs (chgnet
+    zero-shot)``, as every figure and table of the report shows it."""
+    labels = {doc["source"]: doc["label"] for doc in docs if doc.get("label")}
+
+    def name(source: str) -> str:
+        return f"{source} ({labels[source]})" if source in labels else source
+
+    return ([{**doc, "source": name(doc["source"])} for doc in docs],
+            {table: [{**row, "model": name(row["model"])} for row in rows] for table, rows in tables.items()})
+
+
 def _by(docs: list[dict], kind: str) -> list[dict]:
     return [doc for doc in docs if doc["kind"] == kind]
 
@@ -349,6 +361,7 @@ def write_report(campaign: str, docs: list[dict], tables: dict[str, list[dict]],
     are relative to. A figure whose data is missing (e.g. a file a document names is gone) is left
     out and said so.
     """
+    docs, tables = _named(docs, tables)
     docs = [absolute_paths(doc, root) for doc in docs]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator, model_validator
 
 from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A, MAX_N_BINS, MAX_R_MAX_A, MIN_N_BINS
 from mlff.md.engine import engine_class, engine_names
 from mlff.md.protocol import FS_PER_PS, STEP_COUNT_TOLERANCE
+from mlff.pretrained import FINE_TUNABLE, Pretrained, resolve_weight_paths, results_label
 from records.errors import CampaignError
+from records.results import REFERENCE_SOURCE
 from records.settings import PositiveFloat, ResourcesSpec, StoreSpec, Strict
 from workflows.inputs import DEFAULT_COLLAPSE_WINDOW_PS
 
@@ -61,7 +63,8 @@ class GeneratedReference(Strict):
     """Reference MD run by an ASE calculator with the paper's protocol, at every MD temperature."""
 
     calculator: str = Field(
-        "chgnet", description="`chgnet` or an ASE calculator class as `package.module:ClassName`."
+        "chgnet", description="`chgnet`, `sevennet-0` or an ASE calculator class as `package.module:ClassName` "
+        "(mlff/pretrained.py), built without arguments."
     )
     runs: int = Field(1, ge=1, le=100, description="Independent runs per temperature (the paper: 3).")
     ramp_ps: float = Field(5.0, ge=0, description="Velocity-scaling ramp from md.ramp.start_K to T, in ps.")
@@ -71,9 +74,7 @@ class GeneratedReference(Strict):
     @field_validator("calculator")
     @classmethod
     def _ase_calculator(cls, name: str) -> str:
-        from mlff.reference import calculator_class
-
-        calculator_class(name)
+        Pretrained(name).check()
         return name
 
 
@@ -207,12 +208,52 @@ class AnalysisSpec(Strict):
     )
 
 
+class PretrainedSpec(Strict):
+    """A universal pretrained MLIP as a campaign model (mlff/pretrained.py)."""
+
+    pretrained: str = Field(..., description="`chgnet`, `sevennet-0`, or an ASE calculator class as "
+                            "`package.module:ClassName` (weights on disk, never downloaded).")
+    mode: Literal["zero_shot", "fine_tune"] = Field(
+        ..., description="`zero_shot`: as it is; `fine_tune`: trained further on training's split with training's "
+        "settings (chgnet)."
+    )
+    options: dict[str, Any] = Field(
+        {}, description="Keyword arguments of a calculator class; those ending in path, paths or file name weight "
+        "files, relative to the spec."
+    )
+
+    @model_validator(mode="after")
+    def _buildable(self) -> PretrainedSpec:
+        Pretrained(self.pretrained, self.options).calculator_class()
+        if self.mode == "fine_tune" and self.pretrained not in FINE_TUNABLE:
+            raise ValueError(f"mode: fine_tune is available for {', '.join(FINE_TUNABLE)}, not {self.pretrained}; "
+                             "use zero_shot")
+        return self
+
+    @property
+    def label(self) -> str:
+        return results_label(self.pretrained, self.mode)
+
+
+def _model_entry(entry: object) -> str:
+    pretrained = isinstance(entry, PretrainedSpec) or (isinstance(entry, dict) and "pretrained" in entry)
+    return "tagged-pretrained" if pretrained else "tagged-zoo"  # parse_spec leaves tags out of YAML paths
+
+
+ZooHparams = dict[str, int | float | str | bool | None]
+ModelEntry = Annotated[
+    Union[Annotated[PretrainedSpec, Tag("tagged-pretrained")], Annotated[ZooHparams, Tag("tagged-zoo")]],  # noqa: UP007
+    Discriminator(_model_entry),
+]
+
+
 class CampaignSpec(Strict):
     campaign: CampaignSection
     materials: dict[Annotated[str, Field(pattern=MATERIAL_NAME_PATTERN)], MaterialSpec] = Field(..., min_length=1)
     training: TrainingSpec
-    models: dict[str, dict[str, int | float | str | bool | None]] = Field(
-        ..., min_length=1, description="Model name from the registry -> hyperparameter overrides."
+    models: dict[Annotated[str, Field(pattern=MATERIAL_NAME_PATTERN)], ModelEntry] = Field(
+        ..., min_length=1, description="Model name from the registry -> hyperparameter overrides; or a free name -> "
+        "a pretrained MLIP (`pretrained`, `mode`, `options`)."
     )
     prediction: PredictionSpec = Field(default_factory=PredictionSpec)
     md: MDSpec
@@ -225,6 +266,11 @@ class CampaignSpec(Strict):
         from mlff.models import MODELS, build_model
 
         for name, hparams in models.items():
+            if isinstance(hparams, PretrainedSpec):
+                if name in MODELS or name == REFERENCE_SOURCE:
+                    raise ValueError(f"model {name!r}: a pretrained entry needs a name of its own, not a registered "
+                                     f"model's or {REFERENCE_SOURCE!r} (e.g. {hparams.pretrained.split(':')[-1]}-zs)")
+                continue
             if name not in MODELS:
                 raise ValueError(f"unknown model {name!r}; registered models are {sorted(MODELS)}")
             try:
@@ -310,7 +356,15 @@ class CampaignSpec(Strict):
                     check_reference_file(Path(base_dir) / entry.path)
                 except ValueError as err:
                     raise ValueError(f"materials.{name}.import[{index}].path: {err}") from None
+        for name, entry in self.pretrained_models().items():
+            try:
+                pretrained_model(entry, base_dir).check()
+            except ValueError as err:
+                raise ValueError(f"models.{name}: {err}") from None
         return self
+
+    def pretrained_models(self) -> dict[str, PretrainedSpec]:
+        return {name: entry for name, entry in self.models.items() if isinstance(entry, PretrainedSpec)}
 
     def reference_temperatures_K(self, material: str) -> list[float]:
         """Temperatures a material needs reference runs at: every MD temperature, plus training's."""
@@ -323,6 +377,11 @@ class CampaignSpec(Strict):
         """sha256 of the canonical JSON of the validated spec."""
         canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def pretrained_model(entry: PretrainedSpec, base_dir: str | Path) -> Pretrained:
+    """The pretrained model of an entry, its weight files' relative paths under the spec's folder ``base_dir``."""
+    return Pretrained(entry.pretrained, resolve_weight_paths(entry.options, base_dir))
 
 
 def _yaml_path(location: tuple) -> str:

@@ -27,9 +27,12 @@ from tabulate import tabulate
 
 from records.results import REFERENCE_SOURCE
 
+TRAINED_KIND = "trained"  # the kind of a model of the zoo, trained from scratch on the campaign's frames
+
 # Column name -> header in the text table.
 COLUMN_TITLES = {
     "model": "model",
+    "kind": "kind",
     "material": "material",
     "energy_mae_eV_atom": "energy MAE (eV/atom)",
     "energy_r2": "energy R²",
@@ -77,6 +80,7 @@ def _per_source_material(filters: ResultFilter) -> list[dict]:
     """Stages grouping the matched documents into one document per (source, material) with every column."""
     group = {
         "_id": {"source": "$source", "material": "$material"},
+        "kind": {"$max": "$label"},  # a pretrained source's label; null for the zoo and the reference (_rows)
         # One prediction and one material document per (campaign, source, material): $max picks it.
         **{name: {"$max": _if_kind("prediction", f"${name}")}
            for name in ("energy_mae_eV_atom", "energy_r2", "force_mae_eV_A", "force_r2")},
@@ -97,7 +101,9 @@ def _per_source_material(filters: ResultFilter) -> list[dict]:
 def _rows(columns: tuple[str, ...], models_only: bool = False) -> list[dict]:
     """Stages turning grouped documents into rows with these columns, the reference first."""
     stages = [{"$match": {"_id.source": {"$ne": REFERENCE_SOURCE}}}] if models_only else []
-    fields = {name: f"$_id.{name}" if name == "material" else 1 for name in columns if name != "model"}
+    kind = {"$ifNull": ["$kind", {"$cond": [{"$eq": ["$_id.source", REFERENCE_SOURCE]}, REFERENCE_SOURCE, TRAINED_KIND]}]}
+    fields = {name: f"$_id.{name}" if name == "material" else kind if name == "kind" else 1
+              for name in columns if name != "model"}
     return stages + [
         {"$project": {
             "_id": 0, "model": "$_id.source", **fields,
@@ -108,13 +114,13 @@ def _rows(columns: tuple[str, ...], models_only: bool = False) -> list[dict]:
     ]
 
 
-SUMMARY_COLUMNS = ("model", "material", "force_mae_eV_A", "force_r2", "rdf_mae", "rdf_mae_noise_floor",
+SUMMARY_COLUMNS = ("model", "kind", "material", "force_mae_eV_A", "force_r2", "rdf_mae", "rdf_mae_noise_floor",
                    "stable_fraction", "stability_score", "n_runs", "neg_log10_sigma_target", "activation_energy_eV",
                    "arrhenius_reason")
-TABLE_2_COLUMNS = ("model", "material", "target_temperature_K", "neg_log10_sigma_target", "activation_energy_eV",
+TABLE_2_COLUMNS = ("model", "kind", "material", "target_temperature_K", "neg_log10_sigma_target", "activation_energy_eV",
                    "arrhenius_reason")
-TABLES_S1_S3_COLUMNS = ("model", "material", "energy_mae_eV_atom", "energy_r2", "force_mae_eV_A", "force_r2", "rdf_mae")
-FIGURE_4_COLUMNS = ("model", "material", "force_mae_eV_A", "rdf_mae")
+TABLES_S1_S3_COLUMNS = ("model", "kind", "material", "energy_mae_eV_atom", "energy_r2", "force_mae_eV_A", "force_r2", "rdf_mae")
+FIGURE_4_COLUMNS = ("model", "kind", "material", "force_mae_eV_A", "rdf_mae")
 
 
 def summary_pipeline(filters: ResultFilter) -> list[dict]:

@@ -9,11 +9,13 @@ campaign lies; a task's files go to ``<workdir>/<key>/<digest[:12]>/``.
 Stages and keys (temperatures written like ``800K``):
 
 - ``reference/<material>/<T>/run<i>``: generate (or import) one reference trajectory
-- ``train/<model>``: train on the training material's reference frames
+- ``train/<model>``: train on the training material's reference frames (a pretrained model: fine-tune;
+  none for one taken zero-shot)
 - ``predict/<model>/<material>``: energy and force errors on held-out reference frames
 - ``md/<model>/<material>/<T>/rep<r>``: one MLFF-MD run (``md.batch: none``)
 - ``md/<model>/<material>/<T>/batch`` (``md.batch: repetitions``) or ``md/<model>/<material>/batch``
-  (``md.batch: all``): runs integrated together by the torch engine, one trajectory per run
+  (``md.batch: all``): runs integrated together by the torch engine, one trajectory per run; a
+  pretrained model's runs are lone runs by the ASE engine
 - ``analyze/<source>/<material>``: RDF, stability, diffusion and Arrhenius over all runs of one model
   (or of the reference itself, source ``reference``) on one material
 """
@@ -25,7 +27,7 @@ import json
 import os
 from pathlib import Path
 
-from campaign.spec import CampaignSpec
+from campaign.spec import CampaignSpec, PretrainedSpec
 from mlff import BEST_CHECKPOINT
 from mlff.structures import BUILTIN_STRUCTURES
 from records.results import REFERENCE_SOURCE
@@ -170,14 +172,88 @@ def _md_run_entries(task: Task) -> list[dict]:
     ]
 
 
-def _md_batches(md_spec) -> list[tuple[str | None, list[tuple[float, int]]]]:
-    """(key suffix of the batch or None for a lone run, [(temperature_K, repetition)]) per MD task."""
+def _md_batches(md_spec, batched: bool) -> list[tuple[str | None, list[tuple[float, int]]]]:
+    """(key suffix of the batch or None for a lone run, [(temperature_K, repetition)]) per MD task; lone
+    runs only unless ``batched`` (a model the torch engine can batch)."""
     runs = [(t, r) for t in md_spec.temperatures_K for r in range(md_spec.repetitions)]
-    if md_spec.batch == "none":
+    if md_spec.batch == "none" or not batched:
         return [(None, [run]) for run in runs]
     if md_spec.batch == "repetitions":
         return [(f"{temperature_label(t)}/batch", [run for run in runs if run[0] == t]) for t in md_spec.temperatures_K]
     return [("batch", runs)]
+
+
+def _model(plan: _Planner, name: str, entry, training_refs: list[Task]) -> tuple[dict, list[str], str | None]:
+    """A model's part of its predict and MD tasks' inputs, the tasks they wait for, and its label: a model of
+    the zoo is trained; a pretrained one is fine-tuned (``fine_tune``) or taken as it is (``zero_shot``)."""
+    training = plan.spec.training
+    train_key = f"train/{name}"
+    training_config = {
+        "references": [_run_entry(t) for t in training_refs],
+        **plan.split(),
+        "energy_weight": training.energy_weight,
+        "force_weight": training.force_weight,
+        "learning_rate": training.learning_rate,
+        "batch_size": training.batch_size,
+        "max_epochs": training.max_epochs,
+        "max_wall_s": None if training.max_wall_minutes is None else training.max_wall_minutes * SECONDS_PER_MINUTE,
+        "seed": derive_seed(plan.spec.campaign.seed, train_key),
+        "device": plan.device(),
+    }
+    parents = [t.key for t in training_refs]
+    if not isinstance(entry, PretrainedSpec):
+        train = plan.add(train_key, "train", {"model": name, "hparams": entry, **training_config}, parents,
+                         {"out_dir": "."}, {"model": name})
+        return {"checkpoint": str(Path(train.inputs["out_dir"]) / BEST_CHECKPOINT)}, [train.key], None
+    pretrained = {"name": entry.pretrained, "mode": entry.mode, "options": entry.options}
+    if entry.mode == "zero_shot":
+        return {"pretrained": pretrained}, [], entry.label
+    train = plan.add(train_key, "train", {"model": name, "pretrained": pretrained, **training_config}, parents,
+                     {"out_dir": "."}, {"model": name})
+    checkpoint = str(Path(train.inputs["out_dir"]) / BEST_CHECKPOINT)
+    return {"pretrained": {**pretrained, "checkpoint": checkpoint}}, [train.key], entry.label
+
+
+def _md_tasks(plan: _Planner, name: str, material: str, model: dict, parents: list[str]) -> list[Task]:
+    """The MD tasks of one model on one material: lone runs or batches (``md.batch``), a pretrained model's
+    lone runs by the ASE engine."""
+    md_spec = plan.spec.md
+    pretrained = "pretrained" in model
+    md_settings = {
+        "model": name,
+        "material": material,
+        **model,
+        "structure": plan.structure(material),
+        **({} if pretrained else {"engine": md_spec.engine, "tabulate_filters": md_spec.tabulate_filters}),
+        "fusion_distance_A": plan.spec.analysis.fusion_distance_A,
+        "device": plan.device(),
+    }
+    labels = {"model": name, "material": material}
+    tasks = []
+    for suffix, runs in _md_batches(md_spec, batched=not pretrained):
+        replicas = []
+        for temperature_K, repetition in runs:
+            run_key = f"md/{name}/{material}/{temperature_label(temperature_K)}/rep{repetition}"
+            protocol = plan.protocol(temperature_K, md_spec.ramp.ramp_ps, md_spec.production_ps, md_spec.save_every_steps)
+            replicas.append({
+                "protocol": protocol,
+                "seed": derive_seed(plan.spec.campaign.seed, run_key),
+                "temperature_K": temperature_K,
+                "repetition": repetition,
+            })
+        if suffix is None:
+            ((temperature_K, repetition),), (replica,) = runs, replicas
+            md_config = {**md_settings, "protocol": replica["protocol"], "seed": replica["seed"]}
+            run_labels = {**labels, "temperature_K": temperature_K, "repetition": repetition}
+            tasks.append(plan.add(run_key, "md", md_config, parents, {"out_path": "trajectory.frames"}, run_labels))
+            continue
+        md_config = {**md_settings, "replicas": replicas}
+        out_paths = [f"{temperature_label(t)}-rep{r}.frames" for t, r in runs]
+        batch_labels = {**labels, "temperatures_K": sorted({t for t, _ in runs}), "n_runs": len(runs)}
+        tasks.append(plan.add(
+            f"md/{name}/{material}/{suffix}", "md", md_config, parents, {"out_paths": out_paths}, batch_labels
+        ))
+    return tasks
 
 
 def expand(spec: CampaignSpec, base_dir: Path, absolute: bool = False) -> list[Task]:
@@ -199,102 +275,34 @@ def expand(spec: CampaignSpec, base_dir: Path, absolute: bool = False) -> list[T
         labels = {"model": REFERENCE_SOURCE, "material": material}
         plan.add(f"analyze/{REFERENCE_SOURCE}/{material}", "analyze", config, [t.key for t in refs], {"out_dir": "."}, labels)
 
-    md_spec = spec.md
-    for model, hparams in spec.models.items():
-        train_key = f"train/{model}"
-        train_config = {
-            "model": model,
-            "hparams": hparams,
-            "references": [_run_entry(t) for t in training_refs],
-            **plan.split(),
-            "energy_weight": training.energy_weight,
-            "force_weight": training.force_weight,
-            "learning_rate": training.learning_rate,
-            "batch_size": training.batch_size,
-            "max_epochs": training.max_epochs,
-            "max_wall_s": None if training.max_wall_minutes is None else training.max_wall_minutes * SECONDS_PER_MINUTE,
-            "seed": derive_seed(spec.campaign.seed, train_key),
-            "device": plan.device(),
-        }
-        train = plan.add(
-            train_key, "train", train_config, [t.key for t in training_refs], {"out_dir": "."}, {"model": model}
-        )
-        checkpoint = str(Path(train.inputs["out_dir"]) / BEST_CHECKPOINT)
-
+    for name, entry in spec.models.items():
+        model, model_parents, label = _model(plan, name, entry, training_refs)
         for material, refs in references.items():
             predict_config = {
-                "model": model,
+                "model": name,
                 "material": material,
-                "checkpoint": checkpoint,
+                **model,
                 "references": [_run_entry(t) for t in refs],
                 "n_frames": spec.prediction.n_frames,
                 "held_out_split": plan.split() if material == training.material else None,
                 "training_references": [_run_entry(t) for t in training_refs] if material == training.material else [],
-                "seed": derive_seed(spec.campaign.seed, f"predict/{model}/{material}"),
+                "seed": derive_seed(spec.campaign.seed, f"predict/{name}/{material}"),
                 "device": plan.device(),
             }
-            plan.add(
-                f"predict/{model}/{material}",
-                "predict",
-                predict_config,
-                [train.key, *(t.key for t in refs)],
-                {"out_dir": "."},
-                {"model": model, "material": material},
-            )
-
-            md_tasks = []
-            md_settings = {
-                "model": model,
-                "material": material,
-                "checkpoint": checkpoint,
-                "structure": plan.structure(material),
-                "engine": md_spec.engine,
-                "tabulate_filters": md_spec.tabulate_filters,
-                "fusion_distance_A": spec.analysis.fusion_distance_A,
-                "device": plan.device(),
-            }
-            labels = {"model": model, "material": material}
-            for suffix, runs in _md_batches(md_spec):
-                replicas = []
-                for temperature_K, repetition in runs:
-                    run_key = f"md/{model}/{material}/{temperature_label(temperature_K)}/rep{repetition}"
-                    protocol = plan.protocol(
-                        temperature_K, md_spec.ramp.ramp_ps, md_spec.production_ps, md_spec.save_every_steps
-                    )
-                    replicas.append({
-                        "protocol": protocol,
-                        "seed": derive_seed(spec.campaign.seed, run_key),
-                        "temperature_K": temperature_K,
-                        "repetition": repetition,
-                    })
-                if suffix is None:
-                    ((temperature_K, repetition),), (replica,) = runs, replicas
-                    md_config = {**md_settings, "protocol": replica["protocol"], "seed": replica["seed"]}
-                    run_labels = {**labels, "temperature_K": temperature_K, "repetition": repetition}
-                    md_tasks.append(plan.add(run_key, "md", md_config, [train.key], {"out_path": "trajectory.frames"}, run_labels))
-                    continue
-                md_config = {**md_settings, "replicas": replicas}
-                out_paths = [f"{temperature_label(t)}-rep{r}.frames" for t, r in runs]
-                batch_labels = {**labels, "temperatures_K": sorted({t for t, _ in runs}), "n_runs": len(runs)}
-                md_tasks.append(plan.add(
-                    f"md/{model}/{material}/{suffix}", "md", md_config, [train.key], {"out_paths": out_paths}, batch_labels
-                ))
-
+            labels = {"model": name, "material": material}
+            plan.add(f"predict/{name}/{material}", "predict", predict_config, [*model_parents, *(t.key for t in refs)],
+                     {"out_dir": "."}, labels)
+            md_tasks = _md_tasks(plan, name, material, model, model_parents)
             analyze_config = {
-                "source": model,
+                "source": name,
                 "material": material,
                 "runs": [entry for t in md_tasks for entry in _md_run_entries(t)],
                 "references": [_run_entry(t) for t in refs],
                 **plan.analysis_settings(),
+                **({} if label is None else {"label": label}),  # zoo models' tasks keep their digests
             }
-            plan.add(
-                f"analyze/{model}/{material}",
-                "analyze",
-                analyze_config,
-                [*(t.key for t in md_tasks), *(t.key for t in refs)],
-                {"out_dir": "."},
-                {"model": model, "material": material},
-            )
+            plan.add(f"analyze/{name}/{material}", "analyze", analyze_config,
+                     [*(t.key for t in md_tasks), *(t.key for t in refs)], {"out_dir": "."}, labels)
     return list(plan.tasks.values())
 
 

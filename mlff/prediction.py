@@ -1,9 +1,11 @@
-"""Energies and forces of every frame of a trajectory, in batches."""
+"""Energies and forces of every frame of a trajectory: a ForceField's in batches, or any ASE calculator's."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from ase import Atoms
+from ase.calculators.calculator import BaseCalculator
 
 from mlff.models import ForceField, energy_and_forces
 from mlff.trajectory import Trajectory
@@ -30,3 +32,14 @@ def predict(
     if not energies_eV:
         return np.zeros(0), np.zeros((0, trajectory.n_atoms, 3))
     return np.concatenate(energies_eV).astype(np.float64), np.concatenate(forces_eV_A).astype(np.float64)
+
+
+def predict_with_calculator(calculator: BaseCalculator, trajectory: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+    """Energies [n_frames] (eV) and forces [n_frames, n_atoms, 3] (eV/Å) of an ASE calculator, frame by frame."""
+    atoms = Atoms(numbers=trajectory.numbers, cell=trajectory.cell_A, pbc=True)
+    atoms.calc = calculator
+    energies_eV, forces_eV_A = np.zeros(trajectory.n_frames), np.zeros((trajectory.n_frames, trajectory.n_atoms, 3))
+    for frame in range(trajectory.n_frames):
+        atoms.positions = trajectory.positions_A[frame]
+        energies_eV[frame], forces_eV_A[frame] = atoms.get_potential_energy(), atoms.get_forces()
+    return energies_eV, forces_eV_A

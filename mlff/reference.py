@@ -7,24 +7,22 @@ the project's stand-in for DFT) and records energies and forces.
 
 from __future__ import annotations
 
-import importlib
 import os
-from importlib import metadata
 from pathlib import Path
 
 import ase.io
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import BaseCalculator
 
 from mlff.md.ase_engine import AseEngine
 from mlff.md.driver import run_md
 from mlff.md.protocol import MDProtocol
+from mlff.models.base import resolve_device
+from mlff.pretrained import CHGNET_MODEL, Pretrained
 from mlff.trajectory import Trajectory, wrap_positions_A, write_trajectory
 from records.provenance import sha256_file
 
 CELL_TOLERANCE_A = 1e-6  # largest change of a cell-vector component still counted as a fixed cell
-CHGNET_MODEL = "0.3.0"  # pretrained CHGNet weights shipped in the chgnet wheel
 SUPPORTED_FORMATS = "extended XYZ (*.xyz, *.extxyz), ASE trajectory (*.traj), VASP vasprun*.xml, VASP XDATCAR*"
 
 
@@ -178,63 +176,6 @@ def import_reference(
     }
 
 
-def _chgnet_calculator(device: str | None) -> BaseCalculator:
-    import torch
-    from chgnet.model import CHGNet
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    class EnergyForcesCHGNet(CHGNetCalculator):
-        """CHGNet predicting energy and forces only: MD needs no stress or magnetic moments,
-        and skipping them saves about a third of each call."""
-
-        implemented_properties = ("energy", "free_energy", "forces")
-
-        def calculate(self, atoms=None, properties=None, system_changes=None):
-            super().calculate(atoms, properties, system_changes, task="ef")
-
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = CHGNet.load(model_name=CHGNET_MODEL, use_device=device, verbose=False)
-    return EnergyForcesCHGNet(model=model, use_device=device)
-
-
-def calculator_class(name: str) -> type[BaseCalculator] | None:
-    """The ASE calculator class a reference calculator name ``"package.module:ClassName"`` names, None for
-    ``"chgnet"``; a name that is neither raises ValueError saying why. Imports, instantiates nothing."""
-    if name == "chgnet":
-        return None
-    module_name, _, class_name = name.partition(":")
-    if not module_name or not class_name:
-        raise ValueError(f"unknown reference calculator {name!r}; expected 'chgnet' or 'package.module:ClassName'")
-    try:
-        found = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise ValueError(f"reference calculator {name!r}: cannot import {class_name} from {module_name} ({err})") from err
-    if not (isinstance(found, type) and issubclass(found, BaseCalculator)):
-        raise ValueError(f"reference calculator {name!r} is not an ASE calculator class")
-    return found
-
-
-def reference_calculator(name: str, device: str | None = None) -> BaseCalculator:
-    """The reference ASE calculator ``name``.
-
-    ``"chgnet"``: pretrained CHGNet (weights from the installed wheel, nothing downloaded) on
-    ``device`` (default: CUDA when available, else CPU), computing energy and forces only.
-    ``"package.module:ClassName"``: that ASE calculator class (``calculator_class``), instantiated
-    without arguments (e.g. ``"ase.calculators.emt:EMT"``).
-    """
-    found = calculator_class(name)
-    return _chgnet_calculator(device) if found is None else found()
-
-
-def _package_version(calculator_name: str) -> str:
-    top_module = calculator_name.partition(":")[0].split(".")[0]
-    distributions = metadata.packages_distributions().get(top_module, [top_module])
-    try:
-        return metadata.version(distributions[0])
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def generate_reference(
     atoms: Atoms,
     calculator_name: str,
@@ -245,14 +186,14 @@ def generate_reference(
     device: str | None = None,
     checkpoint_path: str | os.PathLike | None = None,
 ) -> dict:
-    """Run the MD protocol with reference calculator ``calculator_name``, recording energies and
-    forces in ``out_path``, resumable from ``checkpoint_path`` (``mlff.md.driver.run_md``). Returns the
-    run's summary plus calculator and calculator_version."""
-    calculator = reference_calculator(calculator_name, device=device)
-    provenance = {
-        "calculator": calculator_name,
-        "calculator_version": _package_version(calculator_name),
-    }
+    """Run the MD protocol with reference calculator ``calculator_name`` (``mlff.pretrained``: ``chgnet``,
+    ``sevennet-0`` or an ASE calculator class, built without arguments) on ``device`` (default: CUDA
+    when available, else CPU), recording energies and forces in ``out_path``, resumable from
+    ``checkpoint_path`` (``mlff.md.driver.run_md``). Returns the run's summary plus calculator and
+    calculator_version."""
+    model = Pretrained(calculator_name)
+    calculator = model.calculator(str(resolve_device(device)))
+    provenance = {"calculator": calculator_name, "calculator_version": model.version()}
     if calculator_name == "chgnet":
         provenance["calculator_model"] = CHGNET_MODEL
     (summary,) = run_md(

@@ -31,7 +31,7 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; training stops instead of going on."""
 
 
-def _require_labelled(trajectories: list[Trajectory], part: str) -> None:
+def require_labelled(trajectories: list[Trajectory], part: str) -> None:
     if not trajectories or sum(t.n_frames for t in trajectories) == 0:
         raise ValueError(f"the {part} set has no frames")
     for run, trajectory in enumerate(trajectories):
@@ -120,8 +120,8 @@ def train(
     training raises ``Preempted`` at the next batch; the unfinished epoch is redone on resume.
     """
     start_s = time.monotonic()
-    _require_labelled(train, "train")
-    _require_labelled(validation, "validation")
+    require_labelled(train, "train")
+    require_labelled(validation, "validation")
     for name, value in (("learning_rate", learning_rate), ("batch_size", batch_size), ("max_epochs", max_epochs)):
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value!r}")
@@ -207,6 +207,14 @@ def train(
         })
         epochs.set_postfix(val_force_mae_eV_A=f"{errors['force_mae_eV_A']:.4f}")
     epochs.close()
+    return training_summary(model_name, curve, stopped_by, best, start_s, n_parameters, out_dir, dataset_hash, seed,
+                            device, conservative=model.conservative)
+
+
+def training_summary(model_name: str, curve: list[dict], stopped_by: str, best: dict, start_s: float,
+                     n_parameters: int, out_dir: Path, dataset_hash: str, seed: int, device, **extra) -> dict:
+    """What a training (or fine-tuning, ``mlff.fine_tuning``) returns: its epochs, best validation errors,
+    checkpoint and what it trained on, plus ``extra``."""
     return {
         "model_name": model_name,
         "epochs_run": len(curve),
@@ -216,11 +224,11 @@ def train(
         "best_validation_force_mae_eV_A": best["force_mae_eV_A"],
         "wall_s": time.monotonic() - start_s,
         "n_parameters": n_parameters,
-        "conservative": model.conservative,
         "checkpoint": str(out_dir / BEST_CHECKPOINT),
         "dataset_hash": dataset_hash,
         "seed": seed,
         "device": str(device),
+        **extra,
     }
 
 

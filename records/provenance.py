@@ -7,7 +7,7 @@ import os
 import platform
 from importlib import metadata
 
-TRACKED_PACKAGES = ("mlff-campaign", "torch", "numpy", "ase", "pymatgen", "chgnet", "vesin", "fireworks")
+TRACKED_PACKAGES = ("mlff-campaign", "torch", "numpy", "ase", "pymatgen", "chgnet", "sevenn", "vesin", "fireworks")
 CHUNK_BYTES = 1 << 20
 
 

@@ -31,6 +31,13 @@ class Provenance(BaseModel):
     tabulated_filters: bool | None = Field(None, description="MD forces from tabulated filters (md.tabulate_filters).")
     checkpoint_sha256: str | None = Field(None, description="sha256 of the model checkpoint used.")
     dataset_hash: str | None = Field(None, description="Hash of the training frames the model saw.")
+    pretrained: str | None = Field(None, description="A pretrained model's name (mlff/pretrained.py).")
+    pretrained_version: str | None = Field(None, description="Version of the package the pretrained model is from.")
+    mode: str | None = Field(None, description="A pretrained model's mode: zero_shot or fine_tune.")
+    checkpoint_file: str | None = Field(None, description="A pretrained model's weights used (fine-tuned: its "
+                                        "checkpoint), whose sha256 is checkpoint_sha256.")
+    base_checkpoint_file: str | None = Field(None, description="A fine-tuned model's starting weights.")
+    base_checkpoint_sha256: str | None = Field(None, description="sha256 of base_checkpoint_file.")
 
 
 class ResultDoc(BaseModel):
@@ -38,6 +45,8 @@ class ResultDoc(BaseModel):
 
     kind: str
     source: str = Field(..., description=f"Model name, or `{REFERENCE_SOURCE}` for the reference trajectories.")
+    label: str | None = Field(None, description="A pretrained source's kind: `chgnet zero-shot`, `chgnet fine-tuned`; "
+                              "None for a model trained from scratch and for the reference.")
     provenance: Provenance
 
 

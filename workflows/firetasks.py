@@ -53,24 +53,24 @@ class ReferenceTask(_StageTask):
 
 
 class TrainTask(_StageTask):
-    """Train one model on the training material's reference frames."""
+    """Train one model (or fine-tune a pretrained one) on the training material's reference frames."""
 
     _fw_name = "{{workflows.firetasks.TrainTask}}"
-    stage_of = {inputs.TrainInputs: stages.train}
+    stage_of = {inputs.TrainInputs: stages.train, inputs.FineTuneInputs: stages.fine_tune}
 
 
 class PredictTask(_StageTask):
-    """Score a trained model's energies and forces on held-out reference frames of one material."""
+    """Score a trained or pretrained model's energies and forces on held-out reference frames of one material."""
 
     _fw_name = "{{workflows.firetasks.PredictTask}}"
-    stage_of = {inputs.PredictInputs: stages.predict}
+    stage_of = {inputs.PredictInputs: stages.predict, inputs.PretrainedPredictInputs: stages.predict}
 
 
 class MDTask(_StageTask):
     """One MLFF-MD run, or a batch of runs integrated together."""
 
     _fw_name = "{{workflows.firetasks.MDTask}}"
-    stage_of = {inputs.MDRunInputs: stages.md, inputs.MDBatchInputs: stages.md}
+    stage_of = {inputs.MDRunInputs: stages.md, inputs.MDBatchInputs: stages.md, inputs.PretrainedMDInputs: stages.md}
 
 
 class AnalyzeTask(_StageTask):

@@ -10,11 +10,12 @@ are relative to the campaign's folder; the firetask makes them absolute (``Store
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from mlff.md.protocol import MDProtocol
+from mlff.pretrained import Pretrained, resolve_weight_paths, results_label
 from mlff.structures import BUILTIN_STRUCTURES
 
 DEFAULT_COLLAPSE_WINDOW_PS = 1.0  # MDsim's (Fu et al., "Forces are not enough", TMLR 2023)
@@ -89,11 +90,32 @@ class ImportReferenceInputs(Inputs):
     out_path: StoredPath
 
 
-class TrainInputs(Inputs):
-    """Train one model on the per-run split of the training references."""
+class PretrainedInputs(Inputs):
+    """A pretrained MLIP (``mlff.pretrained``) as stored: its name, mode, calculator options and, once
+    fine-tuned, the checkpoint with its new weights."""
 
-    model: str
-    hparams: dict[str, int | float | str | bool | None]
+    name: str
+    mode: Literal["zero_shot", "fine_tune"]
+    options: dict[str, Any]
+    checkpoint: StoredPath | None = None  # the fine-tuned weights; None: the pretrained ones
+
+    @field_validator("options")
+    @classmethod
+    def _weights_in_campaign(cls, options: dict, info: ValidationInfo) -> dict:
+        root = (info.context or {}).get(ROOT)
+        return options if root is None else resolve_weight_paths(options, root)
+
+    def model(self) -> Pretrained:
+        return Pretrained(self.name, self.options)
+
+    @property
+    def label(self) -> str:
+        return results_label(self.name, self.mode)
+
+
+class _TrainingSettings(Inputs):
+    """The training split and settings a model trains (or a pretrained one fine-tunes) with."""
+
     references: list[RunEntry]
     n_train_per_run: int
     n_validation_per_run: int
@@ -109,6 +131,20 @@ class TrainInputs(Inputs):
     out_dir: StoredPath
 
 
+class TrainInputs(_TrainingSettings):
+    """Train one model on the per-run split of the training references."""
+
+    model: str
+    hparams: dict[str, int | float | str | bool | None]
+
+
+class FineTuneInputs(_TrainingSettings):
+    """Fine-tune one pretrained MLIP on the per-run split of the training references."""
+
+    model: str
+    pretrained: PretrainedInputs
+
+
 class SplitInputs(Inputs):
     """The training split, to find the held-out frames of the training material."""
 
@@ -117,12 +153,9 @@ class SplitInputs(Inputs):
     split_seed: int
 
 
-class PredictInputs(Inputs):
-    """Score a trained model's energies and forces on held-out frames of one material."""
-
+class _PredictSettings(Inputs):
     model: str
     material: str
-    checkpoint: StoredPath
     references: list[RunEntry]
     n_frames: int
     held_out_split: SplitInputs | None
@@ -130,6 +163,18 @@ class PredictInputs(Inputs):
     seed: int
     device: str
     out_dir: StoredPath
+
+
+class PredictInputs(_PredictSettings):
+    """Score a trained model's energies and forces on held-out frames of one material."""
+
+    checkpoint: StoredPath
+
+
+class PretrainedPredictInputs(_PredictSettings):
+    """Score a pretrained (or fine-tuned) MLIP's energies and forces on held-out frames of one material."""
+
+    pretrained: PretrainedInputs
 
 
 class MDReplica(Inputs):
@@ -175,6 +220,24 @@ class MDBatchInputs(_MDSettings):
         return [(replica.protocol, replica.seed, path) for replica, path in zip(self.replicas, self.out_paths, strict=True)]
 
 
+class PretrainedMDInputs(Inputs):
+    """One MD run of a pretrained (or fine-tuned) MLIP, by the ASE engine."""
+
+    model: str
+    material: str
+    pretrained: PretrainedInputs
+    structure: StructureSource
+    fusion_distance_A: float
+    device: str
+    protocol: ProtocolInputs
+    seed: int
+    out_path: StoredPath
+
+    def runs(self) -> list[tuple[ProtocolInputs, int, str]]:
+        """(protocol, seed, trajectory path) of every run."""
+        return [(self.protocol, self.seed, self.out_path)]
+
+
 class RDFInputs(Inputs):
     r_max_A: float
     n_bins: int
@@ -198,3 +261,5 @@ class AnalyzeInputs(Inputs):
     out_dir: StoredPath
     collapse_window_ps: float = Field(DEFAULT_COLLAPSE_WINDOW_PS, description="Window of the RDF MAE over time, ps; "
                                       "stored only when not the default, so older tasks keep their digests.")
+    label: str | None = Field(None, description="A pretrained source's label (`chgnet zero-shot`); stored for those "
+                              "only.")

@@ -9,6 +9,7 @@ and result documents, so mlff/ and analysis/ stay free of campaign concepts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +39,15 @@ from records.results import (
 )
 from workflows.inputs import (
     AnalyzeInputs,
+    FineTuneInputs,
     GenerateReferenceInputs,
     ImportReferenceInputs,
     MDBatchInputs,
     MDRunInputs,
     PredictInputs,
+    PretrainedInputs,
+    PretrainedMDInputs,
+    PretrainedPredictInputs,
     RunEntry,
     SplitInputs,
     TrainInputs,
@@ -109,45 +114,105 @@ def _training_split(references: list[RunEntry], split: SplitInputs):
     return trajectories, split_frames(trajectories, split.n_train_per_run, split.n_validation_per_run, split.split_seed)
 
 
-def train(inputs: TrainInputs) -> dict:
-    """Train a model on the paper's per-run split of the training references."""
+def _training_sets(inputs: TrainInputs | FineTuneInputs):
+    """(train frames, validation frames, their dataset hash) of the paper's per-run split."""
     from mlff.data import dataset_hash
-    from mlff.training import train as train_model
 
     split_inputs = SplitInputs(n_train_per_run=inputs.n_train_per_run, n_validation_per_run=inputs.n_validation_per_run,
                                split_seed=inputs.split_seed)
     trajectories, split = _training_split(inputs.references, split_inputs)
     train_set, validation_set = split.select(trajectories, "train"), split.select(trajectories, "validation")
-    data_hash = dataset_hash(train_set + validation_set)
-    device = _device(inputs.device)
-    summary = train_model(
-        inputs.model, inputs.hparams, train_set, validation_set, inputs.out_dir, seed=inputs.seed, device=device,
-        dataset_hash=data_hash, resume=True, energy_weight=inputs.energy_weight, force_weight=inputs.force_weight,
-        learning_rate=inputs.learning_rate, batch_size=inputs.batch_size, max_epochs=inputs.max_epochs,
-        max_wall_s=inputs.max_wall_s,
-    )
-    checkpoint = summary["checkpoint"]
+    return train_set, validation_set, dataset_hash(train_set + validation_set)
+
+
+def _training_outcome(inputs: TrainInputs | FineTuneInputs, summary: dict, label: str | None = None,
+                      **provenance) -> dict:
+    """The training result document; ``provenance`` of a pretrained model (``_pretrained_provenance``)."""
+    provenance = provenance or {"checkpoint_sha256": sha256_file(summary["checkpoint"])}
     doc = TrainingResult(
         source=inputs.model,
+        label=label,
         epochs_run=summary["epochs_run"],
         best_epoch=summary["best_epoch"],
         validation_energy_mae_eV_atom=summary["best_validation_energy_mae_eV_atom"],
         validation_force_mae_eV_A=summary["best_validation_force_mae_eV_A"],
         n_parameters=summary["n_parameters"],
         wall_s=summary["wall_s"],
-        checkpoint_path=checkpoint,
-        provenance=_provenance(
-            device=device, seed=inputs.seed, checkpoint_sha256=sha256_file(checkpoint), dataset_hash=data_hash
-        ),
+        checkpoint_path=summary["checkpoint"],
+        provenance=_provenance(device=summary["device"], seed=inputs.seed, dataset_hash=summary["dataset_hash"],
+                               **provenance),
     )
     return {"summary": summary, "results": [doc.model_dump()]}
 
 
-def predict(inputs: PredictInputs) -> dict:
-    """Energy and force errors of a trained model on ``n_frames`` held-out frames of a material."""
+def train(inputs: TrainInputs) -> dict:
+    """Train a model on the paper's per-run split of the training references."""
+    from mlff.training import train as train_model
+
+    train_set, validation_set, data_hash = _training_sets(inputs)
+    summary = train_model(
+        inputs.model, inputs.hparams, train_set, validation_set, inputs.out_dir, seed=inputs.seed,
+        device=_device(inputs.device), dataset_hash=data_hash, resume=True, energy_weight=inputs.energy_weight,
+        force_weight=inputs.force_weight, learning_rate=inputs.learning_rate, batch_size=inputs.batch_size,
+        max_epochs=inputs.max_epochs, max_wall_s=inputs.max_wall_s,
+    )
+    return _training_outcome(inputs, summary)
+
+
+def fine_tune(inputs: FineTuneInputs) -> dict:
+    """Fine-tune a pretrained MLIP on the same split, with the same settings (``mlff.fine_tuning``)."""
+    from mlff.fine_tuning import fine_tune as fine_tune_model
+
+    train_set, validation_set, data_hash = _training_sets(inputs)
+    summary = fine_tune_model(
+        inputs.pretrained.model(), train_set, validation_set, inputs.out_dir, seed=inputs.seed,
+        device=_device(inputs.device), dataset_hash=data_hash, energy_weight=inputs.energy_weight,
+        force_weight=inputs.force_weight, learning_rate=inputs.learning_rate, batch_size=inputs.batch_size,
+        max_epochs=inputs.max_epochs, max_wall_s=inputs.max_wall_s,
+    )
+    fine_tuned = inputs.pretrained.model_copy(update={"checkpoint": summary["checkpoint"]})
+    return _training_outcome(inputs, summary, label=fine_tuned.label, **_pretrained_provenance(fine_tuned))
+
+
+PRETRAINED_PROVENANCE = ("pretrained", "pretrained_version", "mode", "checkpoint_file", "base_checkpoint_file",
+                         "base_checkpoint_sha256")  # besides checkpoint_sha256
+
+
+def _pretrained_provenance(pretrained: PretrainedInputs) -> dict:
+    """What a pretrained model's results record of it: name, package version, mode, the weights used and,
+    once fine-tuned, the weights it started from."""
+    model = pretrained.model()
+    files = [str(path) for path in model.weights()]
+    weights_file, weights_sha256 = None, None  # a calculator class may name no file, or several
+    if files:
+        hashes = [sha256_file(file) for file in files]
+        weights_file = ", ".join(files)
+        weights_sha256 = hashes[0] if len(hashes) == 1 else hashlib.sha256("".join(hashes).encode()).hexdigest()
+    recorded = {"pretrained": pretrained.name, "pretrained_version": model.version(), "mode": pretrained.mode}
+    if pretrained.checkpoint is None:
+        return {**recorded, "checkpoint_file": weights_file, "checkpoint_sha256": weights_sha256}
+    return {**recorded, "checkpoint_file": pretrained.checkpoint, "checkpoint_sha256": sha256_file(pretrained.checkpoint),
+            "base_checkpoint_file": weights_file, "base_checkpoint_sha256": weights_sha256}
+
+
+def _predictor(inputs: PredictInputs | PretrainedPredictInputs, device: str):
+    """(frames -> (energies, forces), the provenance of the model, its label) of a prediction's model."""
+    if isinstance(inputs, PretrainedPredictInputs):
+        from mlff.prediction import predict_with_calculator
+
+        calculator = inputs.pretrained.model().calculator(device, inputs.pretrained.checkpoint)
+        return (lambda frames: predict_with_calculator(calculator, frames)), \
+            _pretrained_provenance(inputs.pretrained), inputs.pretrained.label
     from mlff.checkpoint import load_model
     from mlff.prediction import predict as predict_frames
 
+    network, _ = load_model(inputs.checkpoint, device=device)
+    return (lambda frames: predict_frames(network, frames, device=device)), \
+        {"checkpoint_sha256": sha256_file(inputs.checkpoint)}, None
+
+
+def predict(inputs: PredictInputs | PretrainedPredictInputs) -> dict:
+    """Energy and force errors of a trained or pretrained model on ``n_frames`` held-out frames of a material."""
     device = _device(inputs.device)
     held_out: dict[str, np.ndarray] = {}  # training runs: only their test frames are held out
     if inputs.held_out_split is not None:
@@ -163,7 +228,7 @@ def predict(inputs: PredictInputs) -> dict:
     rng = np.random.default_rng(inputs.seed)
     chosen = [pool[i] for i in np.sort(rng.choice(len(pool), size=min(inputs.n_frames, len(pool)), replace=False))]
 
-    network, _ = load_model(inputs.checkpoint, device=device)
+    predict_frames, model_provenance, label = _predictor(inputs, device)
     predicted_E, reference_E, predicted_F, reference_F, n_atoms = [], [], [], [], []
     for index, trajectory in enumerate(trajectories):
         preemption.stop_if_requested()  # nothing to keep: a stopped prediction starts again
@@ -171,7 +236,7 @@ def predict(inputs: PredictInputs) -> dict:
         if frames.size == 0:
             continue
         subset = trajectory.select(frames)
-        energies, forces = predict_frames(network, subset, device=device)
+        energies, forces = predict_frames(subset)
         predicted_E.append(energies)
         reference_E.append(subset.energy_eV)
         predicted_F.append(forces.reshape(-1, 3))
@@ -190,6 +255,7 @@ def predict(inputs: PredictInputs) -> dict:
     )
     doc = PredictionResult(
         source=inputs.model,
+        label=label,
         material=inputs.material,
         n_frames=len(chosen),
         energy_mae_eV_atom=mae(predicted_E / n_atoms, reference_E / n_atoms),
@@ -198,38 +264,51 @@ def predict(inputs: PredictInputs) -> dict:
         force_r2=r2_score(predicted_F, reference_F),
         parity_path=str(parity),
         parity_sha256=sha256_file(parity),
-        provenance=_provenance(device=device, seed=inputs.seed, checkpoint_sha256=sha256_file(inputs.checkpoint)),
+        provenance=_provenance(device=device, seed=inputs.seed, **model_provenance),
     )
     return {"summary": {"n_frames": len(chosen), "parity_path": str(parity)}, "results": [doc.model_dump()]}
 
 
-def md(inputs: MDRunInputs | MDBatchInputs) -> dict:
-    """MLFF-MD runs of one task, all integrated together by its engine (``mlff.md``): one run, or a batch.
+def _md_engine(inputs: MDRunInputs | MDBatchInputs | PretrainedMDInputs, device: str):
+    """The engine of an MD task and what its run summaries record of the model."""
+    from mlff.md.engine import engine_class
+    from mlff.structures import load_structure
+
+    atoms = load_structure(inputs.structure)
+    if isinstance(inputs, PretrainedMDInputs):
+        from mlff.md.ase_engine import AseEngine
+
+        calculator = inputs.pretrained.model().calculator(device, inputs.pretrained.checkpoint)
+        return AseEngine(atoms, calculator), {**_pretrained_provenance(inputs.pretrained),
+                                              "label": inputs.pretrained.label}
+    from mlff.checkpoint import load_model
+
+    model, _ = load_model(inputs.checkpoint, device=device)
+    tabulated = inputs.tabulate_filters and model.tabulate_filters()
+    return engine_class(inputs.engine).from_model(model, atoms), {
+        "checkpoint_sha256": sha256_file(inputs.checkpoint), "tabulated_filters": tabulated,
+    }
+
+
+def md(inputs: MDRunInputs | MDBatchInputs | PretrainedMDInputs) -> dict:
+    """MLFF-MD runs of one task, all integrated together by its engine (``mlff.md``): one run, or a batch;
+    a pretrained model's runs one at a time by the ASE engine.
 
     Every run writes its trajectory and, next to it, its summary; an instability ends a run early as
     a result. The task resumes from its checkpoint (``MD_CHECKPOINT`` in the trajectories' directory).
     With ``tabulate_filters``, a model with distance-only parts evaluates them from tables
     (``ForceField.tabulate_filters``); the summaries record whether.
     """
-    from mlff.checkpoint import load_model
     from mlff.md.driver import run_md
-    from mlff.md.engine import engine_class
-    from mlff.structures import load_structure
 
     device = _device(inputs.device)
     protocols, seeds, out_paths = zip(*[(protocol.protocol(), seed, path) for protocol, seed, path in inputs.runs()])
-    model, _ = load_model(inputs.checkpoint, device=device)
-    tabulated = inputs.tabulate_filters and model.tabulate_filters()
+    engine, recorded = _md_engine(inputs, device)
     summaries = run_md(
-        engine_class(inputs.engine).from_model(model, load_structure(inputs.structure)), list(protocols), list(seeds),
-        list(out_paths), checkpoint_path=Path(out_paths[0]).with_name(MD_CHECKPOINT),
+        engine, list(protocols), list(seeds), list(out_paths), checkpoint_path=Path(out_paths[0]).with_name(MD_CHECKPOINT),
         fusion_distance_A=inputs.fusion_distance_A,
     )
-    checkpoint_sha256 = sha256_file(inputs.checkpoint)
-    summaries = [
-        {**summary, "device": device, "checkpoint_sha256": checkpoint_sha256, "tabulated_filters": tabulated}
-        for summary in summaries
-    ]
+    summaries = [{**summary, "device": device, **recorded} for summary in summaries]
     for summary, path in zip(summaries, out_paths, strict=True):
         _write_json(md_summary_path(path), summary)
     return {"summary": {"runs": summaries}, "results": []}
@@ -329,6 +408,7 @@ def _run_document(inputs: AnalyzeInputs, entry: RunEntry, reference: _ReferenceA
     floor = reference.noise_floor if reference is not None else None
     doc = RunResult(
         source=inputs.source,
+        label=inputs.label,
         material=inputs.material,
         temperature_K=entry.temperature_K,
         repetition=entry.repetition if entry.repetition is not None else entry.run or 0,
@@ -359,6 +439,7 @@ def _run_document(inputs: AnalyzeInputs, entry: RunEntry, reference: _ReferenceA
         provenance=_provenance(
             seed=entry.seed, engine=summary.get("engine"), device=summary.get("device"),
             checkpoint_sha256=summary.get("checkpoint_sha256"), tabulated_filters=summary.get("tabulated_filters"),
+            **{name: summary.get(name) for name in PRETRAINED_PROVENANCE},
         ),
     )
     length_ps = (trajectory.metadata.get("production_ps") or analysed_ps + inputs.discard_ps)
@@ -432,6 +513,7 @@ def analyze(inputs: AnalyzeInputs) -> dict:
     floors = [references[t].noise_floor for t in material.temperatures_K if t in references]
     material_doc = MaterialResult(
         source=inputs.source,
+        label=inputs.label,
         material=inputs.material,
         temperatures_K=material.temperatures_K,
         stable_fraction=material.stable_fraction,
@@ -473,6 +555,7 @@ def _temperature_document(inputs: AnalyzeInputs, summary: TemperatureSummary,
     floor = None if reference is None else reference.noise_floor
     return TemperatureResult(
         source=inputs.source,
+        label=inputs.label,
         material=inputs.material,
         temperature_K=summary.temperature_K,
         n_runs=summary.n_runs,

@@ -61,6 +61,7 @@ def test_results_table_covers_every_model_material_and_the_reference(campaign_di
         ("dimenet++", "LGPS"), ("dimenet++", "Li2S"), ("schnet", "LGPS"), ("schnet", "Li2S"),
     ]
     for row in rows:
+        assert row["kind"] == ("reference" if row["model"] == "reference" else "trained")
         assert 0 <= row["stable_fraction"] <= 1
         assert 0 <= row["stability_score"] <= 1
         # Two temperatures of sub-picosecond runs: not enough for an Arrhenius fit, and said why.
@@ -72,7 +73,7 @@ def test_results_table_covers_every_model_material_and_the_reference(campaign_di
         else:
             assert 0 < row["force_mae_eV_A"] < 10 and row["force_r2"] <= 1
     csv = CliRunner().invoke(main, ["results", str(campaign_dir / "tiny.yaml"), "--format", "csv", "--model", "schnet"])
-    assert csv.output.splitlines()[0].startswith("model,material,force_mae_eV_A")
+    assert csv.output.splitlines()[0].startswith("model,kind,material,force_mae_eV_A")
     assert len(csv.output.splitlines()) == 3
 
 

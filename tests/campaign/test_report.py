@@ -47,9 +47,10 @@ def _campaign(tmp_path):
         {"path": _trajectory(tmp_path / f"m{t}_{r}.frames", 20 + 2 * i + r, t), "temperature_K": t, "repetition": r}
         for i, t in enumerate((800.0, 1200.0)) for r in range(2)
     ]
-    for source, entries in (("reference", references), ("toymodel", runs)):
+    labels = {"toy-zs": "toy zero-shot"}  # a pretrained source's runs: the same trajectories, named by its label
+    for source, entries in (("reference", references), ("toymodel", runs), ("toy-zs", runs)):
         inputs = {"source": source, "material": "toyLiS", "runs": entries, "references": references,
-                  "out_dir": str(tmp_path / "analyze" / source), **SETTINGS}
+                  "out_dir": str(tmp_path / "analyze" / source), "label": labels.get(source), **SETTINGS}
         docs += analyze(AnalyzeInputs(**inputs))["results"]
         analyses.append(inputs)
     rng = np.random.default_rng(0)
@@ -82,6 +83,7 @@ def test_report_writes_every_figure_and_table(tmp_path):
     for title in ("Table 1", "Table 2", "Stability over time", "Table S1", "Table S2", "Table S3", "Stability", "Diffusion paths"):
         assert title in page
     assert "Not drawn" not in page
+    assert page.count("<td>toy-zs (toy zero-shot)</td>") >= 4 and "<td>toy-zs</td>" not in page  # every table names it
     # The reference compared with itself: identical Li density, nothing in empty voxels.
     row = page.split("<td>reference</td><td>toyLiS</td><td>1200</td>")[-1].split("</tr>")[0]  # diffusion-path table
     assert row.startswith("<td>1</td><td>0</td><td>no</td>")

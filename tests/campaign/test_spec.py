@@ -67,6 +67,16 @@ BAD_SPECS = [
     ("models", {"schnett": {}}, "models", "unknown model 'schnett'"),
     ("models", {"schnet": {"hidden_chanels": 32}}, "models", "hidden_chanels"),
     ("models", {}, "models", "at least 1"),
+    ("models", {"schnet": {"pretrained": "chgnet", "mode": "zero_shot"}}, "models", "needs a name of its own"),
+    ("models", {"reference": {"pretrained": "chgnet", "mode": "zero_shot"}}, "models", "needs a name of its own"),
+    ("models", {"sn": {"pretrained": "sevennet-0", "mode": "fine_tune"}}, "models.sn", "fine_tune is available for chgnet"),
+    ("models", {"cz": {"pretrained": "chgnet", "mode": "zeroshot"}}, "models.cz.mode", "'zero_shot' or 'fine_tune'"),
+    ("models", {"cz": {"pretrained": "chgnet", "mode": "zero_shot", "optons": {}}}, "models.cz.optons", "unknown key"),
+    ("models", {"cz": {"pretrained": "chgnet", "mode": "zero_shot", "options": {"a": 1}}}, "models.cz", "no options"),
+    ("models", {"m": {"pretrained": "mace", "mode": "zero_shot"}}, "models.m", "unknown pretrained model or calculator"),
+    ("models", {"m": {"pretrained": "mace.calculators:MACECalculator", "mode": "zero_shot"}}, "models.m", "cannot import"),
+    ("models", {"emt": {"pretrained": "ase.calculators.emt:EMT", "mode": "zero_shot", "options": {"model_path": "x.model"}}},
+     "models.emt", "x.model not found; nothing is downloaded"),
     ("md.temperatures_K", [800, 800], "md.temperatures_K", "distinct"),
     ("md.temperatures_K", [-5], "md.temperatures_K[0]", "greater than 0"),
     ("md.timestep_fs", 50, "md.timestep_fs", "less than or equal to 10"),
@@ -84,7 +94,7 @@ def test_bad_spec_names_path_and_expectation(quickstart, path, value, where, wor
     data = copy.deepcopy(quickstart)
     _set(data, path, value)
     with pytest.raises(SpecError) as err:
-        parse_spec(data, source="bad.yaml")
+        parse_spec(data, source="bad.yaml", base_dir=EXAMPLES)
     message = str(err.value)
     assert message.startswith("bad.yaml: invalid campaign spec")
     line = next((ln for ln in message.splitlines()[1:] if ln.strip().startswith(where + ":")), None)
@@ -135,3 +145,29 @@ def test_validate_prints_counts_and_writes_nothing(tmp_path):
     counts = dict(line.split() for line in result.output.splitlines()[1:])
     assert counts == {"reference": "4", "train": "2", "predict": "4", "md": "16", "analyze": "6", "total": "32"}
     assert list(tmp_path.iterdir()) == [path]
+
+
+def test_pretrained_entries_are_planned_beside_the_zoo(tmp_path):
+    data = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "emt.model").write_text("local weights")  # a calculator class's file, relative to the spec
+    data["models"].update({
+        "chgnet-zs": {"pretrained": "chgnet", "mode": "zero_shot"},
+        "chgnet-ft": {"pretrained": "chgnet", "mode": "fine_tune"},
+        "sevennet-zs": {"pretrained": "sevennet-0", "mode": "zero_shot"},
+        "emt-local": {"pretrained": "ase.calculators.emt:EMT", "mode": "zero_shot",
+                      "options": {"model_file": "weights/emt.model"}},
+    })
+    data["md"].update({"engine": "torch", "batch": "repetitions"})
+    path = tmp_path / "q.yaml"
+    path.write_text(yaml.safe_dump(data))
+    spec = load_spec(path)
+    assert {name: entry.label for name, entry in spec.pretrained_models().items()} == {
+        "chgnet-zs": "chgnet zero-shot", "chgnet-ft": "chgnet fine-tuned", "sevennet-zs": "sevennet-0 zero-shot",
+        "emt-local": "ase.calculators.emt:EMT zero-shot"}
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    # Trained: the 2 zoo models and chgnet-ft. MD: the zoo in batches of 2 repetitions (2 models x 2 materials
+    # x 2 T), the 4 pretrained ones in lone ASE runs (4 x 2 materials x 2 T x 2 repetitions).
+    counts = dict(line.split() for line in result.output.splitlines()[1:])
+    assert counts == {"reference": "4", "train": "3", "predict": "12", "md": "40", "analyze": "14", "total": "73"}

@@ -15,7 +15,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from mlff.md.protocol import MDProtocol
-from mlff.reference import generate_reference, import_reference, reference_calculator
+from mlff.reference import generate_reference, import_reference
 from mlff.structures import load_structure
 from mlff.trajectory import read_trajectory, wrap_positions_A
 
@@ -164,13 +164,6 @@ def test_missing_timestep_raises(tmp_path):
         import_reference(tmp_path / "md.extxyz", tmp_path / "ref.frames")
 
 
-def test_reference_calculator_by_import_path():
-    assert isinstance(reference_calculator("ase.calculators.emt:EMT"), EMT)
-    for bad in ("dft", "ase.calculators.emt:NoSuchCalculator", "no_such_module:Thing", "numpy:ndarray"):
-        with pytest.raises(ValueError, match="reference calculator"):
-            reference_calculator(bad)
-
-
 def test_generate_reference_with_emt_records_energies_and_forces(tmp_path):
     atoms = bulk("Cu", cubic=True).repeat((2, 2, 1))
     protocol = MDProtocol(temperature_K=400.0, ramp_ps=0.01, production_ps=0.02)
@@ -216,18 +209,3 @@ def test_generate_reference_with_chgnet_runs_offline(tmp_path, monkeypatch):
     # Li2S is bound: CHGNet's energy is negative, a few eV per atom, and the forces are moderate at 800 K.
     assert -6.0 < trajectory.energy_eV.mean() / trajectory.n_atoms < -2.0
     assert np.abs(trajectory.forces_eV_A).max() < 10.0
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("one_torch_thread")
-def test_chgnet_reference_calculator_matches_chgnet_own_calculator():
-    from chgnet.model.dynamics import CHGNetCalculator
-
-    calculator = reference_calculator("chgnet", device="cpu")
-    atoms = load_structure("Li2S")
-    atoms.rattle(0.05, seed=2)
-    atoms.calc = calculator
-    energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-    atoms.calc = CHGNetCalculator(model=calculator.model, use_device="cpu")
-    assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-5)
-    np.testing.assert_allclose(forces, atoms.get_forces(), atol=1e-5)
