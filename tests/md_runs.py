@@ -21,7 +21,8 @@ def lammps_md(atoms, model, protocol, seed, out_path, **options) -> dict:
 
 
 def torch_md(model, atoms, protocols, seeds, out_paths, neighbour_skin_A=DEFAULT_NEIGHBOUR_SKIN_A,
-             replicas_per_call=None, **options) -> list[dict]:
+             replicas_per_call=None, sync_free=None, **options) -> list[dict]:
     """The summaries of a batch of the torch engine; ``options`` go to ``run_md``."""
-    engine = TorchEngine(model, atoms, neighbour_skin_A=neighbour_skin_A, replicas_per_call=replicas_per_call)
+    engine = TorchEngine(model, atoms, neighbour_skin_A=neighbour_skin_A, replicas_per_call=replicas_per_call,
+                         sync_free=sync_free)
     return run_md(engine, protocols, seeds, out_paths, **options)

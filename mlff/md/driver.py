@@ -68,7 +68,9 @@ def run_md(
     file's. Non-finite numbers are checked every step, atom fusion (a distance below
     ``fusion_distance_A``) and a temperature above ``max_temperature_K`` (default 10 x each
     replica's target) at every saved frame and every ``check_every_steps`` steps; an unstable
-    replica stops there, and its unstable frame is never written.
+    replica stops there, and its unstable frame is never written. An engine that
+    ``defers_observations`` is read only at those steps, at a replica's last step and before a
+    checkpoint, step by step, so a replica still stops at its first non-finite step.
 
     With ``checkpoint_path``, every replica's state is saved every ``checkpoint_every_steps``
     steps and when ``mlff.preemption`` asks to stop, which then raises ``Preempted``; a run whose
@@ -117,6 +119,7 @@ def run_md(
         while driver.live:
             driver.advance(writers, bar)
             if checkpoint_path is not None and (preemption.requested() or driver.step % checkpoint_every_steps == 0):
+                driver.read_unread(bar)
                 for writer in writers:
                     writer.flush()
                 driver.save(checkpoint_path)
@@ -141,6 +144,7 @@ class _Driver:
         self.identity = run_identity(engine.name, protocols, seeds, engine.atoms.numbers)
         self.step, self.live, self.wall_start_s = 0, list(range(len(protocols))), time.perf_counter()
         self.records = [ReplicaRecord() for _ in protocols]
+        self.unread: list[tuple[int, Observation]] = []  # (step, what the engine observed), not read yet
 
     def begin(self, checkpoint_path: Path | None) -> int | None:
         """Start the engine afresh, or from the checkpoint when there is one; returns the step resumed from."""
@@ -167,42 +171,70 @@ class _Driver:
         ))
 
     def advance(self, writers: list[TrajectoryWriter], bar: tqdm) -> None:
-        """One step of every live replica: its checks, its frame, and the replicas that finish leave."""
+        """One step of every live replica. At an event (a check, a frame, a replica's last step), or at every
+        step unless the engine defers its observations, the driver reads them: the checks, the frames, and
+        the replicas that finish or stop leave."""
         self.step += 1
         step, live = self.step, self.live
         protocols = [self.protocols[r] for r in live]
-        seen = self.engine.advance([protocol.ramp_target_K(step) for protocol in protocols])
+        self.unread.append((step, self.engine.advance([protocol.ramp_target_K(step) for protocol in protocols])))
+        bar.update()
         production_step = [step - protocol.n_ramp_steps for protocol in protocols]  # [n_live]
         saving = [n > 0 and n % protocol.save_every_steps == 0 for n, protocol in zip(production_step, protocols)]
-        reasons = self._reasons(seen, any(saving) or step % self.check_every_steps == 0, bar)
-        for slot, replica in enumerate(live):
-            if reasons[slot] is None and production_step[slot] > 0:
-                self.records[replica].temperature_sum_K += seen.temperature_K[slot]
-                self.records[replica].n_temperatures += 1
+        check = any(saving) or step % self.check_every_steps == 0
+        if self.engine.defers_observations and not check and step < min(protocol.n_steps for protocol in protocols):
+            return
+        reasons, seen = self._read(check, bar)
         if any(save and reason is None for save, reason in zip(saving, reasons)):
             self._write(writers, seen, saving, reasons, production_step)
-        bar.update()
         keep = []
         for slot, (replica, protocol) in enumerate(zip(live, protocols)):
             if reasons[slot] is None and step < protocol.n_steps:
                 keep.append(slot)
-            else:
-                self.records[replica].reason, self.records[replica].stop_step = reasons[slot], step
-        if len(keep) < len(live):
-            self.live = [live[slot] for slot in keep]
+            elif reasons[slot] is None:
+                self.records[replica].stop_step = step
+        self._keep(keep)
+
+    def read_unread(self, bar: tqdm) -> None:
+        """Read the observations the engine deferred (before a checkpoint); the replicas that stopped leave."""
+        if self.unread:
+            reasons, _ = self._read(False, bar)
+            self._keep([slot for slot, reason in enumerate(reasons) if reason is None])
+
+    def _keep(self, keep: list[int]) -> None:
+        if len(keep) < len(self.live):
+            self.live = [self.live[slot] for slot in keep]
             if keep:
                 self.engine.drop(keep)
 
-    def _reasons(self, seen: Observation, check: bool, bar: tqdm) -> list[str | None]:
-        """Per live replica why it is unstable, or None: non-finite numbers always, the rest when ``check``."""
-        if not check:
-            return [None if finite else "non_finite" for finite in seen.finite]
-        shortest_A = self.engine.shortest_pair_A(self.fusion_distance_A)
-        bar.set_postfix(T_K=f"{sum(seen.temperature_K) / len(seen.temperature_K):.0f}", refresh=False)
-        return [
-            instability(finite, shortest, kelvin, self.fusion_distance_A, self.limits_K[replica])
-            for finite, shortest, kelvin, replica in zip(seen.finite, shortest_A, seen.temperature_K, self.live)
-        ]
+    def _read(self, check: bool, bar: tqdm) -> tuple[list[str | None], Observation]:
+        """Read the unread observations step by step: a replica stops at its first non-finite step, or, with
+        ``check``, at the last step if it is unstable there (``protocol.instability``); the production
+        temperatures of the steps before add up. Returns each live slot's reason to stop (None: it goes
+        on) and the last step's observation."""
+        reasons: list[str | None] = [None] * len(self.live)
+        steps, observations = zip(*self.unread)
+        self.unread = []
+        shortest_A = self.engine.shortest_pair_A(self.fusion_distance_A) if check else None
+        for step, seen in zip(steps, Observation.on_host(list(observations))):
+            checked = check and step == self.step
+            if checked:
+                bar.set_postfix(T_K=f"{sum(seen.temperature_K) / len(seen.temperature_K):.0f}", refresh=False)
+            for slot, replica in enumerate(self.live):
+                if reasons[slot] is not None:
+                    continue
+                if checked:
+                    reasons[slot] = instability(seen.finite[slot], shortest_A[slot], seen.temperature_K[slot],
+                                                self.fusion_distance_A, self.limits_K[replica])
+                elif not seen.finite[slot]:
+                    reasons[slot] = "non_finite"
+                record = self.records[replica]
+                if reasons[slot] is not None:
+                    record.reason, record.stop_step = reasons[slot], step
+                elif step > self.protocols[replica].n_ramp_steps:
+                    record.temperature_sum_K += seen.temperature_K[slot]
+                    record.n_temperatures += 1
+        return reasons, seen
 
     def _write(self, writers, seen: Observation, saving: list[bool], reasons: list, production_step: list[int]) -> None:
         positions_A, forces_eV_A = self.engine.frames(self.record_forces)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from ase import Atoms
 
 import mlff.md
@@ -31,11 +32,23 @@ ENGINE_MODULE_SUFFIX = "_engine"
 
 @dataclass(frozen=True)
 class Observation:
-    """What one step gives the driver for each live replica, on the host."""
+    """What one step gives the driver for each live replica: lists on the host, or, from an engine that
+    ``defers_observations``, tensors on its device (``on_host`` reads them)."""
 
-    energy_eV: list[float]  # [n_live] potential energy
-    temperature_K: list[float]  # [n_live] kinetic temperature, after the ramp's rescaling
-    finite: list[bool]  # [n_live] energy, forces and positions are finite
+    energy_eV: list[float] | torch.Tensor  # [n_live] potential energy
+    temperature_K: list[float] | torch.Tensor  # [n_live] kinetic temperature, after the ramp's rescaling
+    finite: list[bool] | torch.Tensor  # [n_live] energy, forces and positions are finite
+
+    @staticmethod
+    def on_host(observations: list[Observation]) -> list[Observation]:
+        """``observations`` as lists on the host, read from a device all at once."""
+        if not observations or not isinstance(observations[0].energy_eV, torch.Tensor):
+            return observations
+        stacked = torch.stack([
+            torch.stack([seen.energy_eV, seen.temperature_K, seen.finite.to(seen.energy_eV.dtype)])
+            for seen in observations
+        ]).cpu()  # [n_steps, 3, n_live]
+        return [Observation(energy.tolist(), kelvin.tolist(), (finite == 1).tolist()) for energy, kelvin, finite in stacked]
 
 
 class Engine(abc.ABC):
@@ -50,6 +63,9 @@ class Engine(abc.ABC):
     name: str  # the engine's name in specs, trajectories and summaries
     batched = False  # can integrate several replicas together, and drop some of them
     max_fusion_distance_A = math.inf  # ``shortest_pair_A`` sees pairs up to this distance
+    # The driver may read a step's Observation late, at its next event: a replica whose numbers stopped
+    # being finite then keeps a finite state, and harms no other, until the driver drops it.
+    defers_observations = False
 
     def __init__(self, atoms: Atoms, calculator: str):
         self.atoms = atoms.copy()

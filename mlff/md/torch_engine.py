@@ -2,11 +2,13 @@
 
 Each step evaluates the live replicas in groups, each group one batched model call (one AtomGraph
 with a structure per replica) with its own neighbour list: by default one group per torch thread
-on CPU, whose calls run concurrently, one thread each, and one group on a GPU. The steps are the
-ASE engine's, replica by replica: velocity Verlet with velocities rescaled to the ramp's target;
-then Nosé–Hoover-chain NVT with the same splitting as ``ase.md.nose_hoover_chain.NoseHooverChainNVT``
-(chain length 3, fourth-order Suzuki–Yoshida, thermostat mass Q0 = 3 N kB T tdamp²). Replicas may
-differ in protocol; each has its own thermostat variables.
+on CPU, whose calls run concurrently, one thread each, and on a GPU groups as large as its memory
+allows (``mlff.md.autobatch``). The steps are the ASE engine's, replica by replica: velocity Verlet
+with velocities rescaled to the ramp's target; then Nosé–Hoover-chain NVT with the same splitting as
+``ase.md.nose_hoover_chain.NoseHooverChainNVT`` (chain length 3, fourth-order Suzuki–Yoshida,
+thermostat mass Q0 = 3 N kB T tdamp²). Replicas may differ in protocol; each has its own
+thermostat variables. On a GPU a steady step reads nothing back but the size of the model's graph
+(``TorchEngine``'s ``sync_free``).
 
 Units follow ASE (Å, eV, amu; time in ASE units via ``ASE_TIME_PER_FS``), so momenta and
 thermostat variables mean the same as in the ASE engine. The integrator state is float64 whatever
@@ -14,7 +16,8 @@ the model's dtype; positions are cast to the model's dtype for the model call. E
 value lives in one ``Replicas`` structure, and ``Replicas.select`` is the one way replicas leave.
 
 Neighbour lists use a Verlet skin: vesin (per structure) searches ``cutoff_A + neighbour_skin_A``
-and the list is rebuilt only when an atom has moved more than half the skin since the last build.
+and the list is rebuilt only when an atom has moved more than half the skin since the last build
+(checked every step, or in sync-free steps every few steps, looking ahead).
 Each step keeps the pairs shorter than the cutoff, in a canonical order, and hands the model a
 paired graph (``mlff.graph``), so the model sees the same graph whenever the list was built; this is
 what makes a resumed run bitwise equal to an uninterrupted one on CPU.
@@ -34,13 +37,15 @@ import vesin
 from ase import Atoms
 
 from mlff.graph import AtomGraph
+from mlff.md.autobatch import SAFE_MEMORY_FRACTION, CallMemory, free_memory_bytes
 from mlff.md.engine import Engine, Observation
-from mlff.md.protocol import ASE_TIME_PER_FS, NOSE_HOOVER_CHAIN_LENGTH, BOLTZMANN_eV_PER_K, MDProtocol
+from mlff.md.protocol import ASE_TIME_PER_FS, CHECK_EVERY_STEPS, NOSE_HOOVER_CHAIN_LENGTH, BOLTZMANN_eV_PER_K, MDProtocol
 from mlff.models import ForceField, energy_and_forces
 
 # Fourth-order Suzuki–Yoshida weights for the thermostat sub-steps (Yoshida, Phys. Lett. A 150, 262, 1990).
 YOSHIDA_WEIGHTS = (1 / (2 - 2 ** (1 / 3)), -(2 ** (1 / 3)) / (2 - 2 ** (1 / 3)), 1 / (2 - 2 ** (1 / 3)))
 DEFAULT_NEIGHBOUR_SKIN_A = 1.5
+SYNC_FREE_SKIN_CHECK_STEPS = CHECK_EVERY_STEPS  # the skin checks of sync-free steps share the driver's read-outs
 
 
 class NeighbourList:
@@ -58,12 +63,15 @@ class NeighbourList:
         self._search = vesin.NeighborList(cutoff=cutoff_A + skin_A, full_list=False)
         self.reference_A = None  # [n_live, n_atoms, 3] positions at the last build
 
-    def needs_rebuild(self, positions_A: torch.Tensor) -> bool:
-        """Has any atom moved more than half the skin since the last build?"""
+    def needs_rebuild(self, positions_A: torch.Tensor, lookahead_A: torch.Tensor | float | None) -> bool:
+        """Is there no list for these replicas, or, when ``lookahead_A`` (Å) is given, could an atom have moved
+        more than half the skin since the last build once it has moved ``lookahead_A`` further?"""
         if self.reference_A is None or self.reference_A.shape != positions_A.shape:
             return True
-        moved_squared_A2 = float((positions_A - self.reference_A).square().sum(dim=-1).max())
-        return moved_squared_A2 > (0.5 * self.skin_A) ** 2
+        if lookahead_A is None:
+            return False
+        moved_A = (positions_A - self.reference_A).square().sum(dim=-1).max().sqrt()
+        return float(moved_A + lookahead_A) > 0.5 * self.skin_A
 
     def build(self, positions_A: torch.Tensor) -> None:
         """Search all pairs within cutoff + skin, one vesin call per replica, in canonical order."""
@@ -139,37 +147,66 @@ def _nearest_mask(receiver: torch.Tensor, length_squared_A2: torch.Tensor, max_n
 class NoseHooverChains:
     """Independent Nosé–Hoover chains, one per replica (ASE's NoseHooverChainThermostat, batched).
 
-    The chain variables ``eta`` and ``p_eta`` [n_replicas][NOSE_HOOVER_CHAIN_LENGTH] (ASE units)
-    are a few numbers per replica, so they live on the host as Python floats: a few hundred float
-    operations cost far less than as many numpy or tensor calls on tiny arrays. Only the kinetic
-    energy goes to the host and one scale factor per replica comes back.
+    Each replica's chain variables ``eta`` and ``p_eta`` (ASE units) are NOSE_HOOVER_CHAIN_LENGTH
+    numbers. On the host (``device`` None) they are Python floats, [n_replicas][chain]: a few hundred
+    float operations cost far less than as many tensor calls on tiny arrays, and only the kinetic
+    energy goes to the host and one scale factor per replica comes back. On a device they are
+    tensors [n_replicas, chain], advanced for all replicas at once by the same arithmetic
+    (``_chain_half_step``), so that a step needs nothing from the host.
     """
 
-    def __init__(self, temperature_K: list[float], tdamp: list[float], n_atoms: int):
-        self.n_dof = 3 * n_atoms
-        self.kT = [BOLTZMANN_eV_PER_K * kelvin for kelvin in temperature_K]  # [n_replicas]
-        self.q_mass = [
-            [kT * damping**2 * (self.n_dof if j == 0 else 1) for j in range(NOSE_HOOVER_CHAIN_LENGTH)]
-            for kT, damping in zip(self.kT, tdamp)
+    def __init__(self, temperature_K: list[float], tdamp: list[float], n_atoms: int, device: torch.device | None = None):
+        self.n_dof, self.device = 3 * n_atoms, device
+        kT = [BOLTZMANN_eV_PER_K * kelvin for kelvin in temperature_K]  # [n_replicas]
+        q_mass = [
+            [kT_r * damping**2 * (self.n_dof if j == 0 else 1) for j in range(NOSE_HOOVER_CHAIN_LENGTH)]
+            for kT_r, damping in zip(kT, tdamp)
         ]  # [n_replicas][chain]
-        self.eta = [[0.0] * NOSE_HOOVER_CHAIN_LENGTH for _ in self.kT]
-        self.p_eta = [[0.0] * NOSE_HOOVER_CHAIN_LENGTH for _ in self.kT]
+        self.kT, self.q_mass = (kT, q_mass) if device is None else (self._on_device(kT), self._on_device(q_mass))
+        zeros = np.zeros((len(kT), NOSE_HOOVER_CHAIN_LENGTH))
+        self.set_state(zeros, zeros)
+
+    def _on_device(self, values) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
+
+    def set_state(self, eta: np.ndarray, p_eta: np.ndarray) -> None:
+        """Set the chains' variables, [n_replicas, chain] each."""
+        if self.device is None:
+            self.eta, self.p_eta = eta.tolist(), p_eta.tolist()
+        else:
+            self.eta, self.p_eta = self._on_device(eta), self._on_device(p_eta)
+
+    def state(self) -> tuple[np.ndarray, np.ndarray]:
+        """The chains' variables ``eta``, ``p_eta`` [n_replicas, chain]."""
+        if self.device is not None:
+            return self.eta.cpu().numpy(), self.p_eta.cpu().numpy()
+        shape = (-1, NOSE_HOOVER_CHAIN_LENGTH)
+        return np.asarray(self.eta, dtype=np.float64).reshape(shape), np.asarray(self.p_eta, dtype=np.float64).reshape(shape)
 
     def select(self, keep: list[int]) -> NoseHooverChains:
         """The chains of the replicas in slots ``keep``, in that order."""
         chosen = copy.copy(self)
+        index = None if self.device is None else torch.as_tensor(keep, dtype=torch.long, device=self.device)
         for name in ("kT", "q_mass", "eta", "p_eta"):
-            setattr(chosen, name, [getattr(self, name)[slot] for slot in keep])
+            value = getattr(self, name)
+            setattr(chosen, name, [value[slot] for slot in keep] if index is None else value.index_select(0, index))
         return chosen
 
-    def half_step(
-        self, momenta: torch.Tensor, delta: list[float], twice_kinetic: list[float]
-    ) -> tuple[torch.Tensor, list[float]]:
+    def half_step(self, momenta: torch.Tensor, delta, twice_kinetic):
         """exp(iL_NHC delta) on ``momenta`` [n, n_atoms, 3], whose ``(momenta**2 / masses).sum(dim=(1, 2))``
-        is ``twice_kinetic`` [n]; ``delta`` [n] is 0 for unthermostatted replicas. Returns the new
-        momenta and their twice-kinetic energies."""
+        is ``twice_kinetic`` [n]; ``delta`` [n] is 0 for unthermostatted replicas. ``delta`` and
+        ``twice_kinetic`` are lists on the host, tensors on a device. Returns the new momenta and their
+        twice-kinetic energies."""
+        if self.device is not None:
+            eta, p_eta = list(self.eta.unbind(1)), list(self.p_eta.unbind(1))  # [chain] of [n]
+            scale = _chain_half_step(eta, p_eta, list(self.q_mass.unbind(1)), self.kT, self.n_dof, twice_kinetic,
+                                     delta, torch.exp)  # [n]
+            self.eta, self.p_eta = torch.stack(eta, dim=1), torch.stack(p_eta, dim=1)
+            return momenta * scale.view(-1, 1, 1), twice_kinetic * scale.square()
         scale = [
-            self._chain_half_step(self.eta[r], self.p_eta[r], self.q_mass[r], self.kT[r], twice_kinetic[r], delta[r])
+            1.0 if delta[r] == 0.0 else _chain_half_step(
+                self.eta[r], self.p_eta[r], self.q_mass[r], self.kT[r], self.n_dof, twice_kinetic[r], delta[r], math.exp
+            )
             for r in range(len(delta))
         ]
         twice_kinetic = [kinetic * factor**2 for kinetic, factor in zip(twice_kinetic, scale)]
@@ -177,38 +214,32 @@ class NoseHooverChains:
             return momenta * scale[0], twice_kinetic
         return momenta * torch.tensor(scale, dtype=momenta.dtype).to(momenta.device).view(-1, 1, 1), twice_kinetic
 
-    def _chain_half_step(
-        self, eta: list[float], p_eta: list[float], q_mass: list[float], kT: float, twice_kinetic: float, delta: float
-    ) -> float:
-        """Advance one replica's ``eta`` and ``p_eta`` [chain] in place; the factor scaling its momenta."""
-        if delta == 0.0:
-            return 1.0
-        last = NOSE_HOOVER_CHAIN_LENGTH - 1
 
-        def sweep(order: range, sub: float, kinetic_term: float) -> None:
-            """Update p_eta[j] for j in ``order`` over ``sub / 2``, each between two damping quarter steps."""
-            for j in order:
-                if j < last:
-                    damp = math.exp(-0.25 * sub * p_eta[j + 1] / q_mass[j + 1])  # p_eta[j + 1] is fixed meanwhile
-                    p_eta[j] *= damp
-                p_eta[j] += 0.5 * sub * (kinetic_term if j == 0 else p_eta[j - 1] ** 2 / q_mass[j - 1] - kT)
-                if j < last:
-                    p_eta[j] *= damp
+def _chain_half_step(eta: list, p_eta: list, q_mass: list, kT, n_dof: int, twice_kinetic, delta, exp):
+    """Advance the chains ``eta`` and ``p_eta`` ([chain], replaced item by item) over ``delta``; returns the
+    factor that scales the momenta. Each number is one replica's float on the host (``exp`` math.exp), or
+    a tensor [n] of every replica's on a device (``exp`` torch.exp); ``q_mass`` [chain] is like them."""
+    last = NOSE_HOOVER_CHAIN_LENGTH - 1
 
-        scale, n_dof_kT = 1.0, self.n_dof * kT
-        for weight in YOSHIDA_WEIGHTS:
-            sub = weight * delta
-            sweep(range(last, -1, -1), sub, twice_kinetic * scale**2 - n_dof_kT)
-            for j in range(last + 1):
-                eta[j] += sub * p_eta[j] / q_mass[j]
-            scale *= math.exp(-sub * p_eta[0] / q_mass[0])
-            sweep(range(last + 1), sub, twice_kinetic * scale**2 - n_dof_kT)
-        return scale
+    def sweep(order: range, sub, kinetic_term) -> None:
+        """Update p_eta[j] for j in ``order`` over ``sub / 2``, each between two damping quarter steps."""
+        for j in order:
+            if j < last:
+                damp = exp(-0.25 * sub * p_eta[j + 1] / q_mass[j + 1])  # p_eta[j + 1] is fixed meanwhile
+                p_eta[j] = p_eta[j] * damp
+            p_eta[j] = p_eta[j] + 0.5 * sub * (kinetic_term if j == 0 else p_eta[j - 1] ** 2 / q_mass[j - 1] - kT)
+            if j < last:
+                p_eta[j] = p_eta[j] * damp
 
-
-def _twice_kinetic(momenta: torch.Tensor, masses: torch.Tensor) -> list[float]:
-    """(momenta**2 / masses).sum(dim=(1, 2)) [n] on the host: twice each replica's kinetic energy (eV)."""
-    return (momenta.square() / masses).sum(dim=(1, 2)).tolist()
+    scale, n_dof_kT = 1.0, n_dof * kT
+    for weight in YOSHIDA_WEIGHTS:
+        sub = weight * delta
+        sweep(range(last, -1, -1), sub, twice_kinetic * scale**2 - n_dof_kT)
+        for j in range(last + 1):
+            eta[j] = eta[j] + sub * p_eta[j] / q_mass[j]
+        scale = scale * exp(-sub * p_eta[0] / q_mass[0])
+        sweep(range(last + 1), sub, twice_kinetic * scale**2 - n_dof_kT)
+    return scale
 
 
 def _group_bounds(n_live: int, replicas_per_call: int | None, n_workers: int) -> list[int]:
@@ -244,6 +275,7 @@ class Replicas:
     thermostat_half_dt: list[float]  # [n] half the timestep on the host, for the thermostat
     thermostat: NoseHooverChains
     twice_kinetic: list[float] | None  # [n] twice the kinetic energy (eV) on the host, when known
+    finite: torch.Tensor | None  # [n] bool, sync-free steps only: every step so far was finite
 
     def select(self, keep: list[int]) -> Replicas:
         """The replicas in slots ``keep``, in that order."""
@@ -263,25 +295,45 @@ class TorchEngine(Engine):
     """Replicas of ``atoms`` with ``model``'s forces, integrated in torch on the model's device.
 
     ``neighbour_skin_A`` is the Verlet skin. Live replicas share model calls, in groups as equal as
-    possible: one group per torch thread on CPU by default (measured fastest for tabulated SchNet,
-    ``benchmarks/md_throughput.py``; SchNet with exact filters gains about 4 % from
-    ``replicas_per_call=4`` on two cores), or at most ``replicas_per_call`` per call.
+    possible: at most ``replicas_per_call`` per call; by default, on CPU one group per torch thread
+    (measured fastest for tabulated SchNet, ``benchmarks/md_throughput.py``; SchNet with exact
+    filters gains about 4 % from ``replicas_per_call=4`` on two cores), and on a GPU as many replicas
+    per call as fit in ``SAFE_MEMORY_FRACTION`` of its free memory (``mlff.md.autobatch``).
+    ``memory_budget_bytes`` sets that budget on any device.
+
+    ``sync_free`` (default: on a GPU) keeps a steady step on the device: the thermostat chains are
+    tensors, observations stay tensors for the driver to read at its next event
+    (``Engine.defers_observations``), a replica whose numbers stop being finite keeps its last finite
+    state until the driver drops it, and the skin is checked every ``SYNC_FREE_SKIN_CHECK_STEPS`` steps,
+    looking ahead (``NeighbourList.needs_rebuild``). What remains is the one read each step of how many
+    listed pairs lie within the cutoff, the size of the model's graph. Without it (default on CPU,
+    where reading a number costs nothing) every step reads its numbers on the host.
     """
 
     name = "torch"
     batched = True
 
     def __init__(self, model: ForceField, atoms: Atoms, neighbour_skin_A: float = DEFAULT_NEIGHBOUR_SKIN_A,
-                 replicas_per_call: int | None = None):
+                 replicas_per_call: int | None = None, memory_budget_bytes: float | None = None,
+                 sync_free: bool | None = None):
         if neighbour_skin_A < 0:
             raise ValueError(f"neighbour_skin_A must be >= 0, got {neighbour_skin_A}")
         if not (replicas_per_call is None or (isinstance(replicas_per_call, int) and replicas_per_call >= 1)):
             raise ValueError(f"replicas_per_call must be an integer >= 1, got {replicas_per_call!r}")
+        if replicas_per_call is not None and memory_budget_bytes is not None:
+            raise ValueError("give replicas_per_call or memory_budget_bytes, not both")
         super().__init__(atoms, type(model).__name__)
         self.model, self.skin_A, self.replicas_per_call = model, neighbour_skin_A, replicas_per_call
         self.max_fusion_distance_A = model.cutoff_A  # the neighbour list sees pairs up to the cutoff (and skin)
         reference = model.atomic_energies_eV
         self.device, self.model_dtype = reference.device, reference.dtype
+        if memory_budget_bytes is None and replicas_per_call is None and self.device.type == "cuda":
+            memory_budget_bytes = SAFE_MEMORY_FRACTION * free_memory_bytes(self.device)
+        self.memory_budget_bytes = memory_budget_bytes
+        self.sync_free = self.device.type == "cuda" if sync_free is None else sync_free
+        self.defers_observations = self.sync_free
+        self.skin_check_steps = SYNC_FREE_SKIN_CHECK_STEPS if self.sync_free else 1
+        self.steps_to_skin_check = 0
         self.masses = self._f64(atoms.get_masses())[None, :, None]  # [1, n_atoms, 1]
         self.cell_A = self._f64(atoms.cell.array)  # [3, 3]
         self.numbers = torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device)
@@ -307,32 +359,45 @@ class TorchEngine(Engine):
 
     def _begin(self, protocols: list[MDProtocol], positions_A, momenta, state: dict) -> None:
         thermostat = NoseHooverChains(
-            [p.temperature_K for p in protocols], [p.thermostat_time_fs * ASE_TIME_PER_FS for p in protocols], len(self.atoms)
+            [p.temperature_K for p in protocols], [p.thermostat_time_fs * ASE_TIME_PER_FS for p in protocols],
+            len(self.atoms), self.device if self.sync_free else None,
         )
         if "eta" in state:
-            thermostat.eta, thermostat.p_eta = state["eta"].tolist(), state["p_eta"].tolist()
+            thermostat.set_state(state["eta"], state["p_eta"])
         dt = self._f64([p.timestep_fs * ASE_TIME_PER_FS for p in protocols])  # [n]
+        self.longest_dt = max(p.timestep_fs for p in protocols) * ASE_TIME_PER_FS
         threads = torch.get_num_threads()
         # On CPU with several torch threads and replicas, groups' calls run side by side, one torch thread
         # each: a 50-atom call splits poorly across threads, independent calls do not.
         if self.device.type == "cpu" and threads > 1 and len(protocols) > 1:
             self.cores = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="batched-md")
-        energy_eV, forces_eV_A = self._evaluate(positions_A)
+        if self.memory_budget_bytes is not None:
+            self.replicas_per_call = self._replicas_within(self.memory_budget_bytes, positions_A)
+        energy_eV, forces_eV_A = self._evaluate(positions_A, momenta)
+        twice_kinetic = None if self.sync_free or "twice_kinetic" not in state else state["twice_kinetic"].tolist()
         self.replicas = Replicas(
             positions_A=positions_A, momenta=momenta, energy_eV=energy_eV, forces_eV_A=forces_eV_A,
             half_dt=(0.5 * dt)[:, None, None], dt_per_mass=dt[:, None, None] / self.masses,
             thermostat_half_dt=[0.5 * p.timestep_fs * ASE_TIME_PER_FS for p in protocols], thermostat=thermostat,
-            twice_kinetic=state["twice_kinetic"].tolist() if "twice_kinetic" in state else None,
+            twice_kinetic=twice_kinetic,
+            finite=torch.ones(len(protocols), dtype=torch.bool, device=self.device) if self.sync_free else None,
         )
+
+    def _replicas_within(self, budget_bytes: float, positions_A: torch.Tensor) -> int:
+        """How many replicas one model call may take within ``budget_bytes``, measured on calls of a few of
+        these replicas (``mlff.md.autobatch``)."""
+        def call(n_replicas: int):
+            replica_A = positions_A[:1].expand(n_replicas, -1, -1)
+            neighbours = NeighbourList(self.model.cutoff_A, self.skin_A, self.model.max_neighbours, self.cell_A)
+            return self._evaluate_group(neighbours, replica_A, None)
+
+        return CallMemory.measure(call).replicas_within(budget_bytes)
 
     def state(self) -> dict[str, np.ndarray]:
         replicas = self.replicas
-        saved = {
-            "positions_A": replicas.positions_A.cpu().numpy(),
-            "momenta": replicas.momenta.cpu().numpy(),
-            "eta": np.asarray(replicas.thermostat.eta, dtype=np.float64).reshape(-1, NOSE_HOOVER_CHAIN_LENGTH),
-            "p_eta": np.asarray(replicas.thermostat.p_eta, dtype=np.float64).reshape(-1, NOSE_HOOVER_CHAIN_LENGTH),
-        }
+        eta, p_eta = replicas.thermostat.state()
+        saved = {"positions_A": replicas.positions_A.cpu().numpy(), "momenta": replicas.momenta.cpu().numpy(),
+                 "eta": eta, "p_eta": p_eta}
         if replicas.twice_kinetic is not None:
             saved["twice_kinetic"] = np.asarray(replicas.twice_kinetic, dtype=np.float64)
         return saved
@@ -340,34 +405,85 @@ class TorchEngine(Engine):
     def advance(self, ramp_targets_K: list[float | None]) -> Observation:
         replicas = self.replicas
         ramping = [target is not None for target in ramp_targets_K]  # [n_live]
-        thermostat_delta = [0.0 if ramps else half for ramps, half in zip(ramping, replicas.thermostat_half_dt)]
-        momenta = replicas.momenta
-        if any(thermostat_delta):
+        delta = None if all(ramping) else self._thermostat_delta(ramping)  # [n_live], 0 where ramping
+        momenta, chain = replicas.momenta, (replicas.thermostat.eta, replicas.thermostat.p_eta)
+        if delta is not None:
             twice_kinetic = replicas.twice_kinetic
             if twice_kinetic is None:
-                twice_kinetic = _twice_kinetic(momenta, self.masses)
-            momenta, _ = replicas.thermostat.half_step(momenta, thermostat_delta, twice_kinetic)
+                twice_kinetic = self._twice_kinetic(momenta)
+            momenta, _ = replicas.thermostat.half_step(momenta, delta, twice_kinetic)
         momenta = torch.addcmul(momenta, replicas.half_dt, replicas.forces_eV_A)
         positions_A = torch.addcmul(replicas.positions_A, replicas.dt_per_mass, momenta)
-        energy_eV, forces_eV_A = self._evaluate(positions_A)
+        energy_eV, forces_eV_A = self._evaluate(positions_A, momenta)
         momenta = torch.addcmul(momenta, replicas.half_dt, forces_eV_A)
         # The last half step also gives the kinetic energy: the next step's first half step starts from it.
-        momenta, twice_kinetic = replicas.thermostat.half_step(momenta, thermostat_delta, _twice_kinetic(momenta, self.masses))
+        twice_kinetic = self._twice_kinetic(momenta)
+        if delta is not None:
+            momenta, twice_kinetic = replicas.thermostat.half_step(momenta, delta, twice_kinetic)
+        if self.sync_free:
+            return self._end_step_on_device(ramp_targets_K, positions_A, momenta, energy_eV, forces_eV_A, twice_kinetic,
+                                            chain)
+        return self._end_step_on_host(ramp_targets_K, positions_A, momenta, energy_eV, forces_eV_A, twice_kinetic)
+
+    def _thermostat_delta(self, ramping: list[bool]):
+        """Each live replica's thermostat time step, 0 where it ramps: on the host, or on the device."""
+        replicas = self.replicas
+        if not self.sync_free:
+            return [0.0 if ramps else half for ramps, half in zip(ramping, replicas.thermostat_half_dt)]
+        half_dt = replicas.half_dt.view(-1)  # [n]
+        if not any(ramping):
+            return half_dt
+        return half_dt * torch.tensor([not ramps for ramps in ramping], dtype=half_dt.dtype, device=self.device)
+
+    def _twice_kinetic(self, momenta: torch.Tensor):
+        """(momenta**2 / masses).sum(dim=(1, 2)) [n]: twice each replica's kinetic energy (eV); a list on the
+        host unless sync-free."""
+        twice_kinetic = (momenta.square() / self.masses).sum(dim=(1, 2))
+        return twice_kinetic if self.sync_free else twice_kinetic.tolist()
+
+    def _end_step_on_host(self, ramp_targets_K, positions_A, momenta, energy_eV, forces_eV_A, twice_kinetic):
+        """Rescale the ramp's velocities, keep the step and observe it on the host."""
         host_energy = energy_eV.tolist()
         # Non-finite forces, or positions, make the momenta and so the kinetic energy non-finite.
         finite = [math.isfinite(kinetic) and math.isfinite(energy) for kinetic, energy in zip(twice_kinetic, host_energy)]
         temperature_K = [kinetic * self.kinetic_to_K for kinetic in twice_kinetic]
-        if any(ramping):  # velocities rescaled to the ramp's temperature
-            rescale = [1.0] * len(ramping)
+        if any(target is not None for target in ramp_targets_K):  # velocities rescaled to the ramp's temperature
+            rescale = [1.0] * len(ramp_targets_K)
             for slot, target_K in enumerate(ramp_targets_K):
                 if target_K is not None:
                     rescale[slot] = math.sqrt(target_K / temperature_K[slot]) if temperature_K[slot] > 0 else math.inf
                     temperature_K[slot] = target_K
             momenta = momenta * torch.tensor(rescale, dtype=momenta.dtype).to(self.device)[:, None, None]
             twice_kinetic = None
+        replicas = self.replicas
         replicas.positions_A, replicas.momenta, replicas.twice_kinetic = positions_A, momenta, twice_kinetic
         replicas.energy_eV, replicas.forces_eV_A = energy_eV, forces_eV_A
         return Observation(host_energy, temperature_K, finite)
+
+    def _end_step_on_device(self, ramp_targets_K, positions_A, momenta, energy_eV, forces_eV_A, twice_kinetic, chain):
+        """Rescale the ramp's velocities, keep the step and observe it, reading nothing on the host. A replica
+        that stops being finite keeps its state from before the step, ``chain`` its thermostat's, so that no
+        non-finite number reaches the neighbour lists or the skin check."""
+        replicas = self.replicas
+        temperature_K = twice_kinetic * self.kinetic_to_K  # [n]
+        if any(target is not None for target in ramp_targets_K):  # the ramp copies its targets to the device
+            target_K = torch.tensor([math.nan if t is None else t for t in ramp_targets_K], dtype=momenta.dtype,
+                                    device=self.device)  # [n]
+            ramps = ~torch.isnan(target_K)
+            rescale = torch.where(temperature_K > 0, (target_K / temperature_K).sqrt(), math.inf)
+            momenta = momenta * torch.where(ramps, rescale, 1.0).view(-1, 1, 1)
+            temperature_K = torch.where(ramps, target_K, temperature_K)
+        finite = replicas.finite & torch.isfinite(energy_eV) & torch.isfinite(temperature_K)  # [n]
+        kept = finite.view(-1, 1, 1)
+        replicas.positions_A = torch.where(kept, positions_A, replicas.positions_A)
+        replicas.momenta = torch.where(kept, momenta, replicas.momenta)
+        replicas.forces_eV_A = torch.where(kept, forces_eV_A, replicas.forces_eV_A)
+        replicas.energy_eV = torch.where(finite, energy_eV, replicas.energy_eV)
+        thermostat = replicas.thermostat
+        thermostat.eta = torch.where(finite[:, None], thermostat.eta, chain[0])
+        thermostat.p_eta = torch.where(finite[:, None], thermostat.p_eta, chain[1])
+        replicas.finite = finite
+        return Observation(replicas.energy_eV, temperature_K, finite)
 
     def shortest_pair_A(self, cutoff_A: float) -> list[float]:
         return torch.cat([
@@ -387,7 +503,20 @@ class TorchEngine(Engine):
         if self.cores is not None:
             self.cores.shutdown()
 
-    def _evaluate(self, positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _skin_lookahead_A(self, momenta: torch.Tensor) -> torch.Tensor | float | None:
+        """None when the skin is not checked at this step; else how far an atom may still move before the next
+        check (Å): 0 when that is the next step, otherwise twice what the fastest atom covers at its present
+        speed in the steps until then."""
+        self.steps_to_skin_check -= 1
+        if self.steps_to_skin_check > 0:
+            return None
+        self.steps_to_skin_check = self.skin_check_steps
+        if self.skin_check_steps == 1:
+            return 0.0
+        fastest = (momenta / self.masses).square().sum(dim=-1).max().sqrt()  # Å per ASE time unit
+        return 2 * (self.skin_check_steps - 1) * self.longest_dt * fastest
+
+    def _evaluate(self, positions_A: torch.Tensor, momenta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Energies [n_live] and forces [n_live, n_atoms, 3], one model call per group; keeps each group's
         listed pairs' squared lengths for ``shortest_pair_A``."""
         if not self.groups:
@@ -397,7 +526,8 @@ class TorchEngine(Engine):
                 (start, stop, NeighbourList(self.model.cutoff_A, self.skin_A, self.model.max_neighbours, self.cell_A))
                 for start, stop in zip(bounds[:-1], bounds[1:])
             )
-        jobs = [(neighbours, positions_A[start:stop]) for start, stop, neighbours in self.groups]
+        lookahead_A = self._skin_lookahead_A(momenta)
+        jobs = [(neighbours, positions_A[start:stop], lookahead_A) for start, stop, neighbours in self.groups]
         if len(jobs) == 1:
             results = [self._evaluate_group(*jobs[0])]
         elif self.cores is None:
@@ -409,8 +539,8 @@ class TorchEngine(Engine):
             return energy_eV[0], forces_eV_A[0]
         return torch.cat(energy_eV), torch.cat(forces_eV_A)
 
-    def _evaluate_group(self, neighbours: NeighbourList, positions_A: torch.Tensor):
-        if neighbours.needs_rebuild(positions_A):
+    def _evaluate_group(self, neighbours: NeighbourList, positions_A: torch.Tensor, lookahead_A):
+        if neighbours.needs_rebuild(positions_A, lookahead_A):
             neighbours.build(positions_A)
         edge_index, shifts, paired, length_squared_A2 = neighbours.edges_within_cutoff(positions_A)
         n_group, n_atoms, _ = positions_A.shape

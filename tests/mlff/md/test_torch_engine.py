@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
 import os
@@ -12,6 +13,7 @@ import pytest
 import torch
 from ase import units
 from ase.build import bulk
+from torch.overrides import TorchFunctionMode
 
 from analysis.stability import min_distance_A
 from md_runs import ase_md, torch_md
@@ -19,7 +21,9 @@ from mlff import preemption
 from mlff.calculator import MLFFCalculator
 from mlff.graph import AtomGraph, edge_vectors_A
 from mlff.md.checkpoint import read_checkpoint
+from mlff.md.driver import run_md
 from mlff.md.protocol import MDProtocol
+from mlff.md.torch_engine import TorchEngine
 from mlff.models import build_model
 from mlff.models.base import ForceField
 from mlff.structures import load_structure
@@ -78,12 +82,14 @@ def small_schnet(tabulated: bool = False) -> ForceField:
     return model
 
 
-def test_single_replica_reproduces_the_ase_engine(tmp_path):
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host", "sync-free"])
+def test_single_replica_reproduces_the_ase_engine(tmp_path, sync_free):
     """One replica through the batched engine follows mlff.md.run_md (ASE's Nosé–Hoover chain) to rounding."""
     model, atoms = small_schnet(), load_structure("Li2S")
     protocol = MDProtocol(temperature_K=800, ramp_ps=0.03, production_ps=0.04, save_every_steps=2)
     ase_summary = ase_md(atoms, MLFFCalculator(model), protocol, 11, tmp_path / "ase.frames", progress=False)
-    (torch_summary,) = torch_md(model, atoms, [protocol], [11], [tmp_path / "torch.frames"], progress=False)
+    (torch_summary,) = torch_md(model, atoms, [protocol], [11], [tmp_path / "torch.frames"], sync_free=sync_free,
+                                progress=False)
     ase_traj, torch_traj = read_trajectory(tmp_path / "ase.frames"), read_trajectory(tmp_path / "torch.frames")
 
     assert torch_traj.n_frames == ase_traj.n_frames == 10
@@ -101,15 +107,16 @@ def test_single_replica_reproduces_the_ase_engine(tmp_path):
     assert differing == {"engine", "calculator"}
 
 
-def test_replica_in_a_batch_follows_its_single_run(tmp_path):
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host", "sync-free"])
+def test_replica_in_a_batch_follows_its_single_run(tmp_path, sync_free):
     """Batching does not couple replicas: each member of a mixed-temperature batch matches its own run."""
     model, atoms = small_schnet(), load_structure("Li2S")
     protocols = [MDProtocol(temperature_K=t, ramp_ps=0.02, production_ps=0.02) for t in (500, 900, 1300)]
     seeds = [1, 2, 3]
     batched = [tmp_path / f"batch{i}.frames" for i in range(3)]
-    torch_md(model, atoms, protocols, seeds, batched, progress=False)
+    torch_md(model, atoms, protocols, seeds, batched, sync_free=sync_free, progress=False)
     for i, (protocol, seed) in enumerate(zip(protocols, seeds)):
-        torch_md(model, atoms, [protocol], [seed], [tmp_path / "alone.frames"], progress=False)
+        torch_md(model, atoms, [protocol], [seed], [tmp_path / "alone.frames"], sync_free=sync_free, progress=False)
         alone, member = read_trajectory(tmp_path / "alone.frames"), read_trajectory(batched[i])
         np.testing.assert_allclose(member.positions_A, alone.positions_A, rtol=0, atol=1e-9)
         np.testing.assert_allclose(member.energy_eV, alone.energy_eV, rtol=0, atol=1e-9)
@@ -204,13 +211,15 @@ def test_nve_conserves_energy_with_tabulated_schnet_filters(tmp_path):
     assert np.ptp(total_eV) < 1e-3 * np.ptp(kinetic_eV)
 
 
-def test_hot_replica_stops_and_the_others_finish(tmp_path):
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host", "sync-free"])
+def test_hot_replica_stops_and_the_others_finish(tmp_path, sync_free):
     model, atoms = PairForceField().double(), argon()
     cool = MDProtocol(temperature_K=30.0, ramp_start_K=20.0, ramp_ps=0.1, production_ps=0.2)
     hot = dataclasses.replace(cool, temperature_K=400.0)
     paths = [tmp_path / f"{i}.frames" for i in range(3)]
     summaries = torch_md(
-        model, atoms, [cool, hot, cool], [1, 2, 3], paths, max_temperature_K=150.0, check_every_steps=5, progress=False
+        model, atoms, [cool, hot, cool], [1, 2, 3], paths, max_temperature_K=150.0, check_every_steps=5, sync_free=sync_free,
+        progress=False
     )
     stopped = summaries[1]
     assert stopped["stopped_early_reason"] == "temperature_blowup" and not stopped["completed"]
@@ -222,11 +231,13 @@ def test_hot_replica_stops_and_the_others_finish(tmp_path):
         assert read_trajectory(path).n_frames == cool.n_production_steps
 
 
-def test_atom_fusion_stops_before_a_fused_frame_is_written(tmp_path):
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host", "sync-free"])
+def test_atom_fusion_stops_before_a_fused_frame_is_written(tmp_path, sync_free):
     model, atoms = PairForceField(well_eV=5.0).double(), argon()
     protocol = MDProtocol(temperature_K=30.0, ramp_start_K=30.0, ramp_ps=0.0, production_ps=1.0)
     (summary,) = torch_md(
-        model, atoms, [protocol], [0], [tmp_path / "f.frames"], max_temperature_K=1e9, check_every_steps=1, progress=False
+        model, atoms, [protocol], [0], [tmp_path / "f.frames"], max_temperature_K=1e9, check_every_steps=1,
+        sync_free=sync_free, progress=False
     )
     assert summary["stopped_early_reason"] == "atom_fusion"
     assert 0 < summary["collapse_time_ps"] < protocol.production_ps
@@ -236,24 +247,32 @@ def test_atom_fusion_stops_before_a_fused_frame_is_written(tmp_path):
 
 
 class NaNForceField(PairForceField):
-    """The pair potential with finite energies but NaN forces from call ``n_good + 1`` on."""
+    """The pair potential with finite energies but NaN forces from call ``n_good + 1`` on: on every
+    structure of the graph, or only on structure ``replica`` of a batch."""
 
-    def __init__(self, n_good: int):
+    def __init__(self, n_good: int, replica: int | None = None):
         super().__init__()
-        self.n_good = n_good
+        self.n_good, self.replica = n_good, replica
 
     def atom_energies_eV(self, graph: AtomGraph) -> torch.Tensor:
         energies_eV = super().atom_energies_eV(graph)
         if self.calls > self.n_good:  # sqrt(0 * r) adds 0 eV, and its gradient inf * 0 is NaN
-            energies_eV = energies_eV + torch.sqrt(0.0 * edge_vectors_A(graph).norm(dim=-1)).sum()
+            length_A = edge_vectors_A(graph).norm(dim=-1)  # [n_edges]
+            if self.replica is None:
+                return energies_eV + torch.sqrt(0.0 * length_A).sum()
+            receiver = graph.edge_index[1]
+            chosen = graph.batch[receiver] == self.replica  # [n_edges]
+            return energies_eV.index_add(0, receiver[chosen], torch.sqrt(0.0 * length_A[chosen]))
         return energies_eV
 
 
-def test_non_finite_forces_stop_before_being_written(tmp_path):
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host", "sync-free"])
+def test_non_finite_forces_stop_before_being_written(tmp_path, sync_free):
     protocol = MDProtocol(temperature_K=30.0, ramp_start_K=30.0, ramp_ps=0.0, production_ps=0.1)
     failing_step = 23  # call 1 is the initial force evaluation, call k + 1 is step k
     (summary,) = torch_md(
-        NaNForceField(n_good=failing_step).double(), argon(), [protocol], [0], [tmp_path / "n.frames"], progress=False
+        NaNForceField(n_good=failing_step).double(), argon(), [protocol], [0], [tmp_path / "n.frames"],
+        sync_free=sync_free, progress=False
     )
     assert summary["stopped_early_reason"] == "non_finite" and summary["n_steps_run"] == failing_step
     traj = read_trajectory(tmp_path / "n.frames")
@@ -261,7 +280,88 @@ def test_non_finite_forces_stop_before_being_written(tmp_path):
     assert np.isfinite(traj.positions_A).all() and np.isfinite(traj.energy_eV).all()
 
 
-def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, stop_signals):
+def test_sync_free_replica_turning_non_finite_between_reads_stops_at_its_step_and_spares_the_others(tmp_path):
+    """Sync-free steps are read at the driver's events, here every 10 steps: a replica whose forces turn NaN
+    at step 23 stops at step 23 (read at step 30), with its frames of steps 10 and 20, and the replicas
+    beside it in the batch run exactly as in a batch where it never fails."""
+    protocol = MDProtocol(temperature_K=30.0, ramp_start_K=30.0, ramp_ps=0.0, production_ps=0.1, save_every_steps=10)
+    failing_step = 23  # call 1 is the initial force evaluation, call k + 1 is step k
+
+    def batch(n_good: int, name: str) -> tuple[list[dict], list]:
+        paths = [tmp_path / f"{name}{i}.frames" for i in range(3)]
+        model = NaNForceField(n_good, replica=2).double()  # the batch's last structure, while it is there
+        summaries = torch_md(model, argon(), [protocol] * 3, [0, 1, 2], paths, sync_free=True, progress=False)
+        return summaries, [read_trajectory(path) for path in paths]
+
+    failing, failing_frames = batch(failing_step, "failing")
+    healthy, healthy_frames = batch(10**9, "healthy")
+    assert failing[2]["stopped_early_reason"] == "non_finite" and failing[2]["n_steps_run"] == failing_step
+    np.testing.assert_array_equal(failing_frames[2].step, [10, 20])
+    np.testing.assert_array_equal(failing_frames[2].positions_A, healthy_frames[2].positions_A[:2])
+    for replica in (0, 1):
+        assert failing[replica]["completed"] and failing[replica]["n_frames_written"] == 5
+        np.testing.assert_array_equal(failing_frames[replica].positions_A, healthy_frames[replica].positions_A)
+        assert failing[replica]["temperature_K"] == healthy[replica]["temperature_K"]
+
+
+HOST_READS = {  # torch calls that wait for a device and copy from it, or copy host data to it
+    "item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "nonzero", "masked_select",
+    "unique", "repeat_interleave", "tensor", "as_tensor",
+}
+
+
+class HostReads(TorchFunctionMode):
+    """Counts, per MD step, the torch calls in ``HOST_READS`` (and indexing by a bool mask) made from the
+    step's ``engine.advance`` until the next: on a GPU each is a host-device synchronisation."""
+
+    def __init__(self):
+        super().__init__()
+        self.per_step: list[collections.Counter] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name == "__getitem__":
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            name = "mask index" if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index) else ""
+        if self.per_step and (name in HOST_READS or name == "mask index"):
+            self.per_step[-1][name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("model_name", ["schnet", "pair"])
+def test_a_steady_sync_free_step_reads_one_number_from_the_device(tmp_path, model_name):
+    """Between the driver's events (checks and frames every 10 steps here), a sync-free step reads only the
+    number of listed pairs within the cutoff (one ``nonzero``, the size of the model's graph); a step on
+    the host reads its energies, kinetic energies, thermostat factors and skin every step."""
+    torch.manual_seed(0)
+    model = small_schnet() if model_name == "schnet" else PairForceField(cutoff_A=4.0).double()
+    protocol = MDProtocol(temperature_K=800.0, ramp_ps=0.01, production_ps=0.1, save_every_steps=10)  # 5 ramp steps
+    reads = {}
+    for sync_free in (True, False):
+        engine = TorchEngine(model, load_structure("Li2S"), sync_free=sync_free)
+        counter = HostReads()
+        engine_advance = engine.advance
+
+        def advance(ramp_targets_K, counter=counter, engine_advance=engine_advance):
+            counter.per_step.append(collections.Counter())
+            return engine_advance(ramp_targets_K)
+
+        engine.advance = advance
+        with counter:
+            run_md(engine, [protocol] * 2, [1, 2], [tmp_path / f"{sync_free}{i}.frames" for i in range(2)],
+                   fusion_distance_A=0.05, max_temperature_K=1e6, progress=False)  # random weights: no replica stops
+        reads[sync_free] = counter.per_step
+    events = {step for step in range(1, protocol.n_steps + 1) if step % 10 == 0 or (step > 5 and (step - 5) % 10 == 0)}
+    steady = [step for step in range(6, protocol.n_steps) if step not in events]  # production, between events
+    assert len(steady) == 40
+    for step in steady:
+        assert reads[True][step - 1] == {"nonzero": 1}, step
+        assert sum(reads[False][step - 1].values()) >= 5
+    assert all(reads[True][step - 1]["tolist"] > 0 for step in events)  # the events read what was deferred
+
+
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host", "sync-free"])
+def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, sync_free, stop_signals):
     """SIGTERM mid-run writes a checkpoint and raises Preempted; resuming gives the uninterrupted run's
     trajectory files byte for byte (neighbour lists rebuilt at different times, one replica stopped)."""
     atoms = argon()
@@ -269,7 +369,7 @@ def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, stop_signals):
         MDProtocol(temperature_K=t, ramp_start_K=20.0, ramp_ps=0.05, production_ps=0.15, save_every_steps=2)
         for t in (40.0, 400.0, 50.0)
     ]
-    options = dict(max_temperature_K=150.0, neighbour_skin_A=0.1, check_every_steps=3, progress=False)
+    options = dict(max_temperature_K=150.0, neighbour_skin_A=0.1, check_every_steps=3, sync_free=sync_free, progress=False)
     straight = [tmp_path / f"straight{i}.frames" for i in range(3)]
     expected = torch_md(PairForceField().double(), atoms, protocols, [1, 2, 3], straight, **options)
     assert expected[1]["stopped_early_reason"] == "temperature_blowup"
@@ -306,3 +406,4 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
                        progress=False)
     with pytest.raises(ValueError, match="one seed and one out_path"):
         torch_md(model, atoms, [protocol], [0, 1], [tmp_path / "a.frames"], progress=False)
+
