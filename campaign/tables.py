@@ -40,6 +40,7 @@ COLUMN_TITLES = {
     "force_r2": "force R²",
     "rdf_mae": "RDF MAE",
     "stable_fraction": "stable",
+    "threshold_resolvable": "resolvable",
     "n_runs": "runs",
     "target_temperature_K": "target T (K)",
     "neg_log10_sigma_target": "−log10 σ(target) [mS/cm]",
@@ -93,6 +94,8 @@ def _per_source_material(filters: ResultFilter) -> list[dict]:
         # Means over the runs.
         "rdf_mae": {"$avg": _if_kind("run", "$rdf_mae")},
         "stable_fraction": {"$avg": _if_kind("run", {"$cond": [{"$eq": ["$stability", "stable"]}, 1, 0]})},
+        # False when the noise floor reaches half the threshold at any temperature: "stable" then says little.
+        "threshold_resolvable": {"$min": _if_kind("run", "$threshold_resolvable")},
         "n_runs": {"$sum": {"$cond": [{"$eq": ["$kind", "run"]}, 1, 0]}},
     }
     return [{"$match": filters.match()}, {"$group": group}]
@@ -115,7 +118,7 @@ def _rows(columns: tuple[str, ...], models_only: bool = False) -> list[dict]:
 
 
 SUMMARY_COLUMNS = ("model", "kind", "material", "force_mae_eV_A", "force_r2", "rdf_mae", "rdf_mae_noise_floor",
-                   "stable_fraction", "stability_score", "n_runs", "neg_log10_sigma_target", "activation_energy_eV",
+                   "stable_fraction", "threshold_resolvable", "stability_score", "n_runs", "neg_log10_sigma_target", "activation_energy_eV",
                    "arrhenius_reason")
 TABLE_2_COLUMNS = ("model", "kind", "material", "target_temperature_K", "neg_log10_sigma_target", "activation_energy_eV",
                    "arrhenius_reason")
