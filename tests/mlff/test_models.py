@@ -369,16 +369,32 @@ def test_translation_invariance(name):
     np.testing.assert_allclose(moved_forces, forces, atol=1e-9)
 
 
-def test_rotation_invariance_and_force_equivariance(name):
-    if not MODELS[name].rotation_invariant:
-        pytest.skip(f"{name} is not rotation-invariant by design (rotation_invariant = False)")
-    model = fresh_model(name)
+INVARIANT_MODELS = [name for name, model in MODELS.items() if model.rotation_invariant]
+DIRECT_FORCE_MODELS = [name for name, model in MODELS.items() if not model.conservative]
+
+
+def rotated(model, rotation: np.ndarray) -> tuple[tuple, tuple]:
+    """(energy, forces) of the triclinic structure, and of it rotated by ``rotation`` [3, 3]."""
     numbers, positions_A, cell_A = triclinic_structure()
+    return evaluate(model, numbers, positions_A, cell_A), evaluate(model, numbers, positions_A @ rotation.T, cell_A @ rotation.T)
+
+
+@pytest.mark.parametrize("invariant_name", INVARIANT_MODELS)
+def test_rotation_invariance_and_force_equivariance(invariant_name):
     rotation = Rotation.random(random_state=5).as_matrix()
-    energy, forces = evaluate(model, numbers, positions_A, cell_A)
-    rotated_energy, rotated_forces = evaluate(model, numbers, positions_A @ rotation.T, cell_A @ rotation.T)
+    (energy, forces), (rotated_energy, rotated_forces) = rotated(fresh_model(invariant_name), rotation)
     assert rotated_energy == pytest.approx(energy, rel=1e-10, abs=1e-10)
     np.testing.assert_allclose(rotated_forces, forces @ rotation.T, atol=1e-9)
+
+
+@pytest.mark.parametrize("variant_name", [name for name in MODELS if name not in INVARIANT_MODELS])
+def test_a_model_declared_not_rotation_invariant_is_not(variant_name):
+    """ForceNet reads raw edge vectors (its paper's choice): a rotated structure gets another energy and
+    forces that are not the rotated ones, as its ``rotation_invariant = False`` says."""
+    rotation = Rotation.random(random_state=5).as_matrix()
+    (energy, forces), (rotated_energy, rotated_forces) = rotated(fresh_model(variant_name), rotation)
+    assert abs(rotated_energy - energy) > 1e-6 * max(abs(energy), 1.0)
+    assert np.abs(rotated_forces - forces @ rotation.T).max() > 1e-6 * np.abs(forces).max()
 
 
 @pytest.mark.parametrize("symmetric_name", [n for n, model in MODELS.items() if model.rotation_invariant])
@@ -415,24 +431,36 @@ def test_supercell_extensivity(name):
     np.testing.assert_allclose(doubled_forces, np.tile(forces, (2, 1)), atol=1e-9)
 
 
-def test_forces_are_minus_the_energy_gradient(name):
-    if not MODELS[name].conservative:
-        pytest.skip(f"{name} predicts forces directly (conservative = False)")
-    assert_forces_are_minus_the_energy_gradient(fresh_model(name))
+@pytest.mark.parametrize("conservative_name", [name for name in MODELS if name not in DIRECT_FORCE_MODELS])
+def test_forces_are_minus_the_energy_gradient(conservative_name):
+    assert_forces_are_minus_the_energy_gradient(fresh_model(conservative_name))
 
 
-def assert_forces_are_minus_the_energy_gradient(model) -> None:
-    """Central finite differences of the energy, step 1e-5 Å, on a few force components."""
+@pytest.mark.parametrize("direct_name", DIRECT_FORCE_MODELS)
+def test_a_model_declared_to_predict_forces_directly_does(direct_name):
+    """ForceNet's forces come from their own head (``conservative = False``), not from -dE/dx: central
+    differences of its energy disagree with them."""
+    pairs = np.array(finite_difference_pairs(fresh_model(direct_name)))  # [n, 2]
+    assert np.abs(pairs[:, 0] - pairs[:, 1]).max() > 1e-4 * np.abs(pairs[:, 1]).max()
+
+
+def finite_difference_pairs(model) -> list[tuple[float, float]]:
+    """(-dE/dx by central differences with a 1e-5 Å step, the model's force) for a few force components."""
     numbers, positions_A, cell_A = triclinic_structure()
     _, forces = evaluate(model, numbers, positions_A, cell_A)
-    step_A = 1e-5
+    step_A, pairs = 1e-5, []
     for atom, axis in [(0, 0), (1, 2), (3, 1), (4, 0)]:
         plus, minus = positions_A.copy(), positions_A.copy()
         plus[atom, axis] += step_A
         minus[atom, axis] -= step_A
         energy_difference = evaluate(model, numbers, plus, cell_A)[0] - evaluate(model, numbers, minus, cell_A)[0]
-        gradient = energy_difference / (2 * step_A)
-        assert -gradient == pytest.approx(forces[atom, axis], rel=1e-6, abs=1e-8)
+        pairs.append((-energy_difference / (2 * step_A), forces[atom, axis]))
+    return pairs
+
+
+def assert_forces_are_minus_the_energy_gradient(model) -> None:
+    for minus_gradient, force in finite_difference_pairs(model):
+        assert minus_gradient == pytest.approx(force, rel=1e-6, abs=1e-8)
 
 
 def test_batched_equals_single_and_float32_close_to_float64(name):
