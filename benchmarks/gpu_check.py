@@ -149,11 +149,6 @@ def run_part(command: list[str], limit_s: float) -> tuple[dict, str]:
     return record, stdout
 
 
-def last_json_line(stdout: str) -> dict:
-    """The JSON object a benchmark prints as its last line."""
-    return json.loads(stdout.strip().splitlines()[-1])
-
-
 def gpu_tests_part(limit_s: float) -> dict:
     """``pytest -m gpu`` over ``gpu_test_modules()``, its outcome counted from its JUnit report."""
     modules = [str(path.relative_to(REPO)) for path in gpu_test_modules()]
@@ -177,10 +172,19 @@ def gpu_tests_part(limit_s: float) -> dict:
 
 
 def benchmark_part(command: list[str], limit_s: float) -> dict:
-    """A benchmark's record, with the figures of its last line when it passed."""
+    """A benchmark's record, with the figures of the JSON object it printed last when it passed (a pass
+    without them is a failure)."""
     record, stdout = run_part(command, limit_s)
     if record["status"] == "passed":
-        record["figures"] = last_json_line(stdout)
+        last = (stdout.strip().splitlines() or [""])[-1]
+        try:
+            figures = json.loads(last)
+        except json.JSONDecodeError:
+            figures = None
+        if isinstance(figures, dict):
+            record["figures"] = figures
+        else:
+            record.update(status="failed", output_tail=f"no JSON object last: {stdout[-OUTPUT_TAIL_CHARS:]}")
     return record
 
 

@@ -12,7 +12,7 @@ import torch
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from benchmarks.gpu_check import PLANS, RESULT_FILE, compare
+from benchmarks.gpu_check import PLANS, RESULT_FILE, benchmark_part, compare
 from benchmarks.md_throughput import ns_per_day
 from repo_paths import ROOT
 
@@ -41,6 +41,16 @@ def test_dry_run_on_cpu_writes_one_json_with_every_part(tmp_path):
     assert len(result["table_1"]) == 11 and result["table_1"]["cgcnn"]["one_replica_ns_per_day"] is None
     assert result["goals"] and all(goal["value"] is None and goal["met"] is None for goal in result["goals"].values())
     assert result["peak_gpu_memory_GiB"] is None
+
+
+def test_a_part_that_fails_or_runs_out_of_time_is_recorded_with_its_output():
+    passed = benchmark_part([sys.executable, "-c", "print('table'); print('{\"x\": 1.5}')"], 60)
+    assert passed["status"] == "passed" and passed["figures"] == {"x": 1.5}
+    failed = benchmark_part([sys.executable, "-c", "raise SystemExit('out of memory')"], 60)
+    assert failed["status"] == "failed" and failed["exit_code"] == 1 and "out of memory" in failed["output_tail"]
+    slow = benchmark_part([sys.executable, "-c", "import time; print('first row', flush=True); time.sleep(60)"], 2)
+    assert slow["status"] == "timed_out" and slow["wall_s"] < 30 and "first row" in slow["output_tail"]
+    assert "figures" not in failed and "figures" not in slow
 
 
 def test_table_1_comparison_and_goals_from_the_parts_figures():
