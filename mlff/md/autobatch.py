@@ -8,9 +8,10 @@ fit in ``SAFE_MEMORY_FRACTION`` of the memory free when the run starts. The rema
 margin for what the count leaves out (the caching allocator's rounding, cuBLAS workspaces) and
 for neighbour lists that grow as the structure breathes.
 
-The count (``LiveBytes``) adds up, on any device, the bytes of every storage a call creates for as
-long as a tensor of the call refers to it, and keeps the largest total: the memory an allocator
-must hand out, without its rounding. It runs the same on a CPU, where it is tested, and on a GPU.
+On a GPU the peak is the CUDA caching allocator's own statistic. A CPU has no such statistic, so
+there ``LiveBytes`` adds up the bytes of every storage a call creates for as long as a tensor of the
+call refers to it, and keeps the largest total: the memory an allocator must hand out, without its
+rounding (it would count the same on a GPU, slower, since it sees every operation in Python).
 """
 
 from __future__ import annotations
@@ -70,19 +71,30 @@ class CallMemory:
     bytes_per_replica: float
 
     @classmethod
-    def measure(cls, call: Callable[[int], object]) -> CallMemory:
-        """Fit the peaks of ``call(1)`` and ``call(PROBE_REPLICAS)``, a force call of that many replicas."""
-        peaks = []
-        for n_replicas in (1, PROBE_REPLICAS):
-            with LiveBytes() as count:
-                call(n_replicas)
-            peaks.append(count.peak_bytes)
+    def measure(cls, call: Callable[[int], object], device: torch.device) -> CallMemory:
+        """Fit the peaks of ``call(1)`` and ``call(PROBE_REPLICAS)``, a force call of that many replicas on
+        ``device``."""
+        peaks = [peak_bytes(lambda n_replicas=n_replicas: call(n_replicas), device) for n_replicas in (1, PROBE_REPLICAS)]
         per_replica = max(peaks[1] - peaks[0], 1) / (PROBE_REPLICAS - 1)
         return cls(fixed_bytes=max(peaks[0] - per_replica, 0.0), bytes_per_replica=per_replica)
 
     def replicas_within(self, budget_bytes: float) -> int:
         """The most replicas whose call fits in ``budget_bytes`` (at least one)."""
         return max(1, math.floor((budget_bytes - self.fixed_bytes) / self.bytes_per_replica))
+
+
+def peak_bytes(call: Callable[[], object], device: torch.device) -> int:
+    """The most memory ``call()`` holds at once on ``device``, beyond what was held before, in bytes."""
+    if device.type != "cuda":
+        with LiveBytes() as count:
+            call()
+        return count.peak_bytes
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    call()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
 
 
 def free_memory_bytes(device: torch.device) -> int:

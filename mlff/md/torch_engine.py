@@ -391,7 +391,7 @@ class TorchEngine(Engine):
             neighbours = NeighbourList(self.model.cutoff_A, self.skin_A, self.model.max_neighbours, self.cell_A)
             return self._evaluate_group(neighbours, replica_A, None)
 
-        return CallMemory.measure(call).replicas_within(budget_bytes)
+        return CallMemory.measure(call, self.device).replicas_within(budget_bytes)
 
     def state(self) -> dict[str, np.ndarray]:
         replicas = self.replicas

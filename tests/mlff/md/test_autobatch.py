@@ -49,7 +49,7 @@ def test_the_memory_of_a_force_call_is_linear_in_its_replicas():
         neighbours = NeighbourList(model.cutoff_A, engine.skin_A, model.max_neighbours, engine.cell_A)
         return engine._evaluate_group(neighbours, positions_A.expand(n_replicas, -1, -1), None)
 
-    memory = CallMemory.measure(call)
+    memory = CallMemory.measure(call, torch.device("cpu"))
     with LiveBytes() as count:
         call(9)
     assert memory.bytes_per_replica > 1e6  # a 50-atom call with a few thousand pairs
@@ -70,7 +70,7 @@ def test_a_memory_budget_sets_how_many_replicas_share_a_call(tmp_path):
     positions_A = torch.as_tensor(atoms.positions, dtype=torch.float64)[None]
     memory = CallMemory.measure(lambda n: probe._evaluate_group(
         NeighbourList(model.cutoff_A, probe.skin_A, model.max_neighbours, probe.cell_A),
-        positions_A.expand(n, -1, -1), None))
+        positions_A.expand(n, -1, -1), None), torch.device("cpu"))
     protocol = MDProtocol(temperature_K=600.0, ramp_ps=0.01, production_ps=0.02)
     budgeted = TorchEngine(model, atoms, memory_budget_bytes=memory.fixed_bytes + 2.5 * memory.bytes_per_replica)
     budgeted.start([protocol] * 5, [atoms.get_momenta()] * 5)
@@ -85,3 +85,28 @@ def test_a_memory_budget_sets_how_many_replicas_share_a_call(tmp_path):
     torch.testing.assert_close(budgeted.replicas.positions_A, together.replicas.positions_A, rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="not both"):
         TorchEngine(model, atoms, replicas_per_call=2, memory_budget_bytes=1e9)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_the_count_matches_the_allocator_and_ninety_quickstart_replicas_share_one_call():
+    """The CUDA allocator's peaks (what the engine measures there) and LiveBytes' count agree, and the
+    default budget, 0.8 of the free memory, takes 90 quickstart SchNet replicas of LGPS in one call."""
+    torch.manual_seed(0)
+    device = torch.device("cuda")
+    model = build_model("schnet", hidden_channels=32, num_interactions=2, cutoff_A=6.0).to(device)
+    atoms = load_structure("LGPS")
+    engine = TorchEngine(model, atoms)
+    positions_A = torch.as_tensor(atoms.positions, dtype=torch.float64, device=device)[None]
+
+    def call(n_replicas: int):
+        neighbours = NeighbourList(model.cutoff_A, engine.skin_A, model.max_neighbours, engine.cell_A)
+        return engine._evaluate_group(neighbours, positions_A.expand(n_replicas, -1, -1), None)
+
+    memory = CallMemory.measure(call, device)
+    with LiveBytes() as count:
+        call(PROBE_REPLICAS)
+    assert count.peak_bytes == pytest.approx(memory.fixed_bytes + PROBE_REPLICAS * memory.bytes_per_replica, rel=0.25)
+    protocol = MDProtocol(temperature_K=600.0, ramp_ps=0.01, production_ps=0.02)
+    engine.start([protocol] * 90, [atoms.get_momenta()] * 90)
+    assert engine.replicas_per_call >= 90 and len(engine.groups) == 1

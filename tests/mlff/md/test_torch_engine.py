@@ -7,6 +7,7 @@ import dataclasses
 import math
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -407,3 +408,42 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="one seed and one out_path"):
         torch_md(model, atoms, [protocol], [0, 1], [tmp_path / "a.frames"], progress=False)
 
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_steps_are_sync_free_follow_the_cpu_run_and_synchronise_once_when_steady(tmp_path):
+    """On CUDA the engine takes sync-free steps by default. Three replicas follow the same run on the CPU
+    (host steps), and between the driver's events a step synchronises with the host once, to size the
+    model's graph: torch.cuda's sync debug mode warns at every synchronising call."""
+    atoms = load_structure("Li2S")
+    protocol = MDProtocol(temperature_K=800.0, ramp_ps=0.01, production_ps=0.1, save_every_steps=10)  # 5 ramp steps
+    options = dict(fusion_distance_A=0.05, max_temperature_K=1e6, progress=False)  # random weights: no replica stops
+    paths = {device: [tmp_path / f"{device}{i}.frames" for i in range(3)] for device in ("cpu", "cuda")}
+    run_md(TorchEngine(small_schnet(), atoms), [protocol] * 3, [1, 2, 3], paths["cpu"], **options)
+
+    engine = TorchEngine(small_schnet().to("cuda"), atoms)
+    assert engine.sync_free and engine.defers_observations
+    warnings_before_step = []
+    engine_advance = engine.advance
+
+    def advance(ramp_targets_K):
+        warnings_before_step.append(len(caught))
+        return engine_advance(ramp_targets_K)
+
+    engine.advance = advance
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            run_md(engine, [protocol] * 3, [1, 2, 3], paths["cuda"], **options)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = np.diff(warnings_before_step + [len(caught)])  # [n_steps]
+    events = {step for step in range(1, protocol.n_steps + 1) if step % 10 == 0 or (step > 5 and (step - 5) % 10 == 0)}
+    steady = [step for step in range(6, protocol.n_steps) if step not in events]
+    assert [syncs[step - 1] for step in steady] == [1] * len(steady)
+    for cpu_path, cuda_path in zip(paths["cpu"], paths["cuda"]):
+        cpu, cuda = read_trajectory(cpu_path), read_trajectory(cuda_path)
+        assert cuda.n_frames == cpu.n_frames == 5
+        np.testing.assert_allclose(cuda.positions_A, cpu.positions_A, rtol=0, atol=1e-7)
