@@ -14,6 +14,10 @@
 #SBATCH --signal=B:USR1@{{warning_s}}
 #SBATCH --no-requeue
 #SBATCH --output={{job_dir}}/slurm-%A_%a.out
+# Slurm may send its SIGUSR1 warning up to a minute early (sbatch --signal), even at the start of a short
+# task: ignored until the rocket installs its handler (an ignored signal stays ignored across exec), it
+# cannot kill the rocket while Python starts; the time limit's SIGTERM still makes it checkpoint.
+trap '' USR1
 set -eo pipefail
 {{pre_command}}
 echo "array task ${SLURM_ARRAY_TASK_ID} of job ${SLURM_ARRAY_JOB_ID} on $(hostname); CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-unset}"

@@ -61,6 +61,25 @@ def test_gpu_template_fills_every_directive_and_leaves_out_null_optional_ones():
     assert script.splitlines()[-1] == "exec /opt/venv/bin/python -m launchers.slurm /scratch/c/job/manifest.json"
 
 
+@pytest.mark.parametrize("category", ["gpu", "cpu"])
+def test_an_early_warning_signal_cannot_kill_a_task_before_its_rocket_listens(tmp_path, category):
+    """sbatch may send --signal's SIGUSR1 up to a minute early, even as a short task starts: the batch
+    script ignores it until the rocket installs its handler (here a stand-in that takes a second to
+    start), so the task runs to its end instead of dying silently."""
+    stand_in = tmp_path / "python"
+    stand_in.write_text("#!/bin/bash\nsleep 1\n")
+    stand_in.chmod(0o755)
+    values = {**TEMPLATE_VALUES, "pre_command": "", "python": str(stand_in), "job_dir": str(tmp_path)}
+    if category == "cpu":
+        del values["gres"]
+    script = tmp_path / "array.sh"
+    script.write_text(render_template(TEMPLATES[category], values))
+    task = subprocess.Popen(["bash", str(script)], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)  # the shell has exec'd the stand-in, which is still starting
+    task.send_signal(signal.SIGUSR1)
+    assert task.wait(timeout=10) == 0
+
+
 def test_template_rejects_unknown_missing_and_misplaced_null_values():
     with pytest.raises(TemplateError, match=r"unknown keys \['acount'\]"):
         render_template(TEMPLATES["gpu"], {**TEMPLATE_VALUES, "acount": "x"})
