@@ -358,6 +358,8 @@ class TorchEngine(Engine):
         self._begin(protocols, self._f64(state["positions_A"]), self._f64(state["momenta"]), state)
 
     def _begin(self, protocols: list[MDProtocol], positions_A, momenta, state: dict) -> None:
+        self.groups.clear()  # an engine may run again: no neighbour list or skin check carries over
+        self.steps_to_skin_check = 0
         thermostat = NoseHooverChains(
             [p.temperature_K for p in protocols], [p.thermostat_time_fs * ASE_TIME_PER_FS for p in protocols],
             len(self.atoms), self.device if self.sync_free else None,

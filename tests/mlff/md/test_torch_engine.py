@@ -305,6 +305,20 @@ def test_sync_free_replica_turning_non_finite_between_reads_stops_at_its_step_an
         assert failing[replica]["temperature_K"] == healthy[replica]["temperature_K"]
 
 
+@pytest.mark.parametrize("sync_free", [False, True], ids=["host", "sync-free"])
+def test_an_engine_run_twice_runs_the_same_both_times(tmp_path, sync_free):
+    """A second ``run_md`` with the same engine (as the benchmarks do) starts afresh: no neighbour list or
+    skin-check countdown of the first run carries over."""
+    # A thin skin: by the end of a run its atoms have left the list built at its start.
+    engine = TorchEngine(small_schnet(), load_structure("Li2S"), neighbour_skin_A=0.1, sync_free=sync_free)
+    protocol = MDProtocol(temperature_K=800.0, ramp_ps=0.01, production_ps=0.06, save_every_steps=5)
+    for run in (0, 1):
+        run_md(engine, [protocol] * 2, [1, 2], [tmp_path / f"{run}-{i}.frames" for i in range(2)], progress=False)
+    for i in range(2):
+        first, second = read_trajectory(tmp_path / f"0-{i}.frames"), read_trajectory(tmp_path / f"1-{i}.frames")
+        np.testing.assert_array_equal(second.positions_A, first.positions_A)
+
+
 HOST_READS = {  # torch calls that wait for a device and copy from it, or copy host data to it
     "item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__", "nonzero", "masked_select",
     "unique", "repeat_interleave", "tensor", "as_tensor",
