@@ -34,13 +34,8 @@ import numpy as np
 from analysis.rdf import CHEMICAL_SYMBOLS, RDF, image_shifts, rdf, rdf_mae, validated_cell
 from analysis.stability import min_distance_A
 from analysis.statistics import DiffusiveWindow, diffusive_window
-from analysis.transport import (
-    A2_PER_FS_TO_CM2_PER_S,
-    conductivity_mS_cm,
-    diffusivity_cm2_s,
-    fit_loglog_slope,
-    mean_square_displacement,
-)
+from analysis.transport import conductivity_mS_cm, diffusivity_cm2_s, fit_loglog_slope, mean_square_displacement
+from records.units import A2_PER_FS_TO_CM2_PER_S, FS_PER_PS
 
 CHECK_WINDOW = (1 / 8, 1 / 2)  # lags of the diffusion check, as fractions of the analysed time
 DIFFUSIVE_SLOPE_TOLERANCE = 0.3  # |log-log slope - 1| allowed over the check window
@@ -138,14 +133,14 @@ def diffusion_verdict(msd_A2: np.ndarray, time_fs: np.ndarray, window: Diffusive
     usable = np.count_nonzero(lags) >= 3 and bool(np.all(msd_A2[lags] > 0))
     check_slope = fit_loglog_slope(msd_A2[lags], time_fs[lags]) if usable else None
     at_end = None if window is None else float(np.interp(window.end_fs, time_fs, msd_A2))
-    span = f"[{CHECK_WINDOW[0] * analysed_fs / 1000:.3g}, {CHECK_WINDOW[1] * analysed_fs / 1000:.3g}] ps"
+    span = f"[{CHECK_WINDOW[0] * analysed_fs / FS_PER_PS:.3g}, {CHECK_WINDOW[1] * analysed_fs / FS_PER_PS:.3g}] ps"
     if window is None or check_slope is None:
-        reason = f"not diffusive at {analysed_fs / 1000:.3g} ps: too short an MSD for its checks"
+        reason = f"not diffusive at {analysed_fs / FS_PER_PS:.3g} ps: too short an MSD for its checks"
     elif at_end < hop_A**2:
-        reason = (f"not diffusive at {analysed_fs / 1000:.3g} ps: MSD {at_end:.3g} Å² at the fit's end is below "
+        reason = (f"not diffusive at {analysed_fs / FS_PER_PS:.3g} ps: MSD {at_end:.3g} Å² at the fit's end is below "
                   f"one hop ({hop_A:.3g} Å)²")
     elif abs(check_slope - 1.0) > DIFFUSIVE_SLOPE_TOLERANCE:
-        reason = f"not diffusive at {analysed_fs / 1000:.3g} ps: log-log slope {check_slope:.2f} over {span}, not 1"
+        reason = f"not diffusive at {analysed_fs / FS_PER_PS:.3g} ps: log-log slope {check_slope:.2f} over {span}, not 1"
     else:
         return DiffusionVerdict(True, "diffusive", hop_A, at_end, check_slope, None)
     return DiffusionVerdict(False, reason, hop_A, at_end, check_slope, upper_bound)

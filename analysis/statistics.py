@@ -20,7 +20,9 @@ from statistics import NormalDist
 
 import numpy as np
 
-from analysis.transport import BOLTZMANN_EV_K, conductivity_mS_cm, extrapolate_arrhenius, fit_arrhenius
+from analysis.transport import conductivity_mS_cm, extrapolate_arrhenius, fit_arrhenius
+
+from records.units import BOLTZMANN_EV_K
 
 __all__ = [
     "CONFIDENCE",

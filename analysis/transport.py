@@ -17,14 +17,9 @@ import numpy as np
 import scipy.fft
 
 from analysis.rdf import validated_cell, validated_positions
+from records.units import A2_PER_FS_TO_CM2_PER_S, A3_TO_CM3, BOLTZMANN_EV_K, BOLTZMANN_J_K, ELEMENTARY_CHARGE_C, S_TO_MS
 
 __all__ = [
-    "BOLTZMANN_J_K",
-    "ELEMENTARY_CHARGE_C",
-    "BOLTZMANN_EV_K",
-    "A2_PER_FS_TO_CM2_PER_S",
-    "A3_TO_CM3",
-    "S_TO_MS",
     "WRAPPED_TOLERANCE",
     "unwrap",
     "mean_square_displacement",
@@ -36,14 +31,6 @@ __all__ = [
     "extrapolate_arrhenius",
     "conductivity_at_mS_cm",
 ]
-
-# --------------------------------------------------------------------------- constants (SI 2019, exact)
-BOLTZMANN_J_K = 1.380649e-23  # k_B in J/K
-ELEMENTARY_CHARGE_C = 1.602176634e-19  # e in C
-BOLTZMANN_EV_K = BOLTZMANN_J_K / ELEMENTARY_CHARGE_C  # k_B in eV/K (8.617333262e-5)
-A2_PER_FS_TO_CM2_PER_S = 1e-16 / 1e-15  # 1 Å²/fs = 1e-16 cm² / 1e-15 s = 0.1 cm²/s
-A3_TO_CM3 = 1e-24  # 1 Å³ = 1e-24 cm³
-S_TO_MS = 1e3  # S/cm -> mS/cm
 
 # Fractional coordinates of a wrapped trajectory must lie in [-tol, 1 + tol).
 WRAPPED_TOLERANCE = 1e-6

@@ -51,10 +51,11 @@ from mlff import host_memory
 from mlff.calculator import MLFFCalculator
 from mlff.md.ase_engine import AseEngine
 from mlff.md.driver import run_md
-from mlff.md.protocol import FS_PER_NS, FS_PER_PS, S_PER_DAY, MDProtocol
+from mlff.md.protocol import MDProtocol
 from mlff.md.torch_engine import TorchEngine
 from mlff.models import build_model
 from mlff.structures import load_structure
+from records.units import FS_PER_NS, FS_PER_PS, S_PER_DAY
 
 TIMESTEP_FS = 2.0
 MODELS = {"schnet": "SchNet", "dimenet++": "DimeNet++"}  # registry name -> the paper's name

@@ -362,7 +362,7 @@ def analyze(trajectory, reference, temperature_K, timestep_fs, specie, discard_p
     from analysis.rdf import CHEMICAL_SYMBOLS
     from analysis.runs import RDFSettings, analyse_run, material_rdf
     from analysis.stability import FUSION_DISTANCE_A, RDF_MAE_STABLE, run_stability
-    from mlff.md.protocol import FS_PER_PS
+    from records.units import FS_PER_PS
     from mlff.reference import read_reference
     from mlff.trajectory import SUFFIX, read_trajectory
     from workflows.stages import md_summary_path

@@ -17,12 +17,13 @@ from pydantic import Discriminator, Field, Tag, ValidationError, ValidationInfo,
 
 from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A, MAX_N_BINS, MAX_R_MAX_A, MIN_N_BINS
 from mlff.md.engine import engine_class, engine_names
-from mlff.md.protocol import FS_PER_PS, STEP_COUNT_TOLERANCE
+from mlff.md.protocol import STEP_COUNT_TOLERANCE
 from mlff.pretrained import FINE_TUNABLE, Pretrained, resolve_weight_paths, results_label
 from records.errors import CampaignError
 from records.results import REFERENCE_SOURCE
 from records.settings import PositiveFloat, ResourcesSpec, StoreSpec, Strict
 from workflows.inputs import DEFAULT_COLLAPSE_WINDOW_PS
+from records.units import FS_PER_PS
 
 Temperature_K = Annotated[float, Field(gt=0, le=5000)]
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

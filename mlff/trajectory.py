@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlff.md.protocol import FS_PER_PS
+from records.units import FS_PER_PS
 from records.errors import CampaignError
 
 MAGIC = b"MLFFTRJ1"

@@ -23,10 +23,10 @@ from analysis.rdf import CHEMICAL_SYMBOLS, RDF, leave_one_out_maes, mean_rdf
 from analysis.runs import RDFSettings, analyse_run, collapse, material_rdf
 from analysis.stability import run_stability
 from mlff import preemption
-from mlff.md.protocol import FS_PER_PS
 from mlff.trajectory import read_system, read_trajectory
 from records.atomic_file import atomic_write
 from records.provenance import package_versions, sha256_file
+from records.units import FS_PER_PS
 from records.results import (
     REFERENCE_SOURCE,
     DiffusionPathResult,

@@ -14,13 +14,8 @@ from ase.calculators.calculator import BaseCalculator
 from ase.md.nose_hoover_chain import NoseHooverChainNVT
 
 from mlff.md.engine import Engine, Observation
-from mlff.md.protocol import (
-    ASE_TIME_PER_FS,
-    NOSE_HOOVER_CHAIN_LENGTH,
-    MDProtocol,
-    min_pair_distance_A,
-    rescale_to_temperature,
-)
+from mlff.md.protocol import NOSE_HOOVER_CHAIN_LENGTH, MDProtocol, min_pair_distance_A, rescale_to_temperature
+from records.units import ASE_TIME_PER_FS
 
 
 def velocity_verlet_step(atoms: Atoms, timestep_fs: float, forces_eV_A: np.ndarray) -> np.ndarray:

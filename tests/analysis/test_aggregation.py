@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.aggregation import RunVerdict, summarise_material, summarise_temperature, survival
-from analysis.transport import BOLTZMANN_EV_K
+from records.units import BOLTZMANN_EV_K
 
 EA_EV, D0_CM2_S = 0.25, 1e-3
 

@@ -7,7 +7,7 @@ import pytest
 
 from analysis.rdf import RDF, leave_one_out_maes, rdf
 from analysis.runs import RDFSettings, analyse_run, hop_distance_A
-from analysis.transport import A2_PER_FS_TO_CM2_PER_S
+from records.units import A2_PER_FS_TO_CM2_PER_S
 
 CELL_A = np.diag([12.0, 12.0, 12.0])
 SITES = np.array([[i, j, k] for i in range(3) for j in range(3) for k in range(3)], dtype=float) * 4.0  # 27, 4 Å apart

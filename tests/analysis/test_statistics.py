@@ -10,7 +10,8 @@ from analysis.statistics import (
     diffusive_window,
     wilson_interval,
 )
-from analysis.transport import BOLTZMANN_EV_K, conductivity_at_mS_cm
+from analysis.transport import conductivity_at_mS_cm
+from records.units import BOLTZMANN_EV_K
 
 
 def test_bootstrap_mean_covers_the_true_mean_about_95_percent_of_the_time():

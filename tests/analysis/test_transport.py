@@ -3,7 +3,6 @@ import pytest
 
 from analysis import transport
 from analysis.transport import (
-    BOLTZMANN_EV_K,
     ArrheniusFit,
     conductivity_at_mS_cm,
     conductivity_mS_cm,
@@ -14,6 +13,7 @@ from analysis.transport import (
     mean_square_displacement,
     unwrap,
 )
+from records.units import BOLTZMANN_EV_K
 
 CELL = np.array([[7.31, 0.0, 0.0], [1.47, 6.93, 0.0], [-0.82, 1.16, 8.05]])  # triclinic
 

@@ -3,9 +3,8 @@
 import numpy as np
 import pytest
 
-from analysis.transport import A2_PER_FS_TO_CM2_PER_S
-from mlff.md.protocol import FS_PER_PS
 from mlff.trajectory import TrajectoryWriter
+from records.units import A2_PER_FS_TO_CM2_PER_S, FS_PER_PS
 from workflows.inputs import AnalyzeInputs
 from workflows.stages import analyze
 
