@@ -16,6 +16,12 @@ which agrees with LAMMPS ``compute rdf``):
 * Total: the same with all atoms as centres and neighbours, ``N · (N / V_cell)``.
 * Several frames: the mean of the per-frame RDFs (ASE's convention). With a fixed cell the
   normalisation is the same for every frame, so this equals total counts / n_frames / norm.
+* Gaussian kernel (``kernel_width_A`` = σ > 0; 0 is the histogram above): each pair at distance d
+  adds to bin k, instead of 1 to its own bin K, the mass of a Gaussian N(d, σ²) in bin k (the mass
+  below r = 0 reflected back) times ``V_shell(k) / V_shell(K)``: in g it adds to each bin what it
+  adds to its own bin in the histogram, spread. So g is the histogram's g convolved with the
+  Gaussian: the area under g is kept, and an ideal gas stays at g = 1. Pairs out to r_max + 5σ are counted, each placed at the centre of a counting bin
+  of width ≤ σ/4 (at most 64 to an RDF bin).
 
 The computation is split, like MDAnalysis ``InterRDF._single_frame`` / ``_conclude``, into
 :func:`accumulate_pair_counts` (histogram counts of a block of frames, summable over
@@ -25,6 +31,7 @@ frames in chunks and normalise once at the end. :func:`rdf` is the one-shot wrap
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -33,9 +40,9 @@ import numpy as np
 __all__ = [
     "RDF",
     "rdf",
+    "block_rdfs",
     "rdf_mae",
     "mean_rdf",
-    "leave_one_out_maes",
     "accumulate_pair_counts",
     "normalise_pair_counts",
     "species_indices",
@@ -60,6 +67,13 @@ DEFAULT_N_BINS, MIN_N_BINS, MAX_N_BINS = 120, 10, 5000
 
 # Upper bound on the number of pair-image vectors materialised at once (memory ~ 50 B each).
 _MAX_VECTORS_PER_CHUNK = 500_000
+
+# The Gaussian kernel: pairs are counted out to KERNEL_REACH widths beyond r_max (the mass a kernel puts
+# further away is < 3e-7), on counting bins no wider than a SUB_BINS_PER_WIDTH-th of its width (placing a pair
+# at its counting bin's centre widens the kernel by < 0.3 %), at most MAX_SUB_BINS to an RDF bin.
+KERNEL_REACH = 5.0
+SUB_BINS_PER_WIDTH = 4
+MAX_SUB_BINS = 64
 
 
 @dataclass(frozen=True)
@@ -144,7 +158,7 @@ def _symbol_to_number(symbol: str) -> int:
 
 
 def accumulate_pair_counts(
-    positions_A, cell_A, species, n_species: int, r_max_A: float, n_bins: int
+    positions_A, cell_A, species, n_species: int, r_max_A: float, n_bins: int, kernel_width_A: float = 0.0
 ) -> np.ndarray:
     """Histogram counts of one block of frames (the "single frame" step).
 
@@ -152,8 +166,27 @@ def accumulate_pair_counts(
     lattice vectors; species: [n_atoms] integer species index in [0, n_species).
     Returns counts[a, b, k]: number of ordered pairs (i of species a, j of species b, any
     periodic image of j, i != j or a non-zero image) with distance in bin k (binning
-    ``ceil(d / dr)`` as in the module docstring), summed over the frames of the block.
+    ``ceil(d / dr)`` as in the module docstring), summed over the frames of the block; with
+    ``kernel_width_A`` > 0, each pair's count spread over the bins by the Gaussian kernel (module
+    docstring), in the same units, so :func:`normalise_pair_counts` applies unchanged.
     Results of several blocks can simply be added.
+    """
+    pos = validated_positions(positions_A)
+    one_block = np.zeros(pos.shape[0], dtype=np.int64)
+    return accumulate_block_pair_counts(pos, cell_A, species, n_species, r_max_A, n_bins, one_block, 1,
+                                        kernel_width_A)[0]
+
+
+def accumulate_block_pair_counts(
+    positions_A, cell_A, species, n_species: int, r_max_A: float, n_bins: int, block_of_frame, n_blocks: int,
+    kernel_width_A: float = 0.0,
+) -> np.ndarray:
+    """:func:`accumulate_pair_counts` of several blocks of frames in one pass over the frames.
+
+    block_of_frame: [n_frames] the block (in [0, n_blocks)) each frame's pairs are counted in; blocks
+    need not be contiguous, but the pass is fastest when they are. Returns counts [n_blocks, n_species,
+    n_species, n_bins]; ``counts[b]`` is what :func:`accumulate_pair_counts` gives for the frames of
+    block b, and the sum over blocks what it gives for all of them.
     """
     pos = validated_positions(positions_A)
     cell = validated_cell(cell_A)
@@ -163,7 +196,13 @@ def accumulate_pair_counts(
         raise ValueError(f"species must have shape ({n_atoms},), got {species.shape}")
     if r_max_A <= 0 or n_bins < 1:
         raise ValueError("r_max_A must be > 0 and n_bins >= 1")
-    dr = float(r_max_A / n_bins)
+    block_of_frame = np.asarray(block_of_frame)
+    if block_of_frame.shape != (n_frames,) or not np.issubdtype(block_of_frame.dtype, np.integer):
+        raise ValueError(f"block_of_frame must be {n_frames} integers, got {block_of_frame.dtype} {block_of_frame.shape}")
+    if n_blocks < 1 or block_of_frame.min() < 0 or block_of_frame.max() >= n_blocks:
+        raise ValueError(f"block_of_frame must lie in [0, n_blocks) with n_blocks >= 1 (n_blocks = {n_blocks})")
+    reach_A, n_sub, n_fine = _counting_grid(r_max_A, n_bins, kernel_width_A)
+    width_A = float(r_max_A / n_bins) / n_sub  # of a counting bin (exactly dr without a kernel)
 
     # Unordered pairs i <= j. i < j stands for the two ordered pairs (i, j) and (j, i): it is
     # counted once in hist[s_i, s_j] and the transpose below adds hist[s_j, s_i]. For i == j
@@ -172,19 +211,23 @@ def accumulate_pair_counts(
     pair_weight = np.where(i_idx == j_idx, 0.5, 1.0)
     pair_key = species[i_idx] * n_species + species[j_idx]
 
-    shifts = image_shifts(cell, r_max_A)  # [n_images, 3] fractional
+    shifts = image_shifts(cell, reach_A)  # [n_images, 3] fractional
     shifts_cart = shifts @ cell
     shift_norm2 = np.einsum("ix,ix->i", shifts_cart, shifts_cart)
     n_pairs, n_images = len(i_idx), len(shifts)
     frames_per_chunk = max(1, _MAX_VECTORS_PER_CHUNK // (n_pairs * n_images))
 
     frac = pos @ np.linalg.inv(cell)
-    hist = np.zeros(n_species * n_species * (n_bins + 2))
-    # flat bin index: key * (n_bins + 2) + bin, bin in 0..n_bins+1 (0 and n_bins+1 = discarded)
-    key_offset = (pair_key * (n_bins + 2))[:, None]
-    r_max2 = r_max_A * r_max_A
+    # flat bin index within a block: key * (n_fine + 2) + bin, bin in 0..n_fine+1 (0 and n_fine+1 = discarded)
+    row = n_species * n_species * (n_fine + 2)
+    hist = np.zeros((n_blocks, row))
+    key_offset = pair_key * (n_fine + 2)  # [n_pairs]
+    reach2 = reach_A * reach_A
     for start in range(0, n_frames, frames_per_chunk):
         f = frac[start : start + frames_per_chunk]
+        blocks = block_of_frame[start : start + frames_per_chunk]  # [c]
+        first = int(blocks.min())
+        span = int(blocks.max()) - first + 1
         df = f[:, j_idx, :] - f[:, i_idx, :]  # [c, n_pairs, 3]
         df -= np.round(df)
         d0 = df @ cell  # [c, n_pairs, 3]
@@ -192,16 +235,66 @@ def accumulate_pair_counts(
         d2 = np.einsum("cpx,cpx->cp", d0, d0)[:, :, None] + shift_norm2
         d2 += 2.0 * (d0 @ shifts_cart.T)  # [c, n_pairs, n_images]
         np.maximum(d2, 0.0, out=d2)
-        keep = d2 <= r_max2 * (1.0 + 1e-12)
+        keep = d2 <= reach2 * (1.0 + 1e-12)
         dist = np.sqrt(d2[keep])
-        bins = np.minimum(np.ceil(dist / dr).astype(np.int64), n_bins + 1)
-        flat = np.broadcast_to(key_offset[None], d2.shape)[keep] + bins
+        bins = np.minimum(np.ceil(dist / width_A).astype(np.int64), n_fine + 1)
+        offset = (blocks - first)[:, None] * row + key_offset  # [c, n_pairs]
+        flat = np.broadcast_to(offset[:, :, None], d2.shape)[keep] + bins
         weights = np.broadcast_to(pair_weight[None, :, None], d2.shape)[keep]
-        hist += np.bincount(flat, weights=weights, minlength=hist.size)
+        hist[first : first + span] += np.bincount(flat, weights=weights, minlength=span * row).reshape(span, row)
 
-    hist = hist.reshape(n_species, n_species, n_bins + 2)
-    counts = hist + hist.transpose(1, 0, 2)
-    return counts[:, :, 1 : n_bins + 1]
+    hist = hist.reshape(n_blocks, n_species, n_species, n_fine + 2)
+    counts = (hist + hist.transpose(0, 2, 1, 3))[..., 1 : n_fine + 1]
+    if kernel_width_A == 0.0:  # the histogram itself
+        return counts
+    return counts @ _kernel_matrix(r_max_A, n_bins, kernel_width_A, n_sub, n_fine)
+
+
+def _counting_grid(r_max_A: float, n_bins: int, kernel_width_A: float) -> tuple[float, int, int]:
+    """(reach_A, n_sub, n_fine): pairs are counted out to reach_A on n_fine bins, n_sub to an RDF bin.
+
+    Without a kernel: the RDF's own bins up to r_max. With one: bins no wider than
+    width / SUB_BINS_PER_WIDTH (at most MAX_SUB_BINS to an RDF bin), out to r_max + KERNEL_REACH widths.
+    """
+    width = float(kernel_width_A)
+    if not np.isfinite(width) or width < 0:
+        raise ValueError(f"kernel_width_A must be finite and >= 0, got {kernel_width_A}")
+    if width == 0.0:
+        return float(r_max_A), 1, int(n_bins)
+    dr = float(r_max_A / n_bins)
+    n_sub = int(min(MAX_SUB_BINS, max(1, np.ceil(SUB_BINS_PER_WIDTH * dr / width))))
+    reach_A = float(r_max_A) + KERNEL_REACH * width
+    return reach_A, n_sub, int(np.ceil(reach_A / (dr / n_sub)))
+
+
+def _kernel_matrix(r_max_A: float, n_bins: int, kernel_width_A: float, n_sub: int, n_fine: int) -> np.ndarray:
+    """[n_fine, n_bins] what a count in each counting bin adds to each RDF bin's count (module docstring).
+
+    A pair at the centre c of counting bin j, in RDF bin K(j) (bins past r_max continue the grid), adds
+    to bin k the Gaussian's mass in bin k, with the mass below r = 0 reflected back, times
+    V_shell(k) / V_shell(K(j)): in g, exactly what it adds to its own bin's g, spread.
+    """
+    dr = float(r_max_A / n_bins)
+    step = dr / n_sub
+    # With e_k = k n_sub step and c_j = (j + 1/2) step, (e_k - c_j) and (e_k + c_j) are (m - 1/2) step for
+    # the integers m = k n_sub - j and k n_sub + j + 1: Phi is needed on that one grid only.
+    m = np.arange(-n_fine - n_sub, n_bins * n_sub + n_fine + 2)
+    phi = 0.5 * (1.0 + _erf((m - 0.5) * step / (kernel_width_A * np.sqrt(2.0))))
+    j = np.arange(n_fine)[:, None]
+    k = np.arange(n_bins + 1)[None, :]  # edges e_0 .. e_n
+    upper = phi[k * n_sub - j - m[0]] + phi[k * n_sub + j + 1 - m[0]]  # [n_fine, n_bins + 1], Phi(e-c) + Phi(e+c)
+    mass = np.diff(upper, axis=1)  # [n_fine, n_bins]
+
+    n_coarse = -(-n_fine // n_sub)
+    edges = np.concatenate([np.linspace(0.0, r_max_A, n_bins + 1), r_max_A + dr * np.arange(1, n_coarse - n_bins + 1)])
+    shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)  # [max(n_bins, n_coarse)]
+    own = shell[np.arange(n_fine) // n_sub]  # [n_fine]
+    return mass * shell[None, :n_bins] / own[:, None]
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """The error function, elementwise (math.erf; numpy has none)."""
+    return np.frompyfunc(math.erf, 1, 1)(x).astype(float)
 
 
 def normalise_pair_counts(
@@ -243,6 +336,7 @@ def rdf(
     n_bins: int,
     pairs: Sequence[tuple[str, str]] = (),
     frame_stride: int = 1,
+    kernel_width_A: float = 0.0,
 ) -> RDF:
     """Frame-averaged total and partial RDFs of a fixed-cell periodic trajectory.
 
@@ -250,8 +344,25 @@ def rdf(
     vectors), numbers [n_atoms] atomic numbers. Frames ``0, frame_stride, 2·frame_stride, …``
     are used. Returns "total" plus one partial per requested (A, B) pair, labelled "A-B".
     Normalisation as ``ase.geometry.rdf.get_rdf`` (see module docstring); all periodic images
-    within ``r_max_A`` are included, so r_max may exceed half the cell's width.
+    within ``r_max_A`` are included, so r_max may exceed half the cell's width. ``kernel_width_A``
+    > 0 smooths the histogram with the Gaussian kernel of the module docstring.
     """
+    return block_rdfs(positions_A, cell_A, numbers, r_max_A, n_bins, 1, pairs, frame_stride, kernel_width_A)[0]
+
+
+def block_rdfs(
+    positions_A,
+    cell_A,
+    numbers,
+    r_max_A: float,
+    n_bins: int,
+    n_blocks: int,
+    pairs: Sequence[tuple[str, str]] = (),
+    frame_stride: int = 1,
+    kernel_width_A: float = 0.0,
+) -> list[RDF]:
+    """:func:`rdf` of each of ``n_blocks`` consecutive blocks of the used frames (as equal in size as they can
+    be; at least one frame each), in one pass over the frames. Their frame-weighted mean is :func:`rdf`."""
     pos = validated_positions(positions_A)
     cell = validated_cell(cell_A)
     if frame_stride < 1:
@@ -272,30 +383,29 @@ def rdf(
         pair_indices.append((f"{a}-{b}", idx[0], idx[1]))
 
     frames = pos[::frame_stride]
-    counts = accumulate_pair_counts(frames, cell, species, len(unique), r_max_A, n_bins)
+    if not 1 <= n_blocks <= len(frames):
+        raise ValueError(f"n_blocks must lie in [1, {len(frames)}] (the frames used), got {n_blocks}")
+    block_of_frame = np.arange(len(frames)) * n_blocks // len(frames)  # [n_used] consecutive, sizes differ by <= 1
+    counts = accumulate_block_pair_counts(frames, cell, species, len(unique), r_max_A, n_bins, block_of_frame,
+                                          n_blocks, kernel_width_A)
     n_per_species = np.bincount(species, minlength=len(unique))
     volume = abs(float(np.linalg.det(cell)))
-    r, g = normalise_pair_counts(counts, len(frames), n_per_species, volume, r_max_A)
-
-    out = {"total": g[-1, -1].copy()}
-    for label, ia, ib in pair_indices:
-        out[label] = g[ia, ib].copy()
-    return RDF(r_A=r, g=out)
-
-
-def mean_rdf(curves: Sequence[RDF]) -> RDF:
-    """The mean of RDFs on the same bins, label by label (the labels of the first)."""
-    return RDF(r_A=curves[0].r_A, g={label: np.mean([c.g[label] for c in curves], axis=0) for label in curves[0].g})
+    out = []
+    for block_counts, n_frames in zip(counts, np.bincount(block_of_frame, minlength=n_blocks), strict=True):
+        r, g = normalise_pair_counts(block_counts, int(n_frames), n_per_species, volume, r_max_A)
+        curves = {"total": g[-1, -1].copy()}
+        for label, ia, ib in pair_indices:
+            curves[label] = g[ia, ib].copy()
+        out.append(RDF(r_A=r, g=curves))
+    return out
 
 
-def leave_one_out_maes(curves: Sequence[RDF]) -> list[float]:
-    """The RDF MAE of each of ``curves`` (>= 2, independent samples: runs, or halves of one run) against
-    the mean of the others. Their mean is the noise floor of the RDF MAE: the smallest MAE between a run
-    and a reference of that many runs that the metric can tell from zero at this run length."""
-    if len(curves) < 2:
-        raise ValueError(f"a noise floor needs at least 2 independent RDFs, got {len(curves)}")
-    return [rdf_mae(curve, mean_rdf([other for j, other in enumerate(curves) if j != i]))
-            for i, curve in enumerate(curves)]
+def mean_rdf(curves: Sequence[RDF], weights: Sequence[float] | None = None) -> RDF:
+    """The mean of RDFs on the same bins, label by label (the labels of the first), weighted by ``weights`` when
+    given: with weights proportional to their frames, the RDF of their frames together."""
+    w = np.full(len(curves), 1.0 / len(curves)) if weights is None else np.asarray(weights, float) / np.sum(weights)
+    return RDF(r_A=curves[0].r_A, g={label: np.tensordot(w, [c.g[label] for c in curves], axes=1)
+                                     for label in curves[0].g})
 
 
 def rdf_mae(g: RDF, reference: RDF) -> float:

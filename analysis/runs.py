@@ -2,15 +2,18 @@
 and the diffusing element's MSD -> diffusive window -> whether it diffused -> D -> σ. Pure numpy over a
 run's arrays.
 
-**Diffusion that is really diffusion.** The fit window (``statistics.diffusive_window``) is chosen for
-a log-log slope near 1, among the windows whose MSD reaches one hop squared when there are any, so
-its slope is no evidence of diffusion. A run has diffused when both hold:
+**Diffusion that is really diffusion.** D is the slope of a generalised least-squares line through the MSD
+(``transport.diffusivity_interval``), with its 95 % interval. The fit window is the most diffusive one (log-log
+slope closest to 1, ``statistics.diffusive_window``) among those whose MSD reaches one hop squared; when the MSD
+never does, it is the check window below. A run has diffused when both hold:
 
-* the MSD at the end of the fitted window exceeds the square of one hop, the median distance from an
-  atom of the diffusing element to its nearest neighbour of the same element in the first analysed
-  frame (the distance between neighbouring sites);
-* the log-log slope of the MSD over a window fixed in advance, lags from 1/8 to 1/2 of the analysed
-  time (``CHECK_WINDOW``), lies within ``DIFFUSIVE_SLOPE_TOLERANCE`` of 1.
+* its carriers hopped: N·6D·t / hop² >= ``MIN_HOPS`` (2), the number of hops of one hop length that D implies
+  among the N carriers over the analysed time t. The hop is the median distance from an atom of the diffusing
+  element to its nearest neighbour of the same element in the first analysed frame (the distance between
+  neighbouring sites). Two hops among the carriers are enough: their D then has a wide interval (a Poisson
+  count's), not none. A vibrating crystal's MSD is flat, so its D implies a small fraction of a hop;
+* the MSD is not ballistic: its log-log slope over a window fixed in advance, lags from 1/8 to 1/2 of the
+  analysed time (``CHECK_WINDOW``), is at most 1 + ``DIFFUSIVE_SLOPE_TOLERANCE`` (1.3).
 
 A run that has not diffused gets no D or σ, only an upper bound D ≤ MSD(t) / 6t at the longest lag of
 the check window, and its reason.
@@ -21,36 +24,35 @@ window whose RDF MAE against the reference exceeds the threshold, or at the firs
 closer than the fusion distance, whichever is first (the MD engine's own early stop comes on top,
 in the stage).
 
-The campaign's analyze stage (workflows/stages.py) and ``campaign analyze`` both call ``analyse_run``.
+``analysis.verdicts.assess_run`` calls ``analyse_run`` for the analyze stage and ``campaign analyze`` alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from analysis.rdf import CHEMICAL_SYMBOLS, RDF, image_shifts, rdf, rdf_mae, validated_cell
+from analysis.settings import RDFSettings
 from analysis.stability import min_distance_A
 from analysis.statistics import DiffusiveWindow, diffusive_window
-from analysis.transport import conductivity_mS_cm, diffusivity_cm2_s, fit_loglog_slope, mean_square_displacement
+from analysis.transport import (
+    DiffusivityInterval,
+    carrier_positions_A,
+    conductivity_mS_cm,
+    diffusivity_interval,
+    fit_loglog_slope,
+    msd_of_positions_A2,
+)
 from records.units import A2_PER_FS_TO_CM2_PER_S, FS_PER_PS
 
 CHECK_WINDOW = (1 / 8, 1 / 2)  # lags of the diffusion check, as fractions of the analysed time
-DIFFUSIVE_SLOPE_TOLERANCE = 0.3  # |log-log slope - 1| allowed over the check window
+DIFFUSIVE_SLOPE_TOLERANCE = 0.3  # a log-log slope above 1 + this over the check window is ballistic, not diffusive
+MIN_HOPS = 2.0  # hops among the carriers over the analysed time that D must imply
 HOP_REACH_A = 8.0  # neighbours of the same element are looked for this far
 EINSTEIN_DIMENSIONS = 3  # MSD = 2 d D t
-
-
-@dataclass(frozen=True)
-class RDFSettings:
-    """How RDFs are computed: range, bins, the partials wanted (those whose elements are present) and frame stride."""
-
-    r_max_A: float
-    n_bins: int
-    pairs: Sequence[tuple[str, str]] = ()
-    frame_stride: int = 1
+MIN_MSD_FRAMES = 3  # analysed frames an MSD needs
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class DiffusionVerdict:
     msd_at_fit_end_A2: float | None
     check_slope: float | None
     upper_bound_cm2_s: float | None  # for a run that did not diffuse: D <= this
+    hops: float | None = None  # N·6D·t / hop²: the hops among the carriers that D implies over the analysed time
 
 
 @dataclass(frozen=True)
@@ -86,14 +89,20 @@ class RunAnalysis:
     diffusivity_cm2_s: float | None  # only for a run that diffused
     conductivity_mS_cm: float | None
     collapse: Collapse | None  # None without a reference RDF
+    diffusivity_fit: DiffusivityInterval | None = None  # the GLS fit, also of a run that did not diffuse
+    conductivity_interval_mS_cm: tuple[float, float] | None = None  # σ's 95 % interval, of a run that diffused
+
+
+def present_pairs(numbers, settings: RDFSettings) -> list[tuple[str, str]]:
+    """The requested partials whose elements the structure ``numbers`` has."""
+    present = {CHEMICAL_SYMBOLS[z] for z in np.unique(numbers)}
+    return [tuple(pair) for pair in settings.pairs if set(pair) <= present]
 
 
 def material_rdf(positions_A, cell_A, numbers, settings: RDFSettings) -> RDF:
     """Total RDF plus the requested partials whose elements the structure has."""
-    present = {CHEMICAL_SYMBOLS[z] for z in np.unique(numbers)}
-    pairs = [tuple(pair) for pair in settings.pairs if set(pair) <= present]
-    return rdf(positions_A, cell_A, numbers, settings.r_max_A, settings.n_bins, pairs=pairs,
-               frame_stride=settings.frame_stride)
+    return rdf(positions_A, cell_A, numbers, settings.r_max_A, settings.n_bins, pairs=present_pairs(numbers, settings),
+               frame_stride=settings.frame_stride, kernel_width_A=settings.kernel_width_A)
 
 
 def hop_distance_A(positions_A: np.ndarray, cell_A, reach_A: float = HOP_REACH_A) -> float:
@@ -109,22 +118,11 @@ def hop_distance_A(positions_A: np.ndarray, cell_A, reach_A: float = HOP_REACH_A
     return float(np.median(distances_A.min(axis=(1, 2))))
 
 
-def _fit_window(msd_A2: np.ndarray, time_fs: np.ndarray, hop_A: float) -> DiffusiveWindow | None:
-    """The most diffusive window that reaches one hop; failing that the most diffusive of all (recorded, and
-    then the verdict says the MSD stayed below one hop); None without one (too few frames, or an MSD that
-    is zero at some lag). The ballistic start and long, noisy lags are left out either way."""
-    for min_end_msd_A2 in (hop_A**2, 0.0):
-        try:
-            return diffusive_window(msd_A2, time_fs, min_end_msd_A2=min_end_msd_A2)
-        except ValueError:
-            continue
-    return None
-
-
-def diffusion_verdict(msd_A2: np.ndarray, time_fs: np.ndarray, window: DiffusiveWindow | None,
-                      hop_A: float) -> DiffusionVerdict:
-    """Has the MSD [n_lags] at lags ``time_fs`` [n_lags] (from 0) reached the diffusive regime? See the module
-    docstring; ``window`` is the fitted one, ``hop_A`` the distance between neighbouring sites."""
+def diffusion(positions_A: np.ndarray, msd_A2: np.ndarray, time_fs: np.ndarray, hop_A: float
+              ) -> tuple[DiffusiveWindow | None, DiffusionVerdict, DiffusivityInterval | None]:
+    """Where the MSD [n_lags] at lags ``time_fs`` [n_lags] (from 0) of the carriers' continuous positions
+    ``positions_A`` [n_lags, n_carriers, 3] is fitted, whether it reached the diffusive regime (see the module
+    docstring; ``hop_A`` is the distance between neighbouring sites) and the GLS fit of D with its interval."""
     analysed_fs = float(time_fs[-1])
     lags = (time_fs >= CHECK_WINDOW[0] * analysed_fs) & (time_fs <= CHECK_WINDOW[1] * analysed_fs) & (time_fs > 0)
     last = np.flatnonzero(lags)[-1] if lags.any() else len(time_fs) - 1
@@ -132,18 +130,29 @@ def diffusion_verdict(msd_A2: np.ndarray, time_fs: np.ndarray, window: Diffusive
         if time_fs[last] > 0 else None
     usable = np.count_nonzero(lags) >= 3 and bool(np.all(msd_A2[lags] > 0))
     check_slope = fit_loglog_slope(msd_A2[lags], time_fs[lags]) if usable else None
-    at_end = None if window is None else float(np.interp(window.end_fs, time_fs, msd_A2))
+    ps = f"{analysed_fs / FS_PER_PS:.3g} ps"
+    try:
+        window = diffusive_window(msd_A2, time_fs, min_end_msd_A2=hop_A**2)
+    except ValueError:  # the MSD stays below one hop: the window fixed in advance
+        window = None if check_slope is None else DiffusiveWindow(
+            float(time_fs[lags][0]), float(time_fs[last]), check_slope)
+    if window is None:
+        reason = f"not diffusive at {ps}: too short an MSD for its checks"
+        return None, DiffusionVerdict(False, reason, hop_A, None, check_slope, upper_bound), None
+    at_end = float(np.interp(window.end_fs, time_fs, msd_A2))
+    fit = diffusivity_interval(positions_A, msd_A2, time_fs, window.start_fs, window.end_fs,
+                               dimensions=EINSTEIN_DIMENSIONS)
+    n_carriers = positions_A.shape[1]
+    hops = n_carriers * 2 * EINSTEIN_DIMENSIONS * fit.diffusivity_cm2_s / A2_PER_FS_TO_CM2_PER_S * analysed_fs / hop_A**2
     span = f"[{CHECK_WINDOW[0] * analysed_fs / FS_PER_PS:.3g}, {CHECK_WINDOW[1] * analysed_fs / FS_PER_PS:.3g}] ps"
-    if window is None or check_slope is None:
-        reason = f"not diffusive at {analysed_fs / FS_PER_PS:.3g} ps: too short an MSD for its checks"
-    elif at_end < hop_A**2:
-        reason = (f"not diffusive at {analysed_fs / FS_PER_PS:.3g} ps: MSD {at_end:.3g} Å² at the fit's end is below "
-                  f"one hop ({hop_A:.3g} Å)²")
-    elif abs(check_slope - 1.0) > DIFFUSIVE_SLOPE_TOLERANCE:
-        reason = f"not diffusive at {analysed_fs / FS_PER_PS:.3g} ps: log-log slope {check_slope:.2f} over {span}, not 1"
+    if hops < MIN_HOPS:
+        reason = (f"not diffusive at {ps}: D = {fit.diffusivity_cm2_s:.3g} cm²/s implies {hops:.2g} hops of "
+                  f"{hop_A:.3g} Å among {n_carriers} carriers, {MIN_HOPS:g} needed")
+    elif check_slope > 1.0 + DIFFUSIVE_SLOPE_TOLERANCE:
+        reason = f"not diffusive at {ps}: log-log slope {check_slope:.2f} over {span} is ballistic, not 1"
     else:
-        return DiffusionVerdict(True, "diffusive", hop_A, at_end, check_slope, None)
-    return DiffusionVerdict(False, reason, hop_A, at_end, check_slope, upper_bound)
+        return window, DiffusionVerdict(True, "diffusive", hop_A, at_end, check_slope, None, hops), fit
+    return window, DiffusionVerdict(False, reason, hop_A, at_end, check_slope, upper_bound, hops), fit
 
 
 def collapse(positions_A: np.ndarray, time_fs: np.ndarray, cell_A, numbers, reference: RDF, settings: RDFSettings,
@@ -195,21 +204,20 @@ def analyse_run(
     """
     frame_min_A = min_distance_A(frames_A, cell_A) if len(frames_A) else np.zeros(0)  # [n_frames]
     mask = numbers == specie
-    window = verdict = d_cm2_s = sigma = None
-    if len(production_A) >= 3 and mask.any():
+    window = verdict = d_cm2_s = sigma = fit = sigma_interval = None
+    if len(production_A) >= MIN_MSD_FRAMES and mask.any():
         framework = ~mask
-        msd = mean_square_displacement(
-            production_A, cell_A, coordinates="wrapped", atom_mask=mask,
-            framework_mask=framework if framework.any() else None,
-        )
+        carriers_A = carrier_positions_A(production_A, cell_A, coordinates="wrapped", atom_mask=mask,
+                                         framework_mask=framework if framework.any() else None)
+        msd = msd_of_positions_A2(carriers_A)
         time_fs = production_time_fs - production_time_fs[0]
         hop_A = hop_distance_A(production_A[0][mask], cell_A)
-        window = _fit_window(msd, time_fs, hop_A)
-        verdict = diffusion_verdict(msd, time_fs, window, hop_A)
+        window, verdict, fit = diffusion(carriers_A, msd, time_fs, hop_A)
         if verdict.diffusive:
-            d_cm2_s, _ = diffusivity_cm2_s(msd, time_fs, window.start_fs, window.end_fs)
+            d_cm2_s = fit.diffusivity_cm2_s
             volume_A3 = abs(float(np.linalg.det(cell_A)))
-            sigma = conductivity_mS_cm(d_cm2_s, int(mask.sum()), volume_A3, temperature_K)
+            per_d = conductivity_mS_cm(1.0, int(mask.sum()), volume_A3, temperature_K)  # σ is linear in D
+            sigma, sigma_interval = d_cm2_s * per_d, (fit.low_cm2_s * per_d, fit.high_cm2_s * per_d)
     curve = r_mae = collapsed = None
     if len(production_A) and reference is not None:
         curve = material_rdf(production_A, cell_A, numbers, rdf_settings)
@@ -219,4 +227,4 @@ def analyse_run(
         collapsed = collapse(frames_A, frames_time_fs, cell_A, numbers, collapse_reference, rdf_settings,
                              rdf_mae_threshold, collapse_window_fs, frame_min_A, fusion_distance_A)
     smallest = float(frame_min_A.min()) if len(frame_min_A) else None
-    return RunAnalysis(curve, r_mae, smallest, window, verdict, d_cm2_s, sigma, collapsed)
+    return RunAnalysis(curve, r_mae, smallest, window, verdict, d_cm2_s, sigma, collapsed, fit, sigma_interval)

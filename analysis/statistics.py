@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
+import scipy.stats
+
 import numpy as np
 
 from analysis.transport import conductivity_mS_cm, extrapolate_arrhenius, fit_arrhenius
@@ -34,6 +36,8 @@ __all__ = [
     "bootstrap_arrhenius",
     "wilson_interval",
     "diffusive_window",
+    "Pooled",
+    "pool_log",
 ]
 
 CONFIDENCE = 0.95
@@ -229,3 +233,50 @@ def diffusive_window(
         start_fs=float(t[start[best]]), end_fs=float(t[end[best]]), loglog_slope=float(slope[best])
     )
 
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Positive values pooled by inverse variance in their logarithm (:func:`pool_log`), with the check that the
+    spread between them agrees with their own intervals."""
+
+    value: float  # exp of the weighted mean of the logarithms
+    low: float
+    high: float
+    n: int  # values with a finite interval, those pooled
+    chi2_per_dof: float | None  # Σ w (ln x − mean)² / (n − 1): ~1 when the spread is what the intervals say; None from one
+    p_value: float | None  # of that χ² with n − 1 degrees of freedom
+    consistent: bool  # p_value >= 1 − confidence (always, from one value)
+
+
+def pool_log(values, lows, highs, confidence: float = CONFIDENCE) -> Pooled | None:
+    """Pool positive values [n] with intervals [lows, highs] (at ``confidence``) by inverse variance in ln x.
+
+    Each interval gives the standard error of ln x, (ln high − ln low) / (2 z) (z the normal quantile); a value
+    with no finite interval (low 0, high inf) carries no weight. χ² = Σ w (ln x − mean)² tests whether the
+    spread between the values is what their intervals say (n − 1 degrees of freedom). When it is not (p below
+    1 − confidence), the pooled interval is widened by the Birge ratio sqrt(χ² / (n − 1)), and ``consistent``
+    is False. None when no value has a finite interval.
+    """
+    _check_confidence(confidence)
+    x, lo, hi = (np.asarray(v, dtype=float).ravel() for v in (values, lows, highs))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sd = (np.log(hi) - np.log(lo)) / (2.0 * z)
+    kept = (x > 0) & np.isfinite(sd) & (sd > 0)
+    if not kept.any():
+        return None
+    ln_x, weight = np.log(x[kept]), 1.0 / sd[kept] ** 2
+    mean = float((weight * ln_x).sum() / weight.sum())
+    error = float(1.0 / np.sqrt(weight.sum()))
+    n = int(kept.sum())
+    chi2_per_dof = p_value = None
+    consistent = True
+    if n > 1:
+        chi2 = float((weight * (ln_x - mean) ** 2).sum())
+        chi2_per_dof, p_value = chi2 / (n - 1), float(scipy.stats.chi2.sf(chi2, n - 1))
+        consistent = p_value >= 1.0 - confidence
+        if not consistent:
+            error *= np.sqrt(chi2_per_dof)
+    return Pooled(float(np.exp(mean)), float(np.exp(mean - z * error)), float(np.exp(mean + z * error)), n,
+                  chi2_per_dof, p_value, consistent)

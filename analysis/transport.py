@@ -1,8 +1,10 @@
 """Ion transport from MD trajectories: unwrapping, MSD, diffusivity, conductivity, Arrhenius.
 
 Pure numpy. Chain used by the project (as in the paper, which used pymatgen's
-``DiffusionAnalyzer``): Li MSD -> tracer diffusivity D (Einstein relation) -> ionic
-conductivity σ (Nernst–Einstein) -> Arrhenius fit of D(T) -> extrapolation to 300 K.
+``DiffusionAnalyzer``): Li MSD -> tracer diffusivity D (Einstein relation; a generalised
+least-squares line with the MSD's covariance, which gives D its interval, as kinisi does) ->
+ionic conductivity σ (Nernst–Einstein) -> Arrhenius fit of D(T) (weighted in ln D) ->
+extrapolation to 300 K.
 
 Units are in every name: positions in Å, times in fs, D in cm²/s, σ in mS/cm, energies in eV.
 """
@@ -15,20 +17,27 @@ from typing import Literal
 
 import numpy as np
 import scipy.fft
+import scipy.stats
 
 from analysis.rdf import validated_cell, validated_positions
-from records.units import A2_PER_FS_TO_CM2_PER_S, A3_TO_CM3, BOLTZMANN_EV_K, BOLTZMANN_J_K, ELEMENTARY_CHARGE_C, S_TO_MS
+from records.units import A2_PER_FS_TO_CM2_PER_S, A3_TO_CM3, BOLTZMANN_EV_K, ELEMENTARY_CHARGE_C, S_TO_MS
 
 __all__ = [
     "WRAPPED_TOLERANCE",
     "unwrap",
     "mean_square_displacement",
-    "diffusivity_cm2_s",
+    "carrier_positions_A",
+    "msd_of_positions_A2",
+    "DiffusivityInterval",
+    "diffusivity_interval",
+    "squared_displacement_variance_A4",
     "diffusivity_like_diffusion_analyzer_cm2_s",
     "conductivity_mS_cm",
     "ArrheniusFit",
     "fit_arrhenius",
     "extrapolate_arrhenius",
+    "WeightedArrheniusFit",
+    "fit_arrhenius_weighted",
     "conductivity_at_mS_cm",
 ]
 
@@ -150,7 +159,26 @@ def mean_square_displacement(
     """Time-origin averaged mean square displacement, msd_A2 [n_frames] (index = lag in frames).
 
     msd(m) = mean over the selected atoms and over all time origins t = 0..F-1-m of
-    |r(t+m) − r(t)|², computed with the FFT algorithm (O(F log F)), msd(0) = 0.
+    |r(t+m) − r(t)|², computed with the FFT algorithm (O(F log F)), msd(0) = 0. The arguments are
+    those of :func:`carrier_positions_A`.
+    """
+    return msd_of_positions_A2(carrier_positions_A(positions_A, cell_A, coordinates, atom_mask, framework_mask))
+
+
+def msd_of_positions_A2(positions_A: np.ndarray) -> np.ndarray:
+    """The MSD [n_frames] of continuous positions [n_frames, n_atoms, 3] (from :func:`carrier_positions_A`)."""
+    return _msd_fft(np.asarray(positions_A, dtype=float))
+
+
+def carrier_positions_A(
+    positions_A,
+    cell_A,
+    coordinates: Literal["wrapped", "unwrapped"],
+    atom_mask=None,
+    framework_mask=None,
+) -> np.ndarray:
+    """Continuous positions [n_frames, n_selected, 3] of the selected atoms, framework drift removed: what an MSD
+    and its covariance (:func:`diffusivity_interval`) are computed from. Wrapped positions start at the origin.
 
     coordinates: "wrapped" (positions wrapped into the cell; unwrapped as :func:`unwrap` does)
         or "unwrapped" (continuous positions). Anything else raises. Unwrapped input with a
@@ -183,7 +211,7 @@ def mean_square_displacement(
             np.cumsum(weights @ step, axis=0, out=drift[frames])  # [n, 3]
             drift[frames] += drift[first - 1]
         x -= drift[:, None, :]
-        return _msd_fft(x @ cell)
+        return x @ cell
     jumps = np.abs(np.diff(pos @ np.linalg.inv(cell), axis=0))
     n_jumps = int(np.count_nonzero(jumps > 0.5))
     if n_jumps:
@@ -195,7 +223,7 @@ def mean_square_displacement(
     if framework is not None:
         drift = (pos[:, framework, :] - pos[:1, framework, :]).mean(axis=1)  # [n_frames, 3]
         x = x - drift[:, None, :]
-    return _msd_fft(x)
+    return x
 
 
 # --------------------------------------------------------------------------- diffusivity
@@ -235,42 +263,150 @@ def fit_loglog_slope(msd_A2, time_fs) -> float:
     return float(slope)
 
 
-def diffusivity_cm2_s(
+GLS_LAGS = 48  # lags of the generalised least-squares fit, evenly spaced over the fit window
+VARIANCE_LAGS = 12  # of those, where the variance of the squared displacements is measured
+GLS_ITERATIONS = 4  # slope -> covariance -> slope: the covariance depends on the slope it weights
+
+
+@dataclass(frozen=True)
+class DiffusivityInterval:
+    """D from a generalised least-squares line through the MSD, with its interval (:func:`diffusivity_interval`)."""
+
+    diffusivity_cm2_s: float
+    low_cm2_s: float  # the interval at ``confidence``; low is 0 and high may be inf when the data bound D little
+    high_cm2_s: float
+    confidence: float
+    intercept_A2: float  # the line's MSD at lag 0: vibrations and the ballistic start
+    hop_variance_A2: float  # h² = (rate of the squared displacements' variance) / (rate of the MSD), see below
+    chi2_per_dof: float  # of the line against the MSD's covariance: ~1 when the line describes the MSD
+
+
+def _overlap_integrals(lag_fs: np.ndarray, total_fs: float) -> tuple[np.ndarray, np.ndarray]:
+    """The covariance kernels [n_lags, n_lags] of origin-averaged squared displacements of one atom whose
+    increments are independent, for a variance of |r(t+L) − r(t)|² of C(L) = L (first) and C(L) = L² (second).
+
+    Two intervals [t, t + τ1] and [s, s + τ2] (τ1 <= τ2) share only the increment over their overlap L, so the
+    covariance of their squared displacements is C(L). Averaging over origins t in [0, T − τ1] and s in
+    [0, T − τ2] and integrating over d = s − t in closed form:
+
+        ∫∫ C = 2 ∫_0^τ1 (T − τ1 − τ2 + L) C(L) dL + (τ2 − τ1)(T − τ2) C(τ1),
+
+    divided by (T − τ1)(T − τ2). Needs τ1 + τ2 <= T (lags up to half the run).
+    """
+    tau_1 = np.minimum.outer(lag_fs, lag_fs)
+    tau_2 = np.maximum.outer(lag_fs, lag_fs)
+    offset = total_fs - tau_1 - tau_2
+    inside = (tau_2 - tau_1) * (total_fs - tau_2)
+    norm = np.outer(total_fs - lag_fs, total_fs - lag_fs)
+    linear = (2 * (offset * tau_1**2 / 2 + tau_1**3 / 3) + inside * tau_1) / norm
+    quadratic = (2 * (offset * tau_1**3 / 3 + tau_1**4 / 4) + inside * tau_1**2) / norm
+    return linear, quadratic
+
+
+def squared_displacement_variance_A4(positions_A: np.ndarray, lags: np.ndarray) -> np.ndarray:
+    """Variance [n_lags] of |r(t + lag) − r(t)|² over every atom and time origin, at ``lags`` (frames, >= 1) of
+    continuous positions [n_frames, n_atoms, 3]."""
+    variances = np.empty(len(lags))
+    for k, lag in enumerate(lags):
+        step = positions_A[lag:] - positions_A[:-lag]  # [n_frames - lag, n_atoms, 3]
+        variances[k] = np.einsum("fac,fac->fa", step, step).var()
+    return variances
+
+
+def _score_interval(slope: float, linear: float, quadratic: float, z: float) -> tuple[float, float]:
+    """The slopes m with (slope − m)² <= z² (linear·m + quadratic·m²), m >= 0 (a Wilson-type interval)."""
+    a = 1.0 - z * z * quadratic
+    b = -(2.0 * slope + z * z * linear)
+    discriminant = b * b - 4.0 * a * slope * slope
+    if a <= 0:  # the relative error alone exceeds 1/z: no upper end
+        return (max(0.0, slope * slope / -b) if b < 0 else 0.0), np.inf
+    root = np.sqrt(max(discriminant, 0.0))
+    low, high = (-b - root) / (2 * a), (-b + root) / (2 * a)
+    return (max(low, 0.0) if slope > 0 else 0.0), max(high, 0.0)
+
+
+def diffusivity_interval(
+    positions_A,
     msd_A2,
     time_fs,
     fit_start_fs: float,
-    fit_end_fs: float | None = None,
+    fit_end_fs: float,
+    confidence: float = 0.95,
     dimensions: int = 3,
-) -> tuple[float, float]:
-    """Tracer diffusivity from the Einstein relation, MSD = 2·d·D·t.
+) -> DiffusivityInterval:
+    """D and its interval by generalised least squares (GLS) of MSD = 2d·D·t + c (d = dimensions) with the MSD's covariance.
 
-    Ordinary least-squares line through (time_fs, msd_A2) for fit_start_fs <= t <= fit_end_fs
-    (default: to the end); D = slope / (2·dimensions), converted Å²/fs -> cm²/s.
-    Returns (D, standard error of D) in cm²/s; the standard error is that of the OLS slope
-    (it ignores the correlation between MSD points at different lags, so it is optimistic),
-    NaN with only 2 points. D is not clipped: a negative slope gives a negative D.
-    Needs >= 2 points in the window.
+    positions_A: continuous positions [n_frames, n_atoms, 3] (:func:`carrier_positions_A`) whose MSD is msd_A2
+    [n_frames] at lags time_fs [n_frames] (from 0, evenly spaced). The line is fitted at ``GLS_LAGS`` lags evenly
+    spaced over [fit_start_fs, fit_end_fs] (fit_end_fs at most half the run).
+
+    The covariance is that of origin-averaged squared displacements of n_atoms independent atoms whose
+    increments are independent (a random walk, hops or Gaussian steps): the squared displacements of two
+    intervals covary by the variance of |Δr|² over their overlap L, C(L) = K·L + (2/d)·m²·L², where m = 2dD
+    is the MSD's slope and K the rate at which the variance of |Δr|² grows beyond a Gaussian's (for hops of
+    length a, K = m·a²). K comes from the measured variance of |Δr|² at ``VARIANCE_LAGS`` lags of the window,
+    V(t) = α + K·t + (2/d)·m²·t² (α: vibrations). The kernels are :func:`_overlap_integrals`; the slope and
+    the covariance are iterated ``GLS_ITERATIONS`` times.
+
+    The interval: the GLS slope's variance under the covariance of a true slope m is h²·m·A + m²·B, with
+    h² = K / m fixed at its estimate (hops: h² = a²) and A, B the kernels' quadratic forms of the GLS weights;
+    the interval is every m whose variance puts the measured slope within z of it (z the quantile of
+    ``confidence``; Student's t with n_atoms − 1 degrees of freedom, as the covariance's scale is estimated from
+    the same atoms). With few hops the variance is that of a Poisson count and the interval is Wilson's for it:
+    asymmetric, never below 0; with many it is the usual ±z standard errors.
     """
+    x = np.asarray(positions_A, dtype=float)
     msd = np.asarray(msd_A2, dtype=float)
     t = np.asarray(time_fs, dtype=float)
-    if msd.ndim != 1 or t.shape != msd.shape:
-        raise ValueError(f"msd_A2 and time_fs must be 1-D of equal length, got {msd.shape}, {t.shape}")
     if dimensions not in (1, 2, 3):
         raise ValueError("dimensions must be 1, 2 or 3")
-    if np.any(np.diff(t) <= 0):
-        raise ValueError("time_fs must be strictly increasing")
-    end = np.inf if fit_end_fs is None else fit_end_fs
-    window = (t >= fit_start_fs) & (t <= end)
-    if np.count_nonzero(window) < 2:
-        raise ValueError(
-            f"only {np.count_nonzero(window)} point(s) in the fit window [{fit_start_fs}, {end}] fs"
-        )
-    n_bad = int(np.count_nonzero(~np.isfinite(msd[window])))
-    if n_bad:
-        raise ValueError(f"msd_A2 has {n_bad} non-finite value(s) in the fit window")
-    slope, _, stderr = _fit_line(t[window], msd[window])
-    factor = A2_PER_FS_TO_CM2_PER_S / (2 * dimensions)
-    return slope * factor, stderr * factor
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if x.ndim != 3 or msd.shape != (len(x),) or t.shape != msd.shape:
+        raise ValueError(f"positions_A [n_frames, n_atoms, 3], msd_A2 and time_fs [n_frames] expected, got "
+                         f"{x.shape}, {msd.shape}, {t.shape}")
+    frame_fs = float(t[1] - t[0])
+    total_fs = len(t) * frame_fs
+    first = max(int(np.ceil(fit_start_fs / frame_fs - 1e-9)), 1)
+    last = int(np.floor(fit_end_fs / frame_fs + 1e-9))
+    if last - first < 2 or 2 * last > len(t):
+        raise ValueError(f"a GLS fit needs >= 3 lags in [{fit_start_fs}, {fit_end_fs}] fs, within half the run")
+    lags = np.unique(np.linspace(first, last, GLS_LAGS).round().astype(int))  # [n_lags] frames
+    lag_fs, y = lags * frame_fs, msd[lags]
+    sampled = lags[np.unique(np.linspace(0, len(lags) - 1, VARIANCE_LAGS).round().astype(int))]
+    variance_A4 = squared_displacement_variance_A4(x, sampled)
+    linear, quadratic = _overlap_integrals(lag_fs, total_fs)
+    n_atoms = x.shape[1]
+    design = np.stack([lag_fs, np.ones_like(lag_fs)], axis=1)  # [n_lags, 2]
+    sampled_fs = sampled * frame_fs
+    slope, intercept = np.polyfit(lag_fs, y, 1)
+    k_rate = max(float(variance_A4 @ sampled_fs / (sampled_fs @ sampled_fs)), 0.0)  # a start: all of V is K·t
+    for _ in range(GLS_ITERATIONS):
+        gaussian = 2.0 / dimensions * slope**2
+        excess = variance_A4 - gaussian * sampled_fs**2
+        # A line K·t through the origin (α = 0 makes K, if anything, too big), weighted by the inverse of each
+        # measured variance's own variance, ~ t·V(t)²: the short lags, where K·t is not swamped by m²t², count most.
+        precision = 1.0 / (sampled_fs * (k_rate * sampled_fs + gaussian * sampled_fs**2 + 1e-300) ** 2)
+        k_rate = max(float((precision * excess) @ sampled_fs / ((precision * sampled_fs) @ sampled_fs)), 0.0)
+        covariance = (k_rate * linear + gaussian * quadratic) / n_atoms
+        covariance += np.eye(len(lags)) * 1e-9 * max(np.trace(covariance) / len(lags), 1e-300)
+        factor = np.linalg.cholesky(covariance)
+        whitened = np.linalg.solve(factor, design)  # L⁻¹ X
+        (slope, intercept), *_ = np.linalg.lstsq(whitened, np.linalg.solve(factor, y), rcond=None)
+    weights = np.linalg.solve(whitened.T @ whitened, np.linalg.solve(factor.T, whitened).T)[0]  # slope = w·y
+    residual = np.linalg.solve(factor, y - design @ np.array([slope, intercept]))
+    hop_variance_A2 = k_rate / slope if slope > 0 else 0.0
+    linear_term = hop_variance_A2 * weights @ linear @ weights / n_atoms
+    quadratic_term = 2.0 / dimensions * weights @ quadratic @ weights / n_atoms
+    # The covariance's scale is estimated from the same n_atoms independent atoms: Student's t, n_atoms − 1 dof.
+    quantile = float(scipy.stats.t.ppf(0.5 + confidence / 2, max(n_atoms - 1, 1)))
+    low, high = _score_interval(float(slope), float(linear_term), float(quadratic_term), quantile)
+    factor_cm2_s = A2_PER_FS_TO_CM2_PER_S / (2 * dimensions)
+    return DiffusivityInterval(
+        diffusivity_cm2_s=float(slope) * factor_cm2_s, low_cm2_s=low * factor_cm2_s, high_cm2_s=high * factor_cm2_s,
+        confidence=confidence, intercept_A2=float(intercept), hop_variance_A2=float(hop_variance_A2),
+        chi2_per_dof=float(residual @ residual / max(len(lags) - 2, 1)),
+    )
 
 
 def diffusivity_like_diffusion_analyzer_cm2_s(
@@ -350,14 +486,16 @@ def conductivity_mS_cm(
 ) -> float:
     """Nernst–Einstein conductivity σ = n q² D / (V k_B T), in mS/cm.
 
+    With q = z e and k_B in eV/K (k_B[J/K] = k_B[eV/K] e), q² / k_B = z² e / k_B[eV/K] in SI.
+
     n_carriers mobile ions of charge ``charge``·e in a cell of volume_A3, tracer diffusivity in
     cm²/s (Haven ratio taken as 1, as in the paper and pymatgen's ``conductivity``).
     """
     if volume_A3 <= 0 or temperature_K <= 0 or n_carriers < 0:
         raise ValueError("volume_A3 and temperature_K must be > 0 and n_carriers >= 0")
-    q_C = charge * ELEMENTARY_CHARGE_C
     volume_cm3 = volume_A3 * A3_TO_CM3
-    sigma_S_cm = n_carriers * q_C**2 * diffusivity_cm2_s / (volume_cm3 * BOLTZMANN_J_K * temperature_K)
+    sigma_S_cm = (n_carriers * charge**2 * ELEMENTARY_CHARGE_C * diffusivity_cm2_s
+                  / (volume_cm3 * BOLTZMANN_EV_K * temperature_K))
     return float(sigma_S_cm * S_TO_MS)
 
 
@@ -399,6 +537,57 @@ def fit_arrhenius(temperatures_K, values) -> ArrheniusFit:
         prefactor=float(np.exp(intercept)),
         activation_energy_stderr_eV=stderr * BOLTZMANN_EV_K,
     )
+
+
+@dataclass(frozen=True)
+class WeightedArrheniusFit:
+    """ln v(T) = intercept + slope / T fitted with weights, and the covariance of (slope, intercept)."""
+
+    slope_K: float  # −Ea / k_B
+    intercept: float  # ln prefactor
+    covariance: tuple[tuple[float, float], tuple[float, float]]  # of (slope_K, intercept)
+    chi2_per_dof: float | None  # None with 2 points
+    widened: bool  # the covariance was scaled by χ²/dof: the points scatter more than their errors say
+
+    @property
+    def activation_energy_eV(self) -> float:
+        return -self.slope_K * BOLTZMANN_EV_K
+
+    @property
+    def activation_energy_sd_eV(self) -> float:
+        return float(np.sqrt(self.covariance[0][0])) * BOLTZMANN_EV_K
+
+    def ln_value_at(self, temperature_K: float) -> tuple[float, float]:
+        """ln v at ``temperature_K`` and its standard error, from the fit's covariance."""
+        gradient = np.array([1.0 / temperature_K, 1.0])
+        return (self.intercept + self.slope_K / temperature_K,
+                float(np.sqrt(gradient @ np.array(self.covariance) @ gradient)))
+
+
+def fit_arrhenius_weighted(temperatures_K, values, ln_errors, p_threshold: float = 0.05) -> WeightedArrheniusFit:
+    """Weighted least squares of ln(values) [n] against 1/T with standard errors ``ln_errors`` [n] of ln(values).
+
+    The covariance of (slope, intercept) is (XᵀWX)⁻¹ with W = 1/ln_errors², so intervals come from the points'
+    own errors. When χ² of the fit is improbable (p below ``p_threshold``, n − 2 degrees of freedom) the
+    covariance is multiplied by χ²/(n − 2) (the Birge ratio squared) and ``widened`` says so.
+    """
+    t, v, e = (np.asarray(a, dtype=float).ravel() for a in (temperatures_K, values, ln_errors))
+    if not t.shape == v.shape == e.shape or t.size < 2 or np.unique(t).size < 2:
+        raise ValueError("need >= 2 distinct temperatures with one value and one error each")
+    if np.any(v <= 0) or np.any(~np.isfinite(e)) or np.any(e <= 0):
+        raise ValueError("values must be > 0 and their errors finite and > 0")
+    design = np.stack([1.0 / t, np.ones_like(t)], axis=1)  # [n, 2]
+    weight = 1.0 / e**2
+    covariance = np.linalg.inv(design.T @ (weight[:, None] * design))
+    slope, intercept = covariance @ design.T @ (weight * np.log(v))
+    chi2_per_dof, widened = None, False
+    if t.size > 2:
+        chi2 = float((weight * (np.log(v) - design @ np.array([slope, intercept])) ** 2).sum())
+        chi2_per_dof = chi2 / (t.size - 2)
+        if scipy.stats.chi2.sf(chi2, t.size - 2) < p_threshold:
+            covariance, widened = covariance * chi2_per_dof, True
+    return WeightedArrheniusFit(float(slope), float(intercept), tuple(map(tuple, covariance.tolist())),
+                                chi2_per_dof, widened)
 
 
 def extrapolate_arrhenius(fit: ArrheniusFit, temperature_K: float) -> float:

@@ -1,5 +1,6 @@
-"""Stores written by release 0.1.0, made relocatable: relative paths, and digests computed from them.
+"""Stores of earlier releases brought up to date: relative paths, and analyses made again under today's verdict.
 
+**Relative paths** (release 0.1.0).
 That release stored absolute paths in every task's inputs, and so in every digest: a campaign copied
 or moved elsewhere expanded to new digests, and ``submit`` would have added its whole work again.
 ``migrate_absolute_paths`` finds such fireworks, recomputes what the release stored for them
@@ -7,6 +8,11 @@ or moved elsewhere expanded to new digests, and ``submit`` would have added its 
 task that matches, renames its output directory (named after its digest) to the new digest's, and
 rewrites its digest and inputs, and the result documents that name its files, to the relative
 form. Fireworks of an older spec than the present one are left as they were.
+
+**The noise-aware verdict** (stores written before it). ``rerun_outdated_analyses`` puts back to READY
+every completed analyze firework whose run documents predate the noise-aware stability verdict
+(``analysis/rdf_noise.py``; they have no ``paper_stable``), so that the next run redoes it and
+replaces its documents: the trajectories are kept, only the analysis runs again.
 """
 
 from __future__ import annotations
@@ -97,3 +103,21 @@ def _relocate_result_files(launchpad: LaunchPad, campaign: str, old_root: str, m
             changed[field] = relative
         if changed:
             collection.update_one({"_id": doc["_id"]}, {"$set": changed})
+
+
+def rerun_outdated_analyses(launchpad: LaunchPad, campaign: str) -> list[str]:
+    """Put back to READY the campaign's completed analyses whose run documents predate the noise-aware
+    verdict (see the module docstring); returns their names."""
+    results = results_collection(launchpad)
+    rerun = []
+    for doc in launchpad.fireworks.find(campaign_fireworks(campaign, state="COMPLETED",
+                                                           **{f"spec.{CAMPAIGN_SPEC_KEY}.stage": "analyze"}),
+                                        {"fw_id": 1, "name": 1, "spec._tasks": 1}):
+        inputs = doc["spec"]["_tasks"][0]["inputs"]
+        outdated = {"campaign": campaign, "kind": "run", "source": inputs["source"], "material": inputs["material"],
+                    "paper_stable": {"$exists": False}}
+        if results.count_documents(outdated, limit=1):
+            launchpad.rerun_fw(doc["fw_id"])
+            rerun.append(doc["name"])
+    return rerun
+

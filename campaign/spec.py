@@ -8,24 +8,32 @@ path of each bad value and what was expected, before anything is written anywher
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, ValidationInfo, field_validator, model_validator
 
-from analysis.rdf import DEFAULT_N_BINS, DEFAULT_R_MAX_A, MAX_N_BINS, MAX_R_MAX_A, MIN_N_BINS
+from analysis.settings import AnalysisSettings, Temperature_K
 from mlff.md.engine import engine_class, engine_names
-from mlff.md.protocol import STEP_COUNT_TOLERANCE
-from mlff.pretrained import FINE_TUNABLE, Pretrained, resolve_weight_paths, results_label
+from mlff.md.protocol import PAPER_DISCARD_PS, STEP_COUNT_TOLERANCE, MDProtocol
+from mlff.pretrained import FINE_TUNABLE, Pretrained, is_weight_option, resolve_weight_paths, results_label
+from mlff.training import ENERGY_WEIGHT, FORCE_WEIGHT
 from records.errors import CampaignError
 from records.results import REFERENCE_SOURCE
 from records.settings import PositiveFloat, ResourcesSpec, StoreSpec, Strict
-from workflows.inputs import DEFAULT_COLLAPSE_WINDOW_PS
+from records.store import StoreError, read_launchpad_file
 from records.units import FS_PER_PS
 
-Temperature_K = Annotated[float, Field(gt=0, le=5000)]
+# The paper's MD protocol, as the code runs it by default (mlff/md/protocol.py).
+PAPER_PROTOCOL = MDProtocol(temperature_K=1000.0)
+
+NEIGHBOUR_LIST_ENGINE = "torch"  # the MD engine that sees pairs only within a model's cutoff (mlff/md/torch_engine.py)
+MAX_MODEL_PARAMETERS = 10**9  # values in a model's tensors (4 GB in float32): 20x eSCN's at the paper's size
+FLOAT32_BYTES = 4
 CAMPAIGN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MATERIAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 
@@ -68,8 +76,8 @@ class GeneratedReference(Strict):
         "(mlff/pretrained.py), built without arguments."
     )
     runs: int = Field(1, ge=1, le=100, description="Independent runs per temperature (the paper: 3).")
-    ramp_ps: float = Field(5.0, ge=0, description="Velocity-scaling ramp from md.ramp.start_K to T, in ps.")
-    production_ps: PositiveFloat = Field(50.0, description="Nosé–Hoover NVT length kept as reference frames, in ps.")
+    ramp_ps: float = Field(PAPER_PROTOCOL.ramp_ps, ge=0, description="Velocity-scaling ramp from md.ramp.start_K to T, in ps.")
+    production_ps: PositiveFloat = Field(PAPER_PROTOCOL.production_ps, description="Nosé–Hoover NVT length kept as reference frames, in ps.")
     save_every_steps: int = Field(1, ge=1, description="Keep every n-th production step.")
 
     @field_validator("calculator")
@@ -111,8 +119,8 @@ class TrainingSpec(Strict):
     )
     n_train_per_run: int = Field(2000, ge=1, description="Training frames drawn from each reference run.")
     n_validation_per_run: int = Field(500, ge=1, description="Validation frames drawn from each reference run.")
-    energy_weight: PositiveFloat = Field(1.0, description="Loss weight of energy errors (paper 1).")
-    force_weight: PositiveFloat = Field(1000.0, description="Loss weight of force errors (paper 1000).")
+    energy_weight: PositiveFloat = Field(ENERGY_WEIGHT, description="Loss weight of energy errors (paper 1).")
+    force_weight: PositiveFloat = Field(FORCE_WEIGHT, description="Loss weight of force errors (paper 1000).")
     learning_rate: PositiveFloat = Field(1e-3, description="Adam learning rate.")
     batch_size: int = Field(8, ge=1, description="Structures per optimisation step.")
     max_epochs: int = Field(100, ge=1, description="Upper bound on epochs.")
@@ -126,8 +134,8 @@ class PredictionSpec(Strict):
 
 
 class RampSpec(Strict):
-    start_K: Temperature_K = Field(100.0, description="Temperature the velocity-scaling ramp starts from.")
-    ramp_ps: float = Field(5.0, ge=0, description="Ramp length in ps.")
+    start_K: Temperature_K = Field(PAPER_PROTOCOL.ramp_start_K, description="Temperature the velocity-scaling ramp starts from.")
+    ramp_ps: float = Field(PAPER_PROTOCOL.ramp_ps, ge=0, description="Ramp length in ps.")
 
 
 class MDSpec(Strict):
@@ -149,10 +157,10 @@ class MDSpec(Strict):
         "to 1e-6 of their largest magnitude, when it has any (SchNet's filters: about 2x faster MD); false evaluates "
         "them exactly.",
     )
-    timestep_fs: PositiveFloat = Field(2.0, le=10.0, description="Integration time step in fs.")
+    timestep_fs: PositiveFloat = Field(PAPER_PROTOCOL.timestep_fs, le=10.0, description="Integration time step in fs.")
     ramp: RampSpec = Field(default_factory=RampSpec, description="Velocity-scaling ramp before NVT.")
-    production_ps: PositiveFloat = Field(50.0, description="Nosé–Hoover NVT length in ps.")
-    discard_ps: float = Field(15.0, ge=0, description="Production time discarded as equilibration before analysis.")
+    production_ps: PositiveFloat = Field(PAPER_PROTOCOL.production_ps, description="Nosé–Hoover NVT length in ps.")
+    discard_ps: float = Field(PAPER_DISCARD_PS, ge=0, description="Production time discarded as equilibration before analysis.")
     save_every_steps: int = Field(1, ge=1, description="Write every n-th production step to the trajectory.")
 
     @field_validator("temperatures_K")
@@ -186,29 +194,6 @@ class MDSpec(Strict):
         return self
 
 
-class RDFSpec(Strict):
-    r_max_A: PositiveFloat = Field(DEFAULT_R_MAX_A, le=MAX_R_MAX_A, description="Largest pair distance of the RDF in Å.")
-    n_bins: int = Field(DEFAULT_N_BINS, ge=MIN_N_BINS, le=MAX_N_BINS, description="Number of RDF bins.")
-    pairs: list[tuple[str, str]] = Field(
-        default_factory=list, description="Partial RDFs to compute as [element, element] pairs; the total is always."
-    )
-    frame_stride: int = Field(1, ge=1, description="Use every n-th frame for the RDF.")
-
-
-class AnalysisSpec(Strict):
-    rdf: RDFSpec = Field(default_factory=RDFSpec, description="Radial distribution function settings.")
-    rdf_mae_threshold: PositiveFloat = Field(
-        0.02, description="A run is stable when its RDF MAE against the reference is below this (paper 0.02)."
-    )
-    fusion_distance_A: PositiveFloat = Field(1.0, description="A minimum interatomic distance below this is atom fusion.")
-    diffusing_specie: str = Field("Li", description="Element whose MSD gives the diffusivity and conductivity.")
-    target_temperature_K: Temperature_K = Field(300.0, description="Arrhenius extrapolation temperature.")
-    collapse_window_ps: PositiveFloat = Field(
-        DEFAULT_COLLAPSE_WINDOW_PS, description="Window of the RDF MAE over time that dates a run's collapse, ps "
-        "(MDsim: 1 ps)."
-    )
-
-
 class PretrainedSpec(Strict):
     """A universal pretrained MLIP as a campaign model (mlff/pretrained.py)."""
 
@@ -223,6 +208,16 @@ class PretrainedSpec(Strict):
         "files, relative to the spec."
     )
 
+    @field_validator("options")
+    @classmethod
+    def _weight_files_are_paths(cls, options: dict[str, Any]) -> dict[str, Any]:
+        for key, value in options.items():
+            files = value if isinstance(value, list) else [value]
+            if is_weight_option(key) and not (files and all(isinstance(f, str) and f for f in files)):
+                raise ValueError(f"{key}: a weight file option takes a path (text) or a list of paths, relative to "
+                                 f"the spec; got {value!r}")
+        return options
+
     @model_validator(mode="after")
     def _buildable(self) -> PretrainedSpec:
         Pretrained(self.pretrained, self.options).calculator_class()
@@ -234,6 +229,57 @@ class PretrainedSpec(Strict):
     @property
     def label(self) -> str:
         return results_label(self.pretrained, self.mode)
+
+
+def _requested_elements(args: tuple, kwargs: dict) -> int:
+    """How many elements a tensor constructor's arguments ask for: ``empty(3, 4)``, ``zeros((3, 4))``,
+    ``full((3, 4), 0.5)``, ``randint(0, 9, (3, 4))``, ``randn(size=(3, 4))``."""
+    size = kwargs.get("size")
+    if size is None:
+        size = next((arg for arg in args if isinstance(arg, list | tuple)), None)
+    if size is None:
+        size = [arg for arg in args if isinstance(arg, int) and not isinstance(arg, bool)]
+    return math.prod(int(n) for n in size)
+
+
+class _OverBudget(ValueError):
+    """A model's constructor asked for more tensor values than MAX_MODEL_PARAMETERS."""
+
+
+def _build_within_budget(name: str, hparams: dict):
+    """Zoo model ``name`` with ``hparams``, built only while its tensors hold at most MAX_MODEL_PARAMETERS
+    values in all; past that a ValueError says how many the constructor asked for, before it gets them."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    from mlff.models import build_model
+
+    constructors = {torch.empty, torch.zeros, torch.ones, torch.full, torch.rand, torch.randn, torch.randint,
+                    torch.empty_strided}
+
+    class Budget(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.n_values = 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func in constructors:
+                self.n_values += _requested_elements(args, kwargs)
+                if self.n_values > MAX_MODEL_PARAMETERS:
+                    raise _OverBudget(
+                        f"model {name!r}: these hyperparameters make tensors of more than {self.n_values:.3g} values "
+                        f"({self.n_values * FLOAT32_BYTES / 1e9:.3g} GB in float32); at most "
+                        f"{MAX_MODEL_PARAMETERS:.0e} are allowed")
+            return func(*args, **kwargs)
+
+    with Budget():
+        try:
+            return build_model(name, **hparams)
+        except _OverBudget:
+            raise
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model {name!r}: bad hyperparameters: {err}") from err
 
 
 def _model_entry(entry: object) -> str:
@@ -258,13 +304,13 @@ class CampaignSpec(Strict):
     )
     prediction: PredictionSpec = Field(default_factory=PredictionSpec)
     md: MDSpec
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Slurm settings.")
 
     @field_validator("models")
     @classmethod
     def _known_models(cls, models: dict) -> dict:
-        from mlff.models import MODELS, build_model
+        from mlff.models import MODELS
 
         for name, hparams in models.items():
             if isinstance(hparams, PretrainedSpec):
@@ -274,16 +320,11 @@ class CampaignSpec(Strict):
                 continue
             if name not in MODELS:
                 raise ValueError(f"unknown model {name!r}; registered models are {sorted(MODELS)}")
-            try:
-                build_model(name, **hparams)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"model {name!r}: bad hyperparameters: {err}") from err
+            _build_within_budget(name, hparams)
         return models
 
     @model_validator(mode="after")
     def _cross_references(self) -> CampaignSpec:
-        from ase.data import atomic_numbers
-
         if self.resources.rockets == "online" and self.campaign.store.embedded:
             raise ValueError(
                 "resources.rockets: online rockets need a MongoDB store the compute nodes reach; "
@@ -322,10 +363,53 @@ class CampaignSpec(Strict):
         if round(md.production_ps * FS_PER_PS / md.timestep_fs) < md.save_every_steps:
             raise ValueError(f"md.production_ps: {md.production_ps} ps is shorter than md.save_every_steps "
                              f"({md.save_every_steps}) steps: no frame would be written")
-        symbols = [self.analysis.diffusing_specie, *(s for pair in self.analysis.rdf.pairs for s in pair)]
-        unknown = sorted({s for s in symbols if s not in atomic_numbers})
-        if unknown:
-            raise ValueError(f"analysis: unknown element symbols {unknown} (diffusing_specie, rdf.pairs)")
+        return self
+
+    @model_validator(mode="after")
+    def _work_that_can_be_done(self) -> CampaignSpec:
+        """Temperatures that name distinct tasks, atom fusion the MD engine can see, and enough reference frames
+        for training's split."""
+        from campaign.tasks import temperature_label
+
+        where: dict[float, set[str]] = {}  # temperature -> the YAML paths that give it
+        for temperature_K in self.md.temperatures_K:
+            where.setdefault(temperature_K, set()).add("md.temperatures_K")
+        for temperature_K in self.training.temperatures_K:
+            where.setdefault(temperature_K, set()).add("training.temperatures_K")
+        for name, material in self.materials.items():
+            for index, entry in enumerate(material.imported or []):
+                where.setdefault(entry.temperature_K, set()).add(f"materials.{name}.import[{index}].temperature_K")
+        by_label: dict[str, list[float]] = {}
+        for temperature_K in sorted(where):
+            by_label.setdefault(temperature_label(temperature_K), []).append(temperature_K)
+        for label, same in by_label.items():
+            if len(same) > 1:
+                paths = ", ".join(sorted(set().union(*(where[t] for t in same))))
+                raise ValueError(f"{paths}: {' K and '.join(map(repr, same))} K share the task label {label}, so one "
+                                 "temperature's work would stand for the other's; give temperatures that differ in "
+                                 "their first 6 significant digits")
+        if self.md.engine == NEIGHBOUR_LIST_ENGINE:
+            from mlff.models import MODELS
+
+            for name, hparams in self.models.items():
+                if isinstance(hparams, PretrainedSpec):  # run by the ASE engine, which sees every pair
+                    continue
+                cutoff_A = hparams.get("cutoff_A", inspect.signature(MODELS[name]).parameters["cutoff_A"].default)
+                if self.analysis.fusion_distance_A >= cutoff_A:
+                    raise ValueError(
+                        f"analysis.fusion_distance_A: {self.analysis.fusion_distance_A} Å is not below model "
+                        f"{name!r}'s cutoff_A ({cutoff_A} Å), the farthest the {NEIGHBOUR_LIST_ENGINE} engine looks "
+                        "for pairs, so it could never see atoms fuse")
+        material = self.materials[self.training.material]
+        needed = self.training.n_train_per_run + self.training.n_validation_per_run
+        if material.generate is not None:
+            n_steps = round(material.generate.production_ps * FS_PER_PS / self.md.timestep_fs)
+            n_frames = n_steps // material.generate.save_every_steps
+            if n_frames < needed:
+                raise ValueError(
+                    f"training.n_train_per_run: it and n_validation_per_run draw {needed} frames from each "
+                    f"reference run, but a run of materials.{self.training.material}.generate writes {n_frames} "
+                    f"(production_ps / md.timestep_fs / save_every_steps)")
         return self
 
     @model_validator(mode="after")
@@ -340,28 +424,38 @@ class CampaignSpec(Strict):
         from mlff.structures import BUILTIN_STRUCTURES, load_structure
 
         fusion_A = self.analysis.fusion_distance_A
+        elements: set[str] = set()
         for name, material in self.materials.items():
-            if material.structure not in BUILTIN_STRUCTURES:
-                try:
-                    atoms = load_structure(material.structure, base_dir)
-                except ValueError as err:
-                    raise ValueError(f"materials.{name}.structure: {err}") from None
-                shortest_A = min_pair_distance_A(atoms, fusion_A)
-                if shortest_A < fusion_A:
-                    raise ValueError(
-                        f"materials.{name}.structure: two atoms are {shortest_A:.3g} Å apart, closer than "
-                        f"analysis.fusion_distance_A ({fusion_A} Å): the structure starts fused"
-                    )
+            try:
+                atoms = load_structure(material.structure, base_dir)
+            except ValueError as err:
+                raise ValueError(f"materials.{name}.structure: {err}") from None
+            elements.update(atoms.get_chemical_symbols())
+            shortest_A = min_pair_distance_A(atoms, fusion_A)
+            if shortest_A < fusion_A:
+                built_in = " (a built-in)" if material.structure in BUILTIN_STRUCTURES else ""
+                raise ValueError(
+                    f"materials.{name}.structure: two atoms of {material.structure}{built_in} are {shortest_A:.3g} Å "
+                    f"apart, closer than analysis.fusion_distance_A ({fusion_A} Å): every run would start fused"
+                )
             for index, entry in enumerate(material.imported or []):
                 try:
                     check_reference_file(Path(base_dir) / entry.path)
                 except ValueError as err:
                     raise ValueError(f"materials.{name}.import[{index}].path: {err}") from None
+        if self.analysis.diffusing_specie not in elements:
+            raise ValueError(f"analysis.diffusing_specie: no material contains {self.analysis.diffusing_specie} (they "
+                             f"hold {', '.join(sorted(elements))}), so no run would have a diffusivity")
         for name, entry in self.pretrained_models().items():
             try:
                 pretrained_model(entry, base_dir).check()
             except ValueError as err:
                 raise ValueError(f"models.{name}: {err}") from None
+        if self.campaign.store.launchpad:
+            try:
+                read_launchpad_file(Path(base_dir) / self.campaign.store.launchpad)
+            except StoreError as err:
+                raise ValueError(f"campaign.store.launchpad: {err}") from None
         return self
 
     def pretrained_models(self) -> dict[str, PretrainedSpec]:
@@ -378,6 +472,39 @@ class CampaignSpec(Strict):
         """sha256 of the canonical JSON of the validated spec."""
         canonical = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_reference_data(spec: CampaignSpec, spec_path: str | Path) -> None:
+    """Read every imported reference file whole, as its reference stage will, and raise SpecError naming the
+    spec file and the YAML path for one that does not read to its end (a truncated file), whose composition is
+    not its material's structure's, or, at a training temperature of training's material, that holds fewer
+    frames than training's split draws from each run.
+
+    ``load_spec`` looks at a reference file's first frame only, as every command loads the spec; this reads
+    every frame, so the commands that plan work (`validate`, `submit`) call it."""
+    from ase import Atoms
+
+    from mlff.reference import read_reference
+    from mlff.structures import load_structure
+
+    base_dir = Path(spec_path).resolve().parent
+    needed = spec.training.n_train_per_run + spec.training.n_validation_per_run
+    for name, material in spec.materials.items():
+        formula = load_structure(material.structure, base_dir).get_chemical_formula(empirical=True)
+        for index, entry in enumerate(material.imported or []):
+            where = f"{spec_path}: invalid campaign spec\n  materials.{name}.import[{index}].path"
+            try:
+                run = read_reference(base_dir / entry.path, entry.timestep_fs)
+            except ValueError as err:
+                raise SpecError(f"{where}: {err}") from None
+            found = Atoms(numbers=run.numbers).get_chemical_formula(empirical=True)
+            if found != formula:
+                raise SpecError(f"{where}: {entry.path} holds {found}, but the material's structure "
+                                f"({material.structure}) is {formula}; a reference must be of the same material")
+            training = name == spec.training.material and entry.temperature_K in spec.training.temperatures_K
+            if training and run.n_frames < needed:
+                raise SpecError(f"{where}: {entry.path} holds {run.n_frames} frames, fewer than the {needed} that "
+                                f"training.n_train_per_run and n_validation_per_run draw from each run")
 
 
 def pretrained_model(entry: PretrainedSpec, base_dir: str | Path) -> Pretrained:

@@ -33,7 +33,6 @@ from mlff.structures import BUILTIN_STRUCTURES
 from records.results import REFERENCE_SOURCE
 from workflows.build import STAGES, Task
 from workflows.firetasks import FIRETASKS
-from workflows.inputs import DEFAULT_COLLAPSE_WINDOW_PS
 
 SECONDS_PER_MINUTE = 60.0
 
@@ -141,18 +140,7 @@ class _Planner:
         }
 
     def analysis_settings(self) -> dict:
-        analysis = self.spec.analysis
-        return {
-            "discard_ps": self.spec.md.discard_ps,
-            "rdf": analysis.rdf.model_dump(mode="json"),
-            "rdf_mae_threshold": analysis.rdf_mae_threshold,
-            "fusion_distance_A": analysis.fusion_distance_A,
-            "diffusing_specie": analysis.diffusing_specie,
-            "target_temperature_K": analysis.target_temperature_K,
-            # Stored only when not the default: tasks of specs without it keep their digests.
-            **({"collapse_window_ps": analysis.collapse_window_ps}
-               if analysis.collapse_window_ps != DEFAULT_COLLAPSE_WINDOW_PS else {}),
-        }
+        return {"discard_ps": self.spec.md.discard_ps, **self.spec.analysis.stored()}
 
 
 def _run_entry(task: Task) -> dict:

@@ -33,6 +33,7 @@ class LaunchHandler(ErrorHandler, abc.ABC):
 
     stage: str
     name: str
+    changes_input: str | None = None  # the stage input a correction changes (a test checks that it is one)
 
     def __init__(self, settings: dict | None = None):
         unknown = sorted(set(settings or {}) - set(HANDLER_DEFAULTS))
@@ -63,7 +64,7 @@ class LaunchHandler(ErrorHandler, abc.ABC):
 class NonFiniteLossHandler(LaunchHandler):
     """Training loss became NaN or infinite: lower the learning rate and resume."""
 
-    stage, name = "train", "non_finite_loss"
+    stage, name, changes_input = "train", "non_finite_loss", "learning_rate"
 
     def check(self, directory="./") -> bool:
         error = self.read_error(directory)
@@ -74,25 +75,26 @@ class NonFiniteLossHandler(LaunchHandler):
         )
 
     def correct(self, directory="./") -> dict:
-        old = self.read_error(directory)["inputs"]["learning_rate"]
+        old = self.read_error(directory)["inputs"][self.changes_input]
         new = old * self.settings["learning_rate_factor"]
-        return {"errors": ["non-finite training loss"], "actions": [{"input": "learning_rate", "from": old, "to": new}]}
+        return {"errors": ["non-finite training loss"],
+                "actions": [{"input": self.changes_input, "from": old, "to": new}]}
 
 
 class CudaOutOfMemoryHandler(LaunchHandler):
     """CUDA ran out of memory during training: halve the batch and resume."""
 
-    stage, name = "train", "cuda_out_of_memory"
+    stage, name, changes_input = "train", "cuda_out_of_memory", "batch_size"
 
     def check(self, directory="./") -> bool:
         error = self.read_error(directory)
         out_of_memory = "OutOfMemoryError" in error["stacktrace"] or "CUDA out of memory" in error["stacktrace"]
-        return error["stage"] == self.stage and out_of_memory and error["inputs"]["batch_size"] > 1
+        return error["stage"] == self.stage and out_of_memory and error["inputs"][self.changes_input] > 1
 
     def correct(self, directory="./") -> dict:
-        old = self.read_error(directory)["inputs"]["batch_size"]
+        old = self.read_error(directory)["inputs"][self.changes_input]
         new = max(1, int(old * self.settings["batch_size_factor"]))
-        return {"errors": ["CUDA out of memory"], "actions": [{"input": "batch_size", "from": old, "to": new}]}
+        return {"errors": ["CUDA out of memory"], "actions": [{"input": self.changes_input, "from": old, "to": new}]}
 
 
 # Errors of the machine rather than of the inputs, which the same MD run may not meet again: the GPU

@@ -31,6 +31,7 @@ from launchers.offline import (
     requeue,
     reserve,
     run_rocket,
+    stop_details,
     timestamped_dir,
     unfinished_launches,
 )
@@ -45,18 +46,28 @@ class LauncherBusy(CampaignError, RuntimeError):
     """Another local launcher is already running this campaign."""
 
 
+class LockError(CampaignError, OSError):
+    """The launcher's lock file cannot be made or opened."""
+
+
 @dataclass
 class LocalRun:
     completed: list[str] = field(default_factory=list)
     fizzled: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     stopped_by: int | None = None  # the signal that interrupted the run, or None when it ran out of work
+    interrupted: dict[str, str | None] = field(default_factory=dict)  # name -> its checkpoint (None: it starts again)
 
 
 @contextlib.contextmanager
 def _exclusive(lock_path: Path, campaign: str) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as lock:
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a+")
+    except OSError as err:  # a directory in its place, or no permission
+        raise LockError(f"{lock_path}: cannot open the local launcher's lock file ({err.strerror}); it must be a "
+                        "file this user can write") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -136,7 +147,11 @@ def run_local(
                 echo(f"   {name} FIZZLED; its error is in {launch_dir}")
             else:  # interrupted, or corrected by an error handler: READY again, picked up below or next time
                 report.requeued.append(name)
-                echo(f"   {name} back to {state}; its checkpoint is kept in its directory, see {launch_dir}")
+                stopped = stop_details(launch_dir)
+                if stopped is None:
+                    echo(f"   {name} back to {state}; its checkpoint is kept in its directory, see {launch_dir}")
+                else:  # the caller tells the user, in one line with the rest of the interrupted run
+                    report.interrupted[name] = stopped.get("checkpoint_path")
         report.stopped_by = preemption.requested_signal()
     return report
 

@@ -1,7 +1,7 @@
 """Offline rockets: reserve on the login node, run without database access, fold back.
 
 This is how every rocket of ours runs, locally or on a compute node: only the login-node
-``campaign`` process ever writes the store (see campaign/store.py for why).
+``campaign`` process ever writes the store (see records/store.py for why).
 
 1. ``reserve`` (login node, store locked): a READY firework becomes RESERVED with a launch directory
    holding ``FW.json`` and ``FW_offline.json``.
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import io
 import json
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,15 +108,37 @@ def one_workflow_refresh(launchpad: LaunchPad) -> Iterator[None]:
 def run_rocket(launch_dir: Path, worker: FWorker) -> None:
     """Run the reserved firework in ``launch_dir`` with FireWorks' offline Rocket.
 
+    A firetask's traceback goes to stderr, unless the firetask stopped because it was asked to
+    (``mlff.preemption``): that is no error, and the launcher says in one line what was kept.
+
     The Rocket's ping thread writes one last FW_ping.json into the working directory after the
     run; it is joined before leaving ``launch_dir`` so that file lands there, not in the caller's.
+    Daemon threads the run started are not joined: they cannot hold the process open, and one of
+    them, tqdm's monitor of a progress bar an interrupt left open, wakes only every 10 s.
     """
     patch_fireworks()
     before = set(threading.enumerate())
+    traceback_text = io.StringIO()
     with contextlib.chdir(launch_dir):
-        Rocket(None, worker, None).run()
+        Rocket(None, worker, None).run(err_file=traceback_text)
         for thread in set(threading.enumerate()) - before:
-            thread.join(PING_JOIN_TIMEOUT_S)
+            if not thread.daemon:
+                thread.join(PING_JOIN_TIMEOUT_S)
+    if stop_details(launch_dir) is None:
+        sys.stderr.write(traceback_text.getvalue())
+
+
+def stop_details(launch_dir: Path) -> dict | None:
+    """What the firetask in ``launch_dir`` stored when it stopped because it was asked to (the
+    ``to_dict`` of ``mlff.preemption.Preempted``: its ``checkpoint_path`` and ``signal``), or None
+    when it finished, failed, or has not ended."""
+    try:
+        data = json.loads((Path(launch_dir) / OFFLINE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    stored = (data.get("fwaction") or {}).get("stored_data") or {}
+    details = (stored.get("_exception") or {}).get("_details") or {}
+    return details if details.get("preempted") else None
 
 
 def outcome(launch_dir: Path) -> str | None:

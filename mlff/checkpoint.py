@@ -21,10 +21,10 @@ class CheckpointError(CampaignError, ValueError):
     """A checkpoint file is missing, corrupt or of an unknown format."""
 
 
-def save_checkpoint(
+def save_model_checkpoint(
     path: str | os.PathLike, model: ForceField, *, dataset_hash: str, extra: dict | None = None
 ) -> None:
-    """Write ``model`` to ``path`` atomically (mlff/atomic_file.py).
+    """Write ``model`` to ``path`` atomically (records/atomic_file.py).
 
     ``extra`` holds anything else to keep (epoch, scores, optimizer state): tensors, numbers,
     strings and containers of them, so that it loads with ``weights_only=True``.
@@ -41,7 +41,7 @@ def save_checkpoint(
         torch.save(payload, fh)
 
 
-def read_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None) -> dict:
+def read_model_checkpoint(path: str | os.PathLike, device: str | torch.device | None = None) -> dict:
     """The stored dictionary of a checkpoint, tensors mapped to ``device`` (default: CPU)."""
     path = Path(path)
     if not path.is_file():
@@ -60,7 +60,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
     """The model stored at ``path`` in eval mode on ``device`` (default: CUDA if available, else CPU),
     in the floating-point dtype it was saved in, and the checkpoint's metadata (everything but the weights)."""
     device = resolve_device(device)
-    payload = read_checkpoint(path, device)
+    payload = read_model_checkpoint(path, device)
     try:
         model = build_model(payload["model_name"], **payload["hparams"])
         model.to(device=device, dtype=payload["state_dict"]["atomic_energies_eV"].dtype)

@@ -1,12 +1,12 @@
 """Fine-tuning a pretrained MLIP on a campaign's training split, with the package's own trainer.
 
 Only CHGNet is fine-tuned here (``mlff.pretrained.FINE_TUNABLE``), with ``chgnet.trainer.Trainer``.
-It gets what the zoo's training loop (``mlff.training``) gets: the same frames, the same
-energy:force weights on the same errors (MAE of energy per atom and of force components), the same
-learning rate, batch size, epochs and wall-time budget, and the checkpoint kept is the one best on
-the validation frames by the same score, energy_weight * energy MAE + force_weight * force MAE.
-The trainer runs one epoch at a time, so the budget is checked between epochs; its printout goes to
-``chgnet-trainer.log``. A stopped fine-tune (``mlff.preemption``) starts again from the pretrained
+It gets what the zoo's training (``mlff.training``) gets: the same frames, the same energy:force
+weights on the same errors (MAE of energy per atom and of force components), the same learning
+rate, batch size, epochs and wall-time budget, and the same epoch loop (``mlff.epochs``), so the
+checkpoint kept is the one best on the validation frames by the same score, energy_weight * energy
+MAE + force_weight * force MAE. The trainer runs one epoch per call, so the budget and a stop
+request are checked between epochs; its printout goes to ``chgnet-trainer.log``. A stopped fine-tune (``mlff.preemption``) starts again from the pretrained
 weights.
 
 The checkpoint (``best.pt``) holds the model (``CHGNet.as_dict``), the dataset hash, and the base
@@ -16,8 +16,6 @@ weights' file and sha256; ``mlff.pretrained.Pretrained.calculator`` loads it.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import time
 from pathlib import Path
@@ -26,11 +24,13 @@ import numpy as np
 import torch
 
 from mlff import BEST_CHECKPOINT, preemption
+from mlff.epochs import EpochLog, EpochTrainer, run_epochs
 from mlff.pretrained import FINE_TUNABLE, Pretrained, chgnet_model
-from mlff.training import LEARNING_CURVE, require_labelled, training_summary
+from mlff.training import require_labelled, training_summary
 from mlff.trajectory import Trajectory
 from records.atomic_file import atomic_write
 from records.provenance import sha256_file
+from records.summaries import TrainingSummary
 
 TRAINER_LOG = "chgnet-trainer.log"
 
@@ -53,6 +53,33 @@ def _chgnet_data(trajectories: list[Trajectory], batch_size: int, seed: int, shu
                                        generator=torch.Generator().manual_seed(seed))
 
 
+class _CHGNetFineTuner(EpochTrainer):
+    """CHGNet's own ``trainer``, one epoch per call, for ``mlff.epochs.run_epochs``; ``best.pt`` as in the
+    module docstring. It keeps no progress: a stopped fine-tune starts again."""
+
+    def __init__(self, trainer, train_loader, validation_loader, out_dir: Path, name: str, dataset_hash: str,
+                 base: Path, base_sha256: str):
+        self.trainer, self.train_loader, self.validation_loader = trainer, train_loader, validation_loader
+        self.out_dir, self.name, self.dataset_hash = out_dir, name, dataset_hash
+        self.base, self.base_sha256 = base, base_sha256
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
+        preemption.stop_if_requested()  # the trainer cannot stop within an epoch
+        self.trainer.starting_epoch, self.trainer.epochs = epoch - 1, epoch
+        with open(self.out_dir / TRAINER_LOG, "a") as log, contextlib.redirect_stdout(log):
+            self.trainer.train(self.train_loader, self.validation_loader, save_dir="")
+        history = self.trainer.training_history
+        if len(history["e"]["val"]) < epoch or not np.isfinite([history["e"]["val"][-1], history["f"]["val"][-1]]).all():
+            raise FloatingPointError(f"fine-tuning {self.name}: non-finite loss in epoch {epoch} "
+                                     f"(see {self.out_dir / TRAINER_LOG})")
+        return {"energy_mae_eV_atom": history["e"]["val"][-1], "force_mae_eV_A": history["f"]["val"][-1]}, {}
+
+    def save_best(self, epoch: int, errors: dict[str, float]) -> None:
+        with atomic_write(self.out_dir / BEST_CHECKPOINT, "wb") as fh:
+            torch.save({"model": self.trainer.model.as_dict(), "dataset_hash": self.dataset_hash, "epoch": epoch,
+                        "base_checkpoint": str(self.base), "base_checkpoint_sha256": self.base_sha256}, fh)
+
+
 def fine_tune(
     pretrained: Pretrained,
     train: list[Trajectory],
@@ -68,7 +95,7 @@ def fine_tune(
     batch_size: int,
     max_epochs: int,
     max_wall_s: float | None,
-) -> dict:
+) -> TrainingSummary:
     """Fine-tune ``pretrained`` on ``train``, keeping the checkpoint best on ``validation`` (see the module
     docstring). Returns the summary ``mlff.training.train`` returns, plus the base weights' file and sha256."""
     from chgnet.trainer import Trainer
@@ -89,33 +116,11 @@ def fine_tune(
                           torch_seed=seed, data_seed=seed, print_freq=10**9)
         train_loader = _chgnet_data(train, batch_size, seed, shuffle=True)
         validation_loader = _chgnet_data(validation, batch_size, seed, shuffle=False)
-    curve, best, slowest_epoch_s, stopped_by = [], {"score": math.inf, "epoch": 0}, 0.0, "max_epochs"
-    for epoch in range(1, max_epochs + 1):
-        preemption.stop_if_requested()
-        if max_wall_s is not None and epoch > 1 and time.monotonic() - start_s + slowest_epoch_s > max_wall_s:
-            stopped_by = "max_wall_s"
-            break
-        epoch_start_s = time.monotonic()
-        trainer.starting_epoch, trainer.epochs = epoch - 1, epoch
-        with open(out_dir / TRAINER_LOG, "a") as log, contextlib.redirect_stdout(log):
-            trainer.train(train_loader, validation_loader, save_dir="")
-        history = trainer.training_history
-        if len(history["e"]["val"]) < epoch or not np.isfinite([history["e"]["val"][-1], history["f"]["val"][-1]]).all():
-            raise FloatingPointError(f"fine-tuning {pretrained.name}: non-finite loss in epoch {epoch} "
-                                     f"(see {out_dir / TRAINER_LOG})")
-        errors = {"energy_mae_eV_atom": history["e"]["val"][-1], "force_mae_eV_A": history["f"]["val"][-1]}
-        score = energy_weight * errors["energy_mae_eV_atom"] + force_weight * errors["force_mae_eV_A"]
-        if score < best["score"]:
-            best = {"score": score, "epoch": epoch, **errors}
-            with atomic_write(out_dir / BEST_CHECKPOINT, "wb") as fh:
-                torch.save({"model": trainer.model.as_dict(), "dataset_hash": dataset_hash, "epoch": epoch,
-                            "base_checkpoint": str(base), "base_checkpoint_sha256": base_sha256}, fh)
-        slowest_epoch_s = max(slowest_epoch_s, time.monotonic() - epoch_start_s)
-        curve.append({"epoch": epoch, "validation_energy_mae_eV_atom": errors["energy_mae_eV_atom"],
-                      "validation_force_mae_eV_A": errors["force_mae_eV_A"], "validation_score": score,
-                      "wall_s": time.monotonic() - start_s})
-        with atomic_write(out_dir / LEARNING_CURVE, "w") as fh:
-            json.dump(curve, fh, indent=1)
-    return training_summary(pretrained.name, curve, stopped_by, best, start_s,
+    fine_tuner = _CHGNetFineTuner(trainer, train_loader, validation_loader, out_dir, pretrained.name, dataset_hash,
+                                  base, base_sha256)
+    epoch_log = EpochLog()
+    stopped_by = run_epochs(fine_tuner, epoch_log, out_dir, start_s=start_s, max_epochs=max_epochs, max_wall_s=max_wall_s,
+                            energy_weight=energy_weight, force_weight=force_weight)
+    return training_summary(pretrained.name, epoch_log.curve, stopped_by, epoch_log.best, start_s,
                             sum(p.numel() for p in trainer.model.parameters()), out_dir, dataset_hash, seed, device,
                             base_checkpoint=str(base), base_checkpoint_sha256=base_sha256)

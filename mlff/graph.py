@@ -23,7 +23,7 @@ import torch
 import vesin
 from ase import Atoms
 
-MAX_ATOMIC_NUMBER = 118
+from mlff.trajectory import MAX_ATOMIC_NUMBER
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,21 @@ def _structure_arrays(structure: Structure | Atoms) -> Structure:
     return numbers, positions_A, cell_A
 
 
-def _nearest_per_receiver(receiver: np.ndarray, distance_A: np.ndarray, max_neighbours: int) -> np.ndarray:
-    """Edge order grouped by receiver, nearest first, keeping at most ``max_neighbours`` per receiver."""
-    order = np.lexsort((distance_A, receiver))
-    grouped = receiver[order]
-    group_start = np.searchsorted(grouped, grouped, side="left")  # [n_edges] first position of each group
-    rank = np.arange(len(order)) - group_start
-    return order[rank < max_neighbours]
+def nearest_neighbour_mask(receiver: torch.Tensor, length_squared_A2: torch.Tensor, max_neighbours: int) -> torch.Tensor:
+    """[n_edges] bool: the edge is among the ``max_neighbours`` nearest of its receiver, from each edge's
+    receiver [n_edges] and squared length [n_edges] (Å²). Of edges equally long, the earlier ones are kept.
+
+    The one nearest-neighbour cut: ``build_graph`` and the torch MD engine's neighbour lists
+    (``mlff.md.neighbours``) both truncate with it, so that training and MD see the same graphs.
+    """
+    receiver = receiver.long()  # searchsorted takes no unsigned integers
+    order = torch.argsort(length_squared_A2, stable=True)  # [n_edges] nearest first
+    order = order[torch.argsort(receiver[order], stable=True)]  # grouped by receiver, nearest first
+    grouped = receiver[order]  # [n_edges]
+    group_start = torch.searchsorted(grouped, grouped, right=False)  # [n_edges] first position of each group
+    rank = torch.empty_like(order)  # [n_edges] each edge's place among its receiver's, 0 for the nearest
+    rank[order] = torch.arange(len(order), device=order.device) - group_start
+    return rank < max_neighbours
 
 
 def build_graph(
@@ -110,8 +118,8 @@ def build_graph(
     Each structure is ``(numbers, positions_A, cell_A)`` or a fully periodic ``ase.Atoms``. Every
     atom keeps its ``max_neighbours`` nearest neighbours (images included). The cutoff may exceed
     half the cell width: an atom then sees several images of the same neighbour, and of itself.
-    The graph is paired unless some atom has more than ``max_neighbours`` neighbours; then its
-    edges are grouped by receiver, nearest first.
+    The graph is paired unless some atom has more than ``max_neighbours`` neighbours; then each atom
+    keeps its nearest (``nearest_neighbour_mask``), in the order of the paired list.
     """
     if cutoff_A <= 0:
         raise ValueError(f"cutoff_A must be positive, got {cutoff_A}")
@@ -142,8 +150,9 @@ def build_graph(
     edge_shifts = np.concatenate([shift, -shift])  # [n_edges, 3]
     paired = max_degree <= max_neighbours
     if not paired:
-        distance_A = np.concatenate(distances)
-        keep = _nearest_per_receiver(edge_index[1], np.concatenate([distance_A, distance_A]), max_neighbours)
+        distance_A = np.concatenate(distances)  # [n_pairs]
+        length_squared_A2 = torch.as_tensor(np.concatenate([distance_A, distance_A]) ** 2)  # [n_edges]
+        keep = nearest_neighbour_mask(torch.as_tensor(edge_index[1]), length_squared_A2, max_neighbours).numpy()
         edge_index, edge_shifts = edge_index[:, keep], edge_shifts[keep]
     as_long = lambda array: torch.as_tensor(array, dtype=torch.long, device=device)  # noqa: E731
     return AtomGraph(

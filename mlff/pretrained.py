@@ -45,7 +45,7 @@ def results_label(name: str, mode: str) -> str:
     return f"{name} {MODE_NAMES[mode]}"
 
 
-def _is_weight_option(key: str) -> bool:
+def is_weight_option(key: str) -> bool:
     return key.endswith(WEIGHT_OPTION_SUFFIXES)
 
 
@@ -55,7 +55,7 @@ def resolve_weight_paths(options: Mapping[str, Any], root: str | os.PathLike) ->
         return path if os.path.isabs(path) else os.path.join(root, path)
 
     return {key: ([under_root(v) for v in value] if isinstance(value, list | tuple) else under_root(value))
-            if _is_weight_option(key) else value for key, value in options.items()}
+            if is_weight_option(key) else value for key, value in options.items()}
 
 
 def _package_dir(package: str) -> Path:
@@ -121,6 +121,9 @@ class Pretrained:
         if not module_name or not class_name:
             raise ValueError(f"unknown pretrained model or calculator {self.name!r}; expected one of "
                              f"{', '.join(PRETRAINED)} or 'package.module:ClassName'")
+        if module_name.startswith("."):
+            raise ValueError(f"calculator {self.name!r}: {module_name} is a relative module name; give the whole "
+                             "package path, such as ase.calculators.emt:EMT")
         try:
             found = getattr(importlib.import_module(module_name), class_name)
         except (ImportError, AttributeError) as err:
@@ -137,7 +140,7 @@ class Pretrained:
             return [_sevennet_weights()]
         files = []
         for key, value in self.options.items():
-            if _is_weight_option(key):
+            if is_weight_option(key):
                 files += [Path(v) for v in (value if isinstance(value, list | tuple) else [value])]
         return files
 

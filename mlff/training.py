@@ -1,28 +1,27 @@
-"""The one training loop for every registered model: energy + force matching with Adam."""
+"""The one training loop for every registered model: energy + force matching with Adam, its epochs run by
+the epoch loop it shares with fine-tuning (``mlff.epochs``)."""
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from mlff import BEST_CHECKPOINT, preemption
-from mlff.checkpoint import read_checkpoint, save_checkpoint
+from mlff.checkpoint import read_model_checkpoint, save_model_checkpoint
+from mlff.epochs import EpochLog, EpochTrainer, run_epochs
 from mlff.graph import MAX_ATOMIC_NUMBER
 from mlff.models import ForceField, build_model, energy_and_forces
 from mlff.prediction import predict
 from mlff.trajectory import Trajectory
-from records.atomic_file import atomic_write
+from records.summaries import TrainingSummary
 
 LAST_CHECKPOINT = "last.pt"
-LEARNING_CURVE = "learning_curve.json"
 # The loss weights (the paper's 1:1000) and gradient-clipping norm ``train`` uses unless told otherwise.
 ENERGY_WEIGHT, FORCE_WEIGHT, GRAD_CLIP_NORM = 1.0, 1000.0, 10.0
 
@@ -72,6 +71,60 @@ def validation_errors(model: ForceField, trajectories: list[Trajectory], batch_s
     }
 
 
+@dataclass
+class _ZooTrainer(EpochTrainer):
+    """A registered model's epochs: Adam, the learning rate lowered on a validation plateau, ``best.pt`` and,
+    after every epoch, ``last.pt`` with everything a resume needs."""
+
+    model: ForceField
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    shuffler: np.random.Generator
+    train: list[Trajectory]
+    validation: list[Trajectory]
+    out_dir: Path
+    batch_size: int
+    energy_weight: float
+    force_weight: float
+    grad_clip_norm: float
+    learning_rate: float
+    dataset_hash: str
+    seed: int
+
+    def __post_init__(self):
+        self.frames = [(run, frame) for run, trajectory in enumerate(self.train) for frame in range(trajectory.n_frames)]
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, float], dict[str, float]]:
+        self.model.train()
+        train_loss = train_epoch(
+            self.model, self.train, self.frames, self.shuffler, self.optimizer, self.batch_size, self.energy_weight,
+            self.force_weight, self.grad_clip_norm, epoch, self.out_dir / LAST_CHECKPOINT,
+        )
+        self.model.eval()
+        return validation_errors(self.model, self.validation, self.batch_size), {"train_loss": train_loss}
+
+    def after_validation(self, score: float) -> dict[str, float]:
+        self.scheduler.step(score)
+        return {"learning_rate": self.optimizer.param_groups[0]["lr"]}
+
+    def save_best(self, epoch: int, errors: dict[str, float]) -> None:
+        save_model_checkpoint(self.out_dir / BEST_CHECKPOINT, self.model, dataset_hash=self.dataset_hash,
+                              extra={"epoch": epoch, "seed": self.seed, "validation": errors})
+
+    def save_progress(self, epoch: int, log: EpochLog, wall_s: float) -> None:
+        save_model_checkpoint(self.out_dir / LAST_CHECKPOINT, self.model, dataset_hash=self.dataset_hash, extra={
+            "epoch": epoch,
+            "seed": self.seed,
+            **log.checkpoint_extra(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "learning_rate": self.learning_rate,
+            "shuffler_state": json.dumps(self.shuffler.bit_generator.state),
+            "torch_rng_state": torch.get_rng_state(),
+            "wall_s": wall_s,
+        })
+
+
 def train(
     model_name: str,
     hparams: dict,
@@ -93,7 +146,7 @@ def train(
     lr_patience_epochs: int = 5,
     lr_factor: float = 0.5,
     resume: bool = False,
-) -> dict:
+) -> TrainingSummary:
     """Train ``model_name`` on ``train`` and keep the checkpoint that is best on ``validation``.
 
     Loss per batch = energy_weight * MAE(energy per atom, eV/atom) + force_weight * MAE(force
@@ -134,10 +187,10 @@ def train(
     model = build_model(model_name, **hparams).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=lr_factor, patience=lr_patience_epochs)
-    curve, best, slowest_epoch_s, stopped_by = [], {"score": math.inf, "epoch": 0}, 0.0, "max_epochs"
+    log = EpochLog()
     last_path = out_dir / LAST_CHECKPOINT
     if resume and last_path.exists():
-        saved = read_checkpoint(last_path, device)
+        saved = read_model_checkpoint(last_path, device)
         if saved["dataset_hash"] != dataset_hash or saved["model_name"] != model_name:
             raise ValueError(f"{last_path}: cannot resume, it was trained on other data or is another model")
         extra = saved["extra"]
@@ -148,88 +201,42 @@ def train(
             group["lr"] *= learning_rate / extra["learning_rate"]
         shuffler.bit_generator.state = json.loads(extra["shuffler_state"])
         torch.set_rng_state(extra["torch_rng_state"])
-        best, slowest_epoch_s = json.loads(extra["best"]), extra["slowest_epoch_s"]
-        curve = json.loads((out_dir / LEARNING_CURVE).read_text())[: extra["epoch"]]
+        log = EpochLog.resumed(extra, out_dir)
         start_s -= extra["wall_s"]
     else:
         untrained_energies_eV = [predict(model, trajectory, batch_size)[0] for trajectory in train]
         residuals = [replace(t, energy_eV=t.energy_eV - e) for t, e in zip(train, untrained_energies_eV)]
         model.set_atomic_energies(fit_atomic_energies(residuals))
-    n_parameters = sum(p.numel() for p in model.parameters())
-    frames = [(run, frame) for run, trajectory in enumerate(train) for frame in range(trajectory.n_frames)]
-
-    first_epoch = len(curve) + 1
-    epochs = tqdm(range(first_epoch, max_epochs + 1), desc=f"train {model_name}", unit="epoch", disable=not progress)
-    for epoch in epochs:
-        elapsed_s = time.monotonic() - start_s
-        if max_wall_s is not None and epoch > 1 and elapsed_s + slowest_epoch_s > max_wall_s:
-            stopped_by = "max_wall_s"
-            break
-        epoch_start_s = time.monotonic()
-        model.train()
-        train_loss = train_epoch(
-            model, train, frames, shuffler, optimizer, batch_size, energy_weight, force_weight, grad_clip_norm, epoch,
-            last_path,
-        )
-        model.eval()
-        errors = validation_errors(model, validation, batch_size)
-        score = energy_weight * errors["energy_mae_eV_atom"] + force_weight * errors["force_mae_eV_A"]
-        scheduler.step(score)
-        if score < best["score"]:
-            best = {"score": score, "epoch": epoch, **errors}
-            save_checkpoint(out_dir / BEST_CHECKPOINT, model, dataset_hash=dataset_hash,
-                            extra={"epoch": epoch, "seed": seed, "validation": errors})
-        slowest_epoch_s = max(slowest_epoch_s, time.monotonic() - epoch_start_s)
-        curve.append({
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "validation_energy_mae_eV_atom": errors["energy_mae_eV_atom"],
-            "validation_force_mae_eV_A": errors["force_mae_eV_A"],
-            "validation_score": score,
-            "learning_rate": optimizer.param_groups[0]["lr"],
-            "wall_s": time.monotonic() - start_s,
-        })
-        with atomic_write(out_dir / LEARNING_CURVE, "w") as fh:
-            json.dump(curve, fh, indent=1)
-        save_checkpoint(last_path, model, dataset_hash=dataset_hash, extra={
-            "epoch": epoch,
-            "seed": seed,
-            "best_epoch": best["epoch"],
-            "best_score": best["score"],
-            "best": json.dumps(best),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "learning_rate": learning_rate,
-            "shuffler_state": json.dumps(shuffler.bit_generator.state),
-            "torch_rng_state": torch.get_rng_state(),
-            "slowest_epoch_s": slowest_epoch_s,
-            "wall_s": time.monotonic() - start_s,
-        })
-        epochs.set_postfix(val_force_mae_eV_A=f"{errors['force_mae_eV_A']:.4f}")
-    epochs.close()
-    return training_summary(model_name, curve, stopped_by, best, start_s, n_parameters, out_dir, dataset_hash, seed,
-                            device, conservative=model.conservative)
+    trainer = _ZooTrainer(model, optimizer, scheduler, shuffler, train, validation, out_dir, batch_size, energy_weight,
+                          force_weight, grad_clip_norm, learning_rate, dataset_hash, seed)
+    stopped_by = run_epochs(trainer, log, out_dir, start_s=start_s, max_epochs=max_epochs, max_wall_s=max_wall_s,
+                            energy_weight=energy_weight, force_weight=force_weight, progress=progress,
+                            description=f"train {model_name}")
+    return training_summary(model_name, log.curve, stopped_by, log.best, start_s,
+                            sum(p.numel() for p in model.parameters()), out_dir, dataset_hash, seed, device,
+                            conservative=model.conservative)
 
 
 def training_summary(model_name: str, curve: list[dict], stopped_by: str, best: dict, start_s: float,
-                     n_parameters: int, out_dir: Path, dataset_hash: str, seed: int, device, **extra) -> dict:
+                     n_parameters: int, out_dir: Path, dataset_hash: str, seed: int, device,
+                     **extra) -> TrainingSummary:
     """What a training (or fine-tuning, ``mlff.fine_tuning``) returns: its epochs, best validation errors,
-    checkpoint and what it trained on, plus ``extra``."""
-    return {
-        "model_name": model_name,
-        "epochs_run": len(curve),
-        "stopped_by": stopped_by,
-        "best_epoch": best["epoch"],
-        "best_validation_energy_mae_eV_atom": best["energy_mae_eV_atom"],
-        "best_validation_force_mae_eV_A": best["force_mae_eV_A"],
-        "wall_s": time.monotonic() - start_s,
-        "n_parameters": n_parameters,
-        "checkpoint": str(out_dir / BEST_CHECKPOINT),
-        "dataset_hash": dataset_hash,
-        "seed": seed,
-        "device": str(device),
+    checkpoint and what it trained on, plus ``extra`` (fields of ``TrainingSummary``)."""
+    return TrainingSummary(
+        model_name=model_name,
+        epochs_run=len(curve),
+        stopped_by=stopped_by,
+        best_epoch=best["epoch"],
+        best_validation_energy_mae_eV_atom=best["energy_mae_eV_atom"],
+        best_validation_force_mae_eV_A=best["force_mae_eV_A"],
+        wall_s=time.monotonic() - start_s,
+        n_parameters=n_parameters,
+        checkpoint=str(out_dir / BEST_CHECKPOINT),
+        dataset_hash=dataset_hash,
+        seed=seed,
+        device=str(device),
         **extra,
-    }
+    )
 
 
 def train_epoch(

@@ -30,6 +30,7 @@ MAGIC = b"MLFFTRJ1"
 SUFFIX = ".frames"
 OPTIONAL_FIELDS = ("energy_eV", "forces_eV_A", "temperature_K")
 HEADER_KEYS = ("numbers", "cell_A", "fields", "metadata")
+MAX_ATOMIC_NUMBER = 118  # the heaviest element; model embeddings (mlff.graph) have one row per number up to it
 
 
 class TrajectoryError(CampaignError, ValueError):
@@ -201,11 +202,13 @@ def _read_header(path: Path) -> dict:
             if len(start) < 16 or start[:8] != MAGIC:
                 raise TrajectoryError(f"{path}: not a trajectory file (expected magic {MAGIC!r} at the start)")
             (length,) = struct.unpack("<Q", start[8:])
+            n_after_start = os.fstat(fh.fileno()).st_size - len(start)
+            if length > n_after_start:  # a corrupt length is not a size to allocate
+                raise TrajectoryError(f"{path}: header truncated, or its length corrupt: it claims {length} bytes, "
+                                      f"and the file holds {n_after_start} after its first 16")
             blob = fh.read(length)
     except FileNotFoundError as err:
         raise TrajectoryError(f"{path}: trajectory file does not exist") from err
-    if len(blob) != length:
-        raise TrajectoryError(f"{path}: header truncated ({len(blob)} of {length} bytes)")
     try:
         header = json.loads(blob)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -213,8 +216,32 @@ def _read_header(path: Path) -> dict:
     missing = [key for key in HEADER_KEYS if not isinstance(header, dict) or key not in header]
     if missing:
         raise TrajectoryError(f"{path}: the header lacks {missing}; a .frames header holds {list(HEADER_KEYS)}")
+    _check_header(path, header)
     header["_data_offset"] = 16 + length
     return header
+
+
+def _check_header(path: Path, header: dict) -> None:
+    """Raise TrajectoryError naming ``path`` unless each of the header's HEADER_KEYS has its kind of value."""
+    numbers, cell_A, fields = header["numbers"], header["cell_A"], header["fields"]
+    if not (isinstance(numbers, list) and numbers and all(type(n) is int and 0 < n <= MAX_ATOMIC_NUMBER
+                                                          for n in numbers)):
+        raise TrajectoryError(f"{path}: the header's numbers must be a non-empty list of atomic numbers "
+                              f"(1 to {MAX_ATOMIC_NUMBER})")
+    try:
+        cell = np.asarray(cell_A, dtype=np.float64)
+    except (TypeError, ValueError):
+        cell = None
+    if cell is None or cell.shape != (3, 3) or not np.isfinite(cell).all():
+        raise TrajectoryError(f"{path}: the header's cell_A must be 3 x 3 finite numbers (lattice vectors, Å)")
+    if not (isinstance(fields, list) and all(isinstance(name, str) for name in fields)):
+        raise TrajectoryError(f"{path}: the header's fields must be a list of names, some of {OPTIONAL_FIELDS}")
+    unknown = [name for name in fields if name not in OPTIONAL_FIELDS]
+    if unknown:
+        raise TrajectoryError(f"{path}: unknown trajectory fields {unknown} in the header; expected some of "
+                              f"{OPTIONAL_FIELDS}")
+    if not isinstance(header["metadata"], dict):
+        raise TrajectoryError(f"{path}: the header's metadata must be a JSON object")
 
 
 def read_system(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from typing import Literal
 from fireworks import Firework, LaunchPad
 from pydantic import BaseModel, ConfigDict, Field
 
+from records.provenance import package_versions
 from records.store import CAMPAIGN_SPEC_KEY, results_collection
 
 REFERENCE_SOURCE = "reference"  # the source of the reference trajectories' documents
@@ -38,6 +39,11 @@ class Provenance(BaseModel):
                                         "checkpoint), whose sha256 is checkpoint_sha256.")
     base_checkpoint_file: str | None = Field(None, description="A fine-tuned model's starting weights.")
     base_checkpoint_sha256: str | None = Field(None, description="sha256 of base_checkpoint_file.")
+
+    @classmethod
+    def now(cls, **fields) -> Provenance:
+        """The provenance of work done now, in this environment: ``fields`` and the versions of the packages."""
+        return cls(package_versions=package_versions(), **fields)
 
 
 class ResultDoc(BaseModel):
@@ -87,11 +93,17 @@ class RunResult(ResultDoc):
     n_nonfinite_frames: int = Field(..., description="Frames with non-finite positions, excluded from analysis.")
     rdf_mae: float | None = Field(None, description="RDF MAE against the reference at this temperature (a reference "
                                   "run: against the other reference runs, or its second half against its first).")
-    rdf_mae_noise_floor: float | None = Field(None, description="The smallest RDF MAE resolvable at this run length "
-                                              "and temperature (analysis/rdf.leave_one_out_maes).")
-    threshold_resolvable: bool | None = Field(None, description="The noise floor is below half the stability threshold.")
+    rdf_mae_noise_floor: float | None = Field(None, description="The RDF MAE the reference's own physics gives at this "
+                                              "run's length (analysis/rdf_noise.py); None without a measured noise.")
+    rdf_mae_resolution: float | None = Field(
+        None, description="The smallest excess of the RDF MAE over the floor that the stability test detects at this "
+        "run's length, at a 5 % false-alarm rate (analysis/rdf_noise.py).")
+    threshold_resolvable: bool | None = Field(None, description="The noise floor is below half the paper's threshold.")
     min_distance_A: float | None = Field(..., description="Smallest interatomic distance in the written frames, Å.")
-    stability: str = Field(..., description="stable, lattice_mismatch, atom_fusion, or unknown without a reference.")
+    stability: str = Field(..., description="The noise-aware verdict: consistent (the RDF MAE is within the reference's "
+                           "own noise), lattice_mismatch, atom_fusion, or unknown (no reference or no measured noise).")
+    paper_stable: bool | None = Field(None, description="The paper's verdict: RDF MAE below analysis.rdf_mae_threshold, "
+                                      "no fusion, not stopped early; None without a reference.")
     time_to_collapse_ps: float | None = Field(
         None, description="Production time when the run stopped being valid (a windowed RDF MAE over the threshold, "
         "fused atoms, or the engine's early stop), ps; None when it stayed valid.")
@@ -104,12 +116,21 @@ class RunResult(ResultDoc):
         None, description="Tracer diffusivity of the diffusing specie from the MSD slope in the diffusive window, "
         "cm²/s; only for a run that diffused."
     )
+    diffusivity_cm2_s_low: float | None = Field(
+        None, description="95 % interval of D from the generalised least-squares fit with the MSD's covariance "
+        "(analysis/transport.diffusivity_interval): low end, cm²/s; only for a run that diffused.")
+    diffusivity_cm2_s_high: float | None = Field(None, description="The same interval's high end, cm²/s (inf: unbounded).")
+    diffusion_hops: float | None = Field(
+        None, description="Hops of one hop length among the carriers that D implies over the analysed time, "
+        "N·6D·t / hop²; a run diffused only with >= 2 (analysis/runs.py).")
     msd_fit_start_ps: float | None = Field(None, description="Start of the diffusive MSD fit window (lag time), ps.")
     msd_fit_end_ps: float | None = Field(None, description="End of the diffusive MSD fit window (lag time), ps.")
     msd_loglog_slope: float | None = Field(
         None, description="Slope of log MSD vs log t inside the fit window (1 = diffusive, 2 = ballistic), dimensionless."
     )
     conductivity_mS_cm: float | None = Field(None, description="Nernst–Einstein conductivity, mS/cm.")
+    conductivity_mS_cm_low: float | None = Field(None, description="σ's 95 % interval (D's, scaled): low end, mS/cm.")
+    conductivity_mS_cm_high: float | None = Field(None, description="The same interval's high end, mS/cm.")
     ns_per_day: float | None = Field(None, description="MD speed: this run's simulated ns per day of wall time "
                                      "(replicas batched in one process share that time).")
 
@@ -119,16 +140,20 @@ class TemperatureResult(ResultDoc):
     material: str
     temperature_K: float
     n_runs: int
-    stable_fraction: float = Field(..., description="Fraction of runs classed stable.")
+    consistent_fraction: float = Field(..., description="Fraction of runs classed consistent with the reference.")
+    paper_stable_fraction: float | None = Field(None, description="Fraction of runs stable by the paper's threshold.")
     n_diffusive: int | None = Field(None, description="Runs that diffused and did not fuse or stop: those D and σ are of.")
-    rdf_mae_noise_floor: float | None = Field(None, description="The smallest RDF MAE resolvable here (the reference "
-                                              "runs against each other, or one run's halves).")
-    threshold_resolvable: bool | None = Field(None, description="The noise floor is below half the stability threshold.")
+    rdf_mae_noise_floor: float | None = Field(None, description="The RDF MAE the reference's own physics gives at the "
+                                              "runs' median length (analysis/rdf_noise.py).")
+    rdf_mae_resolution: float | None = Field(None, description="The stability test's resolution at the runs' median "
+                                             "length: the smallest detected excess of the RDF MAE over the floor.")
+    threshold_resolvable: bool | None = Field(None, description="The noise floor is below half the paper's threshold.")
     collapse_rdf_threshold: float | None = Field(
-        None, description="A window's RDF MAE above this is a collapse: the stability threshold, or twice the "
-        "reference's own windows' MAE when that is larger.")
-    stable_fraction_low: float | None = Field(None, description="Wilson 95 % interval of stable_fraction: low end.")
-    stable_fraction_high: float | None = Field(None, description="Wilson 95 % interval of stable_fraction: high end.")
+        None, description="A collapse window's RDF MAE above this is a collapse: the stability test at the window's "
+        "length, its false-alarm rate shared among a run's windows.")
+    consistent_fraction_low: float | None = Field(None, description="Wilson 95 % interval of consistent_fraction: low "
+                                                  "end.")
+    consistent_fraction_high: float | None = Field(None, description="The same interval's high end.")
     rdf_mae_mean: float | None = None
     diffusivity_cm2_s_mean: float | None = Field(None, description="Mean over runs, cm²/s.")
     diffusivity_cm2_s_low: float | None = Field(None, description="Bootstrap 95 % interval of the mean D: low end, cm²/s.")
@@ -137,6 +162,19 @@ class TemperatureResult(ResultDoc):
     conductivity_mS_cm_mean: float | None = Field(None, description="Mean over runs, mS/cm.")
     conductivity_mS_cm_low: float | None = Field(None, description="Bootstrap 95 % interval of the mean σ: low end, mS/cm.")
     conductivity_mS_cm_high: float | None = Field(None, description="Bootstrap 95 % interval of the mean σ: high end, mS/cm.")
+    diffusivity_cm2_s_pooled: float | None = Field(
+        None, description="The runs' D pooled by their own intervals (inverse variance in ln D), cm²/s.")
+    diffusivity_cm2_s_pooled_low: float | None = Field(None, description="95 % interval of the pooled D: low end, cm²/s.")
+    diffusivity_cm2_s_pooled_high: float | None = Field(None, description="The same interval's high end, cm²/s.")
+    conductivity_mS_cm_pooled: float | None = Field(None, description="σ of the pooled D, mS/cm.")
+    conductivity_mS_cm_pooled_low: float | None = Field(None, description="95 % interval of that σ: low end, mS/cm.")
+    conductivity_mS_cm_pooled_high: float | None = Field(None, description="The same interval's high end, mS/cm.")
+    repetitions_chi2_per_dof: float | None = Field(
+        None, description="χ²/(n − 1) of the runs' ln D about the pooled one: ~1 when the spread between repetitions "
+        "is what their intervals say (the Birge ratio squared); None from one run.")
+    repetitions_consistent: bool | None = Field(
+        None, description="False when that χ² has p < 0.05: the runs scatter more than their intervals allow, and the "
+        "pooled interval is widened by the Birge ratio.")
 
 
 class DiffusionPathResult(BaseModel):
@@ -156,14 +194,29 @@ class MaterialResult(ResultDoc):
     kind: Literal["material"] = "material"
     material: str
     temperatures_K: list[float]
-    stable_fraction: float = Field(..., description="Fraction of all runs classed stable.")
+    consistent_fraction: float = Field(..., description="Fraction of all runs classed consistent with the reference.")
+    paper_stable_fraction: float | None = Field(None, description="Fraction of all runs stable by the paper's threshold.")
+    rdf_mae_resolution: float | None = Field(None, description="Mean over temperatures of the stability test's "
+                                             "resolution.")
     rdf_mae_mean: float | None = None
     activation_energy_eV: float | None = Field(None, description="Arrhenius activation energy of D, eV.")
     activation_energy_eV_low: float | None = Field(
-        None, description="Bootstrap 95 % interval of Ea (repetitions resampled per temperature, refitted): low end, eV."
+        None, description="95 % interval of Ea: from the covariance of the fit weighted in ln D when every temperature "
+        "has a pooled D, else the bootstrap over repetitions (resampled per temperature, refitted): low end, eV."
     )
     activation_energy_eV_high: float | None = Field(None, description="The same interval's high end, eV.")
+    activation_energy_eV_bootstrap_low: float | None = Field(
+        None, description="The bootstrap's 95 % interval of Ea, a check beside the fit's (>= 3 runs per temperature): "
+        "low end, eV.")
+    activation_energy_eV_bootstrap_high: float | None = Field(None, description="The same interval's high end, eV.")
     arrhenius_prefactor_cm2_s: float | None = Field(None, description="D0 of D(T) = D0 exp(−Ea / kB T), cm²/s.")
+    arrhenius_prefactor_cm2_s_low: float | None = Field(None, description="95 % interval of D0 from the weighted fit: "
+                                                        "low end, cm²/s.")
+    arrhenius_prefactor_cm2_s_high: float | None = Field(None, description="The same interval's high end, cm²/s.")
+    arrhenius_chi2_per_dof: float | None = Field(
+        None, description="χ²/(n − 2) of the weighted fit; its intervals are widened by the Birge ratio when p < 0.05.")
+    arrhenius_widened: bool | None = Field(None, description="The fit's intervals were widened: the temperatures "
+                                           "scatter about the line more than their intervals allow.")
     arrhenius_reason: str | None = Field(None, description="Why there is no Ea and σ(target), e.g. `2 of 3 "
                                          "temperatures diffusive, 3 needed`; None when there are.")
     stability_score: float | None = Field(None, description="Normalised area under the survival curve, 0-1.")
@@ -172,8 +225,12 @@ class MaterialResult(ResultDoc):
     rdf_mae_noise_floor: float | None = Field(None, description="Mean over temperatures of the RDF MAE's noise floor.")
     target_temperature_K: float
     conductivity_target_mS_cm: float | None = Field(None, description="Extrapolated σ at the target temperature, mS/cm.")
-    conductivity_target_mS_cm_low: float | None = Field(None, description="Bootstrap 95 % interval of σ(target): low end, mS/cm.")
+    conductivity_target_mS_cm_low: float | None = Field(None, description="95 % interval of σ(target), from the same "
+                                                        "source as Ea's: low end, mS/cm.")
     conductivity_target_mS_cm_high: float | None = Field(None, description="The same interval's high end, mS/cm.")
+    conductivity_target_mS_cm_bootstrap_low: float | None = Field(
+        None, description="The bootstrap's 95 % interval of σ(target), the check: low end, mS/cm.")
+    conductivity_target_mS_cm_bootstrap_high: float | None = Field(None, description="The same interval's high end, mS/cm.")
     neg_log10_conductivity_target: float | None = Field(
         None, description="−log10 of σ(target) in mS/cm, the paper's Table 2 quantity."
     )
@@ -211,7 +268,7 @@ RESULT_MODELS = {m.model_fields["kind"].default: m for m in (TrainingResult, Pre
 
 
 def result_id(campaign: str, doc: dict) -> str:
-    """Deterministic document id: campaign/kind/source[/material[/temperature[/repetition]]]."""
+    """Deterministic document id: <campaign>/<kind>/<source>[/<material>[/<temperature>[/<repetition>]]]."""
     parts = [campaign, doc["kind"], doc["source"]]
     for key in ("material", "temperature_K", "repetition"):
         if key in doc:

@@ -6,17 +6,47 @@ here so that launchers and the store can use them without importing the campaign
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+import typing
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
 
+def _admits(annotation, kinds: tuple[type, ...]) -> bool:
+    """Whether ``annotation`` (a field's type, with its arguments: ``list[float]``, ``int | None``) names one
+    of ``kinds`` or ``Any``."""
+    if annotation is Any or annotation in kinds:
+        return True
+    return any(_admits(argument, kinds) for argument in typing.get_args(annotation))
+
+
+def _has_boolean(value) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_has_boolean(item) for item in value)
+    return isinstance(value, dict) and any(_has_boolean(item) for item in value.values())
+
+
 class Strict(BaseModel):
-    """A spec section: unknown keys are errors, numbers must be finite, and a validated section does not change."""
+    """A spec section: unknown keys are errors, numbers must be finite, a YAML boolean is no number, and a
+    validated section does not change."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_a_number(cls, value, info: ValidationInfo):
+        """pydantic reads true as 1 and false as 0 where a number is expected (``repetitions: true``)."""
+        annotation = cls.model_fields[info.field_name].annotation
+        if _has_boolean(value) and _admits(annotation, (int, float)) and not _admits(annotation, (bool,)):
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got the YAML boolean {json.dumps(value)}")
+            raise ValueError(f"expected numbers, got a YAML boolean (true or false) in {json.dumps(value, default=str)}")
+        return value
 
 
 class StoreSpec(Strict):

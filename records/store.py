@@ -26,8 +26,10 @@ from pathlib import Path
 import bson.json_util
 import mongomock
 import mongomock_persistence  # noqa: F401  (adds to_dict/from_dict to mongomock's store classes)
+import yaml
 from fireworks import LaunchPad
 from mongomock.store import DatabaseStore, ServerStore
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from records.atomic_file import atomic_write
 from records.errors import CampaignError
@@ -40,6 +42,7 @@ LOG_LEVEL = "WARNING"
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH  # a store file with none of them is read-only, even to root
 CAMPAIGN_ROOT = "campaign_root"  # a launcher's FWorker env: the campaign's folder, that stored paths are relative to
 CAMPAIGN_SPEC_KEY = "_campaign"  # a campaign firework's spec holds its identity (name, key, digest, stage) here
+SERVER_TIMEOUT_S = 5.0  # how long a MongoDB store waits for its server to answer before saying none does
 
 
 class StoreError(CampaignError, RuntimeError):
@@ -116,7 +119,12 @@ class EmbeddedStore:
         elif not self.lock_path.exists():
             yield
             return
-        with open(self.lock_path, "a" if mode == fcntl.LOCK_EX else "r") as lock:
+        try:
+            lock = open(self.lock_path, "a" if mode == fcntl.LOCK_EX else "r")
+        except OSError as err:  # a directory in its place, or no permission
+            raise StoreError(f"{self.lock_path}: cannot open the store's lock file ({err.strerror}); "
+                             "it must be a file this user can write") from None
+        with lock:
             fcntl.flock(lock, mode)
             try:
                 yield
@@ -181,15 +189,38 @@ class MongoStore:
         """A server is always there to ask (``read`` says when it cannot be reached)."""
         return True
 
+    def check_server(self) -> None:
+        """Raise StoreError, within SERVER_TIMEOUT_S, unless the server answers; changes nothing on it."""
+        self._answering().connection.close()
+
     def _connect(self) -> LaunchPad:
-        if self.launchpad_file:
-            try:
-                launchpad = LaunchPad.from_file(self.launchpad_file)
-            except OSError as err:
-                raise StoreError(f"{self.launchpad_file}: cannot read the launchpad file ({err})") from err
-        else:
-            launchpad = LaunchPad(host=self.uri, uri_mode=True, name=self.database, strm_lvl=LOG_LEVEL)
+        launchpad = self._answering()
         _initialise(launchpad)
+        return launchpad
+
+    def _answering(self) -> LaunchPad:
+        """A LaunchPad on the server, which has answered; a StoreError within SERVER_TIMEOUT_S when none does."""
+        timeout = {"serverSelectionTimeoutMS": round(SERVER_TIMEOUT_S * 1000)}
+        try:
+            if self.launchpad_file:
+                settings = read_launchpad_file(self.launchpad_file)
+                settings["mongoclient_kwargs"] = {**timeout, **(settings.get("mongoclient_kwargs") or {})}
+                launchpad = LaunchPad.from_dict(settings)
+            else:
+                launchpad = LaunchPad(host=self.uri, uri_mode=True, name=self.database, strm_lvl=LOG_LEVEL,
+                                      mongoclient_kwargs=timeout)
+        except (PyMongoError, TypeError, ValueError) as err:  # a malformed URI, port or client option
+            raise StoreError(f"{self.describe()}: cannot connect ({err})") from None
+        try:
+            launchpad.connection.admin.command("ping")
+        except PyMongoError as err:
+            hosts = ", ".join(f"{host}:{port}" for host, port in launchpad.connection.topology_description
+                              .server_descriptions()) or "the server"
+            launchpad.connection.close()
+            if isinstance(err, ConnectionFailure):
+                raise StoreError(f"{self.describe()}: no MongoDB server answers at {hosts} "
+                                 f"(waited {SERVER_TIMEOUT_S:g} s)") from None
+            raise StoreError(f"{self.describe()}: the MongoDB server at {hosts} refused: {err}") from None
         return launchpad
 
     @contextlib.contextmanager
@@ -201,6 +232,24 @@ class MongoStore:
             launchpad.connection.close()
 
     read = write
+
+
+def read_launchpad_file(path: str | os.PathLike) -> dict:
+    """The settings of a FireWorks launchpad YAML file (a mapping with at least ``host``); a StoreError naming
+    the file and what is wrong with it otherwise."""
+    try:
+        settings = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise StoreError(f"{path}: cannot read the launchpad file ({err.strerror})") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as err:
+        raise StoreError(f"{path}: the launchpad file is not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(settings, dict):
+        raise StoreError(f"{path}: a launchpad file is a YAML mapping of LaunchPad settings (host, port, name, "
+                         f"username, password, ...), not {type(settings).__name__}")
+    if not isinstance(settings.get("host"), str):
+        raise StoreError(f"{path}: the launchpad file names no host (a server name, or a mongodb:// URI with "
+                         "uri_mode: true)")
+    return settings
 
 
 def open_store(store: StoreSpec, base_dir: Path) -> EmbeddedStore | MongoStore:

@@ -1,8 +1,9 @@
 """The one table of units and physical constants, for every layer.
 
 Names say their units; a conversion happens once, with one of these. Engines work in ASE's units
-(Å, eV, amu, ASE time), and ``ASE_TIME_PER_FS`` converts to and from them. Physical constants are the
-exact SI 2019 values.
+(Å, eV, amu, ASE time), and ``ASE_TIME_PER_FS`` converts to and from them. k_B is the one of that
+unit system (ASE's CODATA 2014 value, which ASE's own thermostats use, so every engine and the analysis
+share it; it differs from the exact SI 2019 value by 3.4e-7 relative); e is the exact SI 2019 value.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ S_PER_DAY = 86400.0
 ASE_TIME_PER_FS = _ase_units.fs  # ASE's internal time unit per femtosecond
 ASE_TIME_PER_PS = FS_PER_PS * _ase_units.fs  # ASE's internal time unit per picosecond (LAMMPS metal time)
 
-# Physical constants (SI 2019, exact)
-BOLTZMANN_J_K = 1.380649e-23  # k_B in J/K
-ELEMENTARY_CHARGE_C = 1.602176634e-19  # e in C
-BOLTZMANN_EV_K = BOLTZMANN_J_K / ELEMENTARY_CHARGE_C  # k_B in eV/K (8.617333262e-5)
+# Physical constants
+BOLTZMANN_EV_K = _ase_units.kB  # k_B in eV/K (8.6173303e-5)
+ELEMENTARY_CHARGE_C = 1.602176634e-19  # e in C (SI 2019, exact)
 
 # Transport
 A2_PER_FS_TO_CM2_PER_S = 1e-16 / 1e-15  # 1 Å²/fs = 1e-16 cm² / 1e-15 s = 0.1 cm²/s

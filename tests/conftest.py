@@ -85,3 +85,14 @@ def stop_signals():
     preemption.clear()
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny graphs run faster on one torch thread, and kinder to a shared two-core machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

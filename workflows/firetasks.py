@@ -4,7 +4,7 @@ Each class states its ``_fw_name`` as ``{{module.Class}}`` so FireWorks imports 
 registry to configure. Never move or rename these classes without a migration of stored workflows.
 Each one parses its stored ``inputs`` (built by campaign/tasks.py) into the typed inputs of its stage
 (workflows/inputs.py), calls the one plain stage function those inputs are for
-(workflows/stages.py), and returns the result documents, their paths relative to the campaign's
+(workflows/stages/), and returns the result documents, their paths relative to the campaign's
 folder, for the login node to store.
 """
 
@@ -19,7 +19,8 @@ from pydantic import TypeAdapter
 
 from records.results import relative_paths
 from records.store import CAMPAIGN_ROOT
-from workflows import inputs, stages
+from workflows import inputs
+from workflows.stages import analyze, md, prediction, reference, training
 
 
 class _StageTask(FiretaskBase):
@@ -49,35 +50,36 @@ class ReferenceTask(_StageTask):
     """Generate or import one reference trajectory."""
 
     _fw_name = "{{workflows.firetasks.ReferenceTask}}"
-    stage_of = {inputs.GenerateReferenceInputs: stages.generate_reference, inputs.ImportReferenceInputs: stages.import_reference}
+    stage_of = {inputs.GenerateReferenceInputs: reference.generate_reference,
+                inputs.ImportReferenceInputs: reference.import_reference}
 
 
 class TrainTask(_StageTask):
     """Train one model (or fine-tune a pretrained one) on the training material's reference frames."""
 
     _fw_name = "{{workflows.firetasks.TrainTask}}"
-    stage_of = {inputs.TrainInputs: stages.train, inputs.FineTuneInputs: stages.fine_tune}
+    stage_of = {inputs.TrainInputs: training.train, inputs.FineTuneInputs: training.fine_tune}
 
 
 class PredictTask(_StageTask):
     """Score a trained or pretrained model's energies and forces on held-out reference frames of one material."""
 
     _fw_name = "{{workflows.firetasks.PredictTask}}"
-    stage_of = {inputs.PredictInputs: stages.predict, inputs.PretrainedPredictInputs: stages.predict}
+    stage_of = {inputs.PredictInputs: prediction.predict, inputs.PretrainedPredictInputs: prediction.predict}
 
 
 class MDTask(_StageTask):
     """One MLFF-MD run, or a batch of runs integrated together."""
 
     _fw_name = "{{workflows.firetasks.MDTask}}"
-    stage_of = {inputs.MDRunInputs: stages.md, inputs.MDBatchInputs: stages.md, inputs.PretrainedMDInputs: stages.md}
+    stage_of = {inputs.MDRunInputs: md.md, inputs.MDBatchInputs: md.md, inputs.PretrainedMDInputs: md.md}
 
 
 class AnalyzeTask(_StageTask):
     """RDF, stability, diffusion and Arrhenius over all runs of one source on one material."""
 
     _fw_name = "{{workflows.firetasks.AnalyzeTask}}"
-    stage_of = {inputs.AnalyzeInputs: stages.analyze}
+    stage_of = {inputs.AnalyzeInputs: analyze.analyze}
 
 
 FIRETASKS = {"reference": ReferenceTask, "train": TrainTask, "predict": PredictTask, "md": MDTask, "analyze": AnalyzeTask}

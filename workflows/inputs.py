@@ -3,7 +3,7 @@
 Each model mirrors the stored dictionary exactly (``extra="forbid"``): the stored shape is part of
 every task's digest, so these models describe it and never change it. A firetask parses its stored
 ``inputs`` into one of them (workflows/firetasks.py) and hands it to one stage function
-(workflows/stages.py); the planner validates every task it makes against the same model. Stored paths
+(workflows/stages/); the planner validates every task it makes against the same model. Stored paths
 are relative to the campaign's folder; the firetask makes them absolute (``StoredPath``).
 """
 
@@ -14,11 +14,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from analysis.settings import AnalysisSettings
 from mlff.md.protocol import MDProtocol
 from mlff.pretrained import Pretrained, resolve_weight_paths, results_label
 from mlff.structures import BUILTIN_STRUCTURES
-
-DEFAULT_COLLAPSE_WINDOW_PS = 1.0  # MDsim's (Fu et al., "Forces are not enough", TMLR 2023)
 
 ROOT = "campaign_root"  # the validation context's key for the campaign's folder
 
@@ -238,28 +237,15 @@ class PretrainedMDInputs(Inputs):
         return [(self.protocol, self.seed, self.out_path)]
 
 
-class RDFInputs(Inputs):
-    r_max_A: float
-    n_bins: int
-    pairs: list[tuple[str, str]]
-    frame_stride: int
-
-
-class AnalyzeInputs(Inputs):
-    """RDF, stability, diffusion and Arrhenius over all runs of one source (a model or the reference) on one material."""
+class AnalyzeInputs(AnalysisSettings, Inputs):
+    """RDF, stability, diffusion and Arrhenius over all runs of one source (a model or the reference) on one material,
+    with the spec's analysis settings (``analysis.settings.AnalysisSettings``, stored by ``AnalysisSettings.stored``)."""
 
     source: str
     material: str
     runs: list[RunEntry]
     references: list[RunEntry]
     discard_ps: float
-    rdf: RDFInputs
-    rdf_mae_threshold: float
-    fusion_distance_A: float
-    diffusing_specie: str
-    target_temperature_K: float
     out_dir: StoredPath
-    collapse_window_ps: float = Field(DEFAULT_COLLAPSE_WINDOW_PS, description="Window of the RDF MAE over time, ps; "
-                                      "stored only when not the default, so older tasks keep their digests.")
     label: str | None = Field(None, description="A pretrained source's label (`chgnet zero-shot`); stored for those "
                               "only.")

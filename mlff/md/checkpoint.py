@@ -45,14 +45,14 @@ def run_identity(engine: str, protocols: list[MDProtocol], seeds: list[int], num
     )
 
 
-def save_checkpoint(path: str | os.PathLike, identity: str, checkpoint: MDCheckpoint) -> None:
+def save_md_checkpoint(path: str | os.PathLike, identity: str, checkpoint: MDCheckpoint) -> None:
     driver = {"step": checkpoint.step, "live": checkpoint.live, "records": checkpoint.records, "wall_s": checkpoint.wall_s}
     arrays = {f"{ENGINE_PREFIX}{name}": np.asarray(value) for name, value in checkpoint.engine_state.items()}
     with atomic_write(path) as fh:
         np.savez(fh, format=CHECKPOINT_FORMAT, identity=identity, driver=json.dumps(driver), **arrays)
 
 
-def read_checkpoint(path: str | os.PathLike, identity: str | None = None) -> MDCheckpoint:
+def read_md_checkpoint(path: str | os.PathLike, identity: str | None = None) -> MDCheckpoint:
     """The checkpoint at ``path``; with ``identity``, one of another run raises ValueError."""
     path = Path(path)
     try:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from analysis.stability import FUSION_DISTANCE_A
 from mlff import preemption
-from mlff.md.checkpoint import MDCheckpoint, read_checkpoint, run_identity, save_checkpoint
+from mlff.md.checkpoint import MDCheckpoint, read_md_checkpoint, run_identity, save_md_checkpoint
 from mlff.md.engine import Engine, Observation
 from mlff.md.protocol import (
     CHECK_EVERY_STEPS,
@@ -52,7 +53,7 @@ def run_md(
     *,
     checkpoint_path: str | os.PathLike | None = None,
     checkpoint_every_steps: int = CHECKPOINT_EVERY_STEPS,
-    fusion_distance_A: float = 1.0,
+    fusion_distance_A: float = FUSION_DISTANCE_A,
     max_temperature_K: float | None = None,
     check_every_steps: int = CHECK_EVERY_STEPS,
     record_forces: bool = False,
@@ -156,7 +157,7 @@ class _Driver:
                 momenta.append(replica.get_momenta())
             self.engine.start(self.protocols, momenta)
             return None
-        saved = read_checkpoint(checkpoint_path, self.identity)
+        saved = read_md_checkpoint(checkpoint_path, self.identity)
         self.step, self.live = saved.step, list(saved.live)
         self.records = [ReplicaRecord(**record) for record in saved.records]
         self.wall_start_s -= saved.wall_s
@@ -165,7 +166,7 @@ class _Driver:
         return saved.step
 
     def save(self, checkpoint_path: Path) -> None:
-        save_checkpoint(checkpoint_path, self.identity, MDCheckpoint(
+        save_md_checkpoint(checkpoint_path, self.identity, MDCheckpoint(
             step=self.step, live=list(self.live), records=[dataclasses.asdict(r) for r in self.records],
             wall_s=time.perf_counter() - self.wall_start_s, engine_state=self.engine.state() if self.live else {},
         ))

@@ -27,6 +27,7 @@ NOSE_HOOVER_CHAIN_LENGTH = 3
 CHECK_EVERY_STEPS = 10  # fusion and temperature checks at least this often (non-finite numbers: every step)
 DEFAULT_MAX_TEMPERATURE_FACTOR = 10.0  # default blow-up threshold, times the target temperature
 STEP_COUNT_TOLERANCE = 1e-6  # durations must be this close to a whole number of timesteps
+PAPER_DISCARD_PS = 15.0  # production time the paper discards as equilibration before analysis
 CHECKPOINT_EVERY_STEPS = 100  # default cadence of MD checkpoints
 INSTABILITIES = ("non_finite", "atom_fusion", "temperature_blowup")
 

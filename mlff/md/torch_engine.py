@@ -1,31 +1,24 @@
 """The torch engine: many replicas of one model x material advance together, in batched model calls.
 
 Each step evaluates the live replicas in groups, each group one batched model call (one AtomGraph
-with a structure per replica) with its own neighbour list: by default one group per torch thread
-on CPU, whose calls run concurrently, one thread each, and on a GPU groups as large as its memory
-allows (``mlff.md.autobatch``). The steps are the ASE engine's, replica by replica: velocity Verlet
-with velocities rescaled to the ramp's target; then Nosé–Hoover-chain NVT with the same splitting as
-``ase.md.nose_hoover_chain.NoseHooverChainNVT`` (chain length 3, fourth-order Suzuki–Yoshida,
-thermostat mass Q0 = 3 N kB T tdamp²). Replicas may differ in protocol; each has its own
-thermostat variables. On a GPU a steady step reads nothing back but the size of the model's graph
-(``TorchEngine``'s ``sync_free``).
+with a structure per replica) with its own neighbour list (``mlff.md.neighbours``): by default one
+group per torch thread on CPU, whose calls run concurrently, one thread each, and on a GPU groups as
+large as its memory allows (``mlff.md.autobatch``). The steps are the ASE engine's, replica by
+replica: velocity Verlet with velocities rescaled to the ramp's target; then Nosé–Hoover-chain NVT
+with the same splitting as ``ase.md.nose_hoover_chain.NoseHooverChainNVT`` (``mlff.md.thermostat``).
+Replicas may differ in protocol; each has its own thermostat variables. On a GPU a steady step reads
+nothing back but the size of the model's graph (``TorchEngine``'s ``sync_free``).
 
 Units follow ASE (Å, eV, amu; time in ASE units via ``ASE_TIME_PER_FS``), so momenta and
 thermostat variables mean the same as in the ASE engine. The integrator state is float64 whatever
 the model's dtype; positions are cast to the model's dtype for the model call. Every per-replica
 value lives in one ``Replicas`` structure, and ``Replicas.select`` is the one way replicas leave.
-
-Neighbour lists use a Verlet skin: vesin (per structure) searches ``cutoff_A + neighbour_skin_A``
-and the list is rebuilt only when an atom has moved more than half the skin since the last build
-(checked every step, or in sync-free steps every few steps, looking ahead).
-Each step keeps the pairs shorter than the cutoff, in a canonical order, and hands the model a
-paired graph (``mlff.graph``), so the model sees the same graph whenever the list was built; this is
-what makes a resumed run bitwise equal to an uninterrupted one on CPU.
+Because the neighbour lists hand the model the same graph whenever they were built, a resumed run
+is bitwise equal to an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -33,214 +26,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import vesin
 from ase import Atoms
 
 from mlff.graph import AtomGraph
 from mlff.md.autobatch import SAFE_MEMORY_FRACTION, CallMemory, free_memory_bytes
 from mlff.md.engine import Engine, Observation
-from mlff.md.protocol import CHECK_EVERY_STEPS, NOSE_HOOVER_CHAIN_LENGTH, MDProtocol
+from mlff.md.neighbours import NeighbourList
+from mlff.md.protocol import CHECK_EVERY_STEPS, MDProtocol
+from mlff.md.thermostat import NoseHooverChains
 from mlff.models import ForceField, energy_and_forces
 from records.units import ASE_TIME_PER_FS, BOLTZMANN_EV_K
 
-# Fourth-order Suzuki–Yoshida weights for the thermostat sub-steps (Yoshida, Phys. Lett. A 150, 262, 1990).
-YOSHIDA_WEIGHTS = (1 / (2 - 2 ** (1 / 3)), -(2 ** (1 / 3)) / (2 - 2 ** (1 / 3)), 1 / (2 - 2 ** (1 / 3)))
 DEFAULT_NEIGHBOUR_SKIN_A = 1.5
 SYNC_FREE_SKIN_CHECK_STEPS = CHECK_EVERY_STEPS  # the skin checks of sync-free steps share the driver's read-outs
-
-
-class NeighbourList:
-    """Verlet-skin list of the atom pairs of a batch of equal-sized replicas of one cell.
-
-    Each pair is kept once, oriented canonically (first atom index below the second, or for an
-    atom and its own image a shift whose first non-zero component is positive) and sorted by
-    (first, second, shift), so the list does not depend on where it was built.
-    """
-
-    def __init__(self, cutoff_A: float, skin_A: float, max_neighbours: int, cell_A: torch.Tensor):
-        self.cutoff_A, self.skin_A, self.max_neighbours = cutoff_A, skin_A, max_neighbours
-        self.cell_A = cell_A  # [3, 3] float64
-        self._ones = torch.ones(3, dtype=cell_A.dtype, device=cell_A.device)
-        self._search = vesin.NeighborList(cutoff=cutoff_A + skin_A, full_list=False)
-        self.reference_A = None  # [n_live, n_atoms, 3] positions at the last build
-
-    def needs_rebuild(self, positions_A: torch.Tensor, lookahead_A: torch.Tensor | float | None) -> bool:
-        """Is there no list for these replicas, or, when ``lookahead_A`` (Å) is given, could an atom have moved
-        more than half the skin since the last build once it has moved ``lookahead_A`` further?"""
-        if self.reference_A is None or self.reference_A.shape != positions_A.shape:
-            return True
-        if lookahead_A is None:
-            return False
-        moved_A = (positions_A - self.reference_A).square().sum(dim=-1).max().sqrt()
-        return float(moved_A + lookahead_A) > 0.5 * self.skin_A
-
-    def build(self, positions_A: torch.Tensor) -> None:
-        """Search all pairs within cutoff + skin, one vesin call per replica, in canonical order."""
-        n_live, n_atoms, _ = positions_A.shape
-        cell = self.cell_A.cpu().numpy()
-        pairs, shifts, overfull = [], [], False
-        for index, replica_A in enumerate(positions_A.cpu().numpy()):
-            first, second, shift = self._search.compute(replica_A, cell, True, "ijS")  # edge second -> first
-            degree = np.bincount(first, minlength=n_atoms) + np.bincount(second, minlength=n_atoms)
-            overfull |= degree.max(initial=0) > self.max_neighbours
-            leading = shift[np.arange(len(shift)), np.argmax(shift != 0, axis=1)]  # [n_pairs] first non-zero
-            flip = (first > second) | ((first == second) & (leading < 0))
-            first, second = np.where(flip, second, first), np.where(flip, first, second)
-            shift = np.where(flip[:, None], -shift, shift)
-            # Sort by (first, second, shift) through one integer key: several times faster than np.lexsort.
-            base = 2 * int(np.abs(shift).max(initial=0)) + 1
-            key = ((first * n_atoms + second) * base + shift[:, 0]) * base + shift[:, 1]
-            order = np.argsort(key * base + shift[:, 2])
-            pairs.append(np.stack([first[order], second[order]]) + index * n_atoms)
-            shifts.append(shift[order])
-        if overfull and self.skin_A > 0:
-            # Truncating to the nearest max_neighbours must see exact distances: no skin, rebuild every step.
-            self.__init__(self.cutoff_A, 0.0, self.max_neighbours, self.cell_A)
-            return self.build(positions_A)
-        first, second = np.concatenate(pairs, axis=1)
-        shifts = np.concatenate(shifts)  # [n_pairs, 3]
-        as_long = lambda array: torch.as_tensor(array, dtype=torch.long, device=positions_A.device)  # noqa: E731
-        self.flat_pairs = as_long(np.concatenate([first, second]))  # [2 n_pairs]
-        self.offsets_A = as_long(shifts).to(self.cell_A.dtype) @ self.cell_A  # [n_pairs, 3]
-        # Per pair, its edge (sender, receiver, shift) both ways, so that one gather yields a paired graph.
-        self.edges = as_long(np.stack([
-            np.column_stack([second, first, shifts]), np.column_stack([first, second, -shifts]),
-        ]))  # [2, n_pairs, 5]
-        self.pair_replica = as_long(first // n_atoms)  # [n_pairs]
-        self.reference_A = positions_A.clone()
-        self.truncate = overfull
-
-    def edges_within_cutoff(self, positions_A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool, torch.Tensor]:
-        """Edges closer than the cutoff: index [2, n_edges], image shifts [n_edges, 3] and whether
-        they are paired (see mlff.graph), then the squared length [n_pairs] (Å²) of every listed pair."""
-        first_A, second_A = positions_A.reshape(-1, 3).index_select(0, self.flat_pairs).view(2, -1, 3)
-        vectors_A = second_A - first_A + self.offsets_A  # [n_pairs, 3]
-        # A matrix-vector product sums the three squares several times faster than sum(dim=-1).
-        length_squared_A2 = (vectors_A * vectors_A) @ self._ones  # [n_pairs]
-        kept = torch.nonzero(length_squared_A2 < self.cutoff_A**2).squeeze(1)  # [n_kept]
-        # The kept pairs, then the same pairs reversed: [2, n_edges] and [n_edges, 3].
-        edges = self.edges.index_select(1, kept).view(-1, 5)  # [n_edges, 5]
-        edge_index, shifts = edges[:, :2].t().contiguous(), edges[:, 2:]
-        if not self.truncate:
-            return edge_index, shifts, True, length_squared_A2
-        nearest = _nearest_mask(edge_index[1], length_squared_A2[kept].repeat(2), self.max_neighbours)
-        return edge_index[:, nearest], shifts[nearest], False, length_squared_A2
-
-    def shortest_A(self, length_squared_A2: torch.Tensor) -> torch.Tensor:
-        """Per replica [n_live], the shortest of the listed pairs, from their squared lengths
-        ``length_squared_A2`` [n_pairs] (Å²); below the cutoff, the shortest edge (Å)."""
-        shortest_A2 = torch.full((len(self.reference_A),), torch.inf, dtype=length_squared_A2.dtype,
-                                 device=length_squared_A2.device)
-        return shortest_A2.scatter_reduce(0, self.pair_replica, length_squared_A2, reduce="amin").sqrt()
-
-
-def _nearest_mask(receiver: torch.Tensor, length_squared_A2: torch.Tensor, max_neighbours: int) -> torch.Tensor:
-    """[n_edges] bool: the edge is among the ``max_neighbours`` nearest of its receiver."""
-    order = torch.argsort(length_squared_A2, stable=True)
-    order = order[torch.argsort(receiver[order], stable=True)]
-    grouped = receiver[order]
-    first = torch.searchsorted(grouped, grouped, right=False)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(len(order), device=order.device) - first
-    return rank < max_neighbours
-
-
-class NoseHooverChains:
-    """Independent Nosé–Hoover chains, one per replica (ASE's NoseHooverChainThermostat, batched).
-
-    Each replica's chain variables ``eta`` and ``p_eta`` (ASE units) are NOSE_HOOVER_CHAIN_LENGTH
-    numbers. On the host (``device`` None) they are Python floats, [n_replicas][chain]: a few hundred
-    float operations cost far less than as many tensor calls on tiny arrays, and only the kinetic
-    energy goes to the host and one scale factor per replica comes back. On a device they are
-    tensors [n_replicas, chain], advanced for all replicas at once by the same arithmetic
-    (``_chain_half_step``), so that a step needs nothing from the host.
-    """
-
-    def __init__(self, temperature_K: list[float], tdamp: list[float], n_atoms: int, device: torch.device | None = None):
-        self.n_dof, self.device = 3 * n_atoms, device
-        kT = [BOLTZMANN_EV_K * kelvin for kelvin in temperature_K]  # [n_replicas]
-        q_mass = [
-            [kT_r * damping**2 * (self.n_dof if j == 0 else 1) for j in range(NOSE_HOOVER_CHAIN_LENGTH)]
-            for kT_r, damping in zip(kT, tdamp)
-        ]  # [n_replicas][chain]
-        self.kT, self.q_mass = (kT, q_mass) if device is None else (self._on_device(kT), self._on_device(q_mass))
-        zeros = np.zeros((len(kT), NOSE_HOOVER_CHAIN_LENGTH))
-        self.set_state(zeros, zeros)
-
-    def _on_device(self, values) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(values, dtype=np.float64), device=self.device)
-
-    def set_state(self, eta: np.ndarray, p_eta: np.ndarray) -> None:
-        """Set the chains' variables, [n_replicas, chain] each."""
-        if self.device is None:
-            self.eta, self.p_eta = eta.tolist(), p_eta.tolist()
-        else:
-            self.eta, self.p_eta = self._on_device(eta), self._on_device(p_eta)
-
-    def state(self) -> tuple[np.ndarray, np.ndarray]:
-        """The chains' variables ``eta``, ``p_eta`` [n_replicas, chain]."""
-        if self.device is not None:
-            return self.eta.cpu().numpy(), self.p_eta.cpu().numpy()
-        shape = (-1, NOSE_HOOVER_CHAIN_LENGTH)
-        return np.asarray(self.eta, dtype=np.float64).reshape(shape), np.asarray(self.p_eta, dtype=np.float64).reshape(shape)
-
-    def select(self, keep: list[int]) -> NoseHooverChains:
-        """The chains of the replicas in slots ``keep``, in that order."""
-        chosen = copy.copy(self)
-        index = None if self.device is None else torch.as_tensor(keep, dtype=torch.long, device=self.device)
-        for name in ("kT", "q_mass", "eta", "p_eta"):
-            value = getattr(self, name)
-            setattr(chosen, name, [value[slot] for slot in keep] if index is None else value.index_select(0, index))
-        return chosen
-
-    def half_step(self, momenta: torch.Tensor, delta, twice_kinetic):
-        """exp(iL_NHC delta) on ``momenta`` [n, n_atoms, 3], whose ``(momenta**2 / masses).sum(dim=(1, 2))``
-        is ``twice_kinetic`` [n]; ``delta`` [n] is 0 for unthermostatted replicas. ``delta`` and
-        ``twice_kinetic`` are lists on the host, tensors on a device. Returns the new momenta and their
-        twice-kinetic energies."""
-        if self.device is not None:
-            eta, p_eta = list(self.eta.unbind(1)), list(self.p_eta.unbind(1))  # [chain] of [n]
-            scale = _chain_half_step(eta, p_eta, list(self.q_mass.unbind(1)), self.kT, self.n_dof, twice_kinetic,
-                                     delta, torch.exp)  # [n]
-            self.eta, self.p_eta = torch.stack(eta, dim=1), torch.stack(p_eta, dim=1)
-            return momenta * scale.view(-1, 1, 1), twice_kinetic * scale.square()
-        scale = [
-            1.0 if delta[r] == 0.0 else _chain_half_step(
-                self.eta[r], self.p_eta[r], self.q_mass[r], self.kT[r], self.n_dof, twice_kinetic[r], delta[r], math.exp
-            )
-            for r in range(len(delta))
-        ]
-        twice_kinetic = [kinetic * factor**2 for kinetic, factor in zip(twice_kinetic, scale)]
-        if len(scale) == 1:
-            return momenta * scale[0], twice_kinetic
-        return momenta * torch.tensor(scale, dtype=momenta.dtype).to(momenta.device).view(-1, 1, 1), twice_kinetic
-
-
-def _chain_half_step(eta: list, p_eta: list, q_mass: list, kT, n_dof: int, twice_kinetic, delta, exp):
-    """Advance the chains ``eta`` and ``p_eta`` ([chain], replaced item by item) over ``delta``; returns the
-    factor that scales the momenta. Each number is one replica's float on the host (``exp`` math.exp), or
-    a tensor [n] of every replica's on a device (``exp`` torch.exp); ``q_mass`` [chain] is like them."""
-    last = NOSE_HOOVER_CHAIN_LENGTH - 1
-
-    def sweep(order: range, sub, kinetic_term) -> None:
-        """Update p_eta[j] for j in ``order`` over ``sub / 2``, each between two damping quarter steps."""
-        for j in order:
-            if j < last:
-                damp = exp(-0.25 * sub * p_eta[j + 1] / q_mass[j + 1])  # p_eta[j + 1] is fixed meanwhile
-                p_eta[j] = p_eta[j] * damp
-            p_eta[j] = p_eta[j] + 0.5 * sub * (kinetic_term if j == 0 else p_eta[j - 1] ** 2 / q_mass[j - 1] - kT)
-            if j < last:
-                p_eta[j] = p_eta[j] * damp
-
-    scale, n_dof_kT = 1.0, n_dof * kT
-    for weight in YOSHIDA_WEIGHTS:
-        sub = weight * delta
-        sweep(range(last, -1, -1), sub, twice_kinetic * scale**2 - n_dof_kT)
-        for j in range(last + 1):
-            eta[j] = eta[j] + sub * p_eta[j] / q_mass[j]
-        scale = scale * exp(-sub * p_eta[0] / q_mass[0])
-        sweep(range(last + 1), sub, twice_kinetic * scale**2 - n_dof_kT)
-    return scale
 
 
 def _group_bounds(n_live: int, replicas_per_call: int | None, n_workers: int) -> list[int]:

@@ -5,6 +5,18 @@ looked up, so a process that uses SchNet does not pay for the e3nn-based models 
 Equiformer), whose import costs about 1.4 s, most of it torch._dynamo pulled in by e3nn, nor for
 torch_geometric, which DeeperGATGNN, eSCN, SCN and Equiformer use for their segment operations and
 which adds about 2 s (1 s on top of e3nn: it pulls in torch._dynamo too, and its own subpackages).
+
+To add a model:
+
+1. Write ``mlff/models/<module>.py`` with a subclass of ``base.ForceField``: a ``name``, keyword
+   hyperparameters with type hints and the paper's defaults (``build_model`` checks values against the
+   hints), ``super().__init__(locals())`` first, and ``atom_energies_eV`` (or, for direct forces,
+   ``conservative = False`` and ``atom_energies_and_forces``). Comment tensor shapes.
+2. Register it below: ``_REGISTERED[name] = (module, class)``.
+3. Give it small sizes in ``tests/model_sizes.py``. The tests that run over ``MODELS`` then check it:
+   invariances, forces = -dE/dx, batching and dtypes (``tests/mlff/test_models.py``), training
+   (``tests/mlff/test_training.py``), the ASE calculator and a whole small campaign.
+4. Add its row to ``docs/models.md``: its paper, forces, parameter count and how it departs from the paper.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ MAX_CUTOFF_A = 15.0
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, or CUDA when available and CPU otherwise when it is None."""
-    if device is None:
+    """``device``, or CUDA when available and CPU otherwise when it is None or ``"auto"`` (a spec's default)."""
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 

@@ -5,7 +5,6 @@ import pytest
 from ase import Atoms
 
 from analysis.stability import (
-    FUSION_DISTANCE_A,
     RDF_MAE_STABLE,
     classify_stability,
     min_distance_A,
@@ -42,20 +41,15 @@ def test_min_distance_detects_fusion_across_boundary():
     assert min_distance_A(frame[None], cell)[0] == pytest.approx(0.15, abs=1e-12)
 
 
-def test_thresholds_are_the_documented_values():
-    assert FUSION_DISTANCE_A == 1.0
-    assert RDF_MAE_STABLE == 0.02
-
-
 def test_classify_stability_all_three_classes():
-    assert classify_stability(0.005, 1.8) == "stable"
+    assert classify_stability(0.005, 1.8) == "consistent"
     assert classify_stability(0.05, 1.8) == "lattice_mismatch"
     assert classify_stability(0.005, 0.6) == "atom_fusion"
     # fusion takes precedence over a bad RDF
     assert classify_stability(0.5, 0.6) == "atom_fusion"
     # threshold semantics: stable iff rdf_mae < threshold
     assert classify_stability(RDF_MAE_STABLE, 1.8) == "lattice_mismatch"
-    assert classify_stability(0.03, 1.8, rdf_mae_threshold=0.04) == "stable"
+    assert classify_stability(0.03, 1.8, rdf_mae_threshold=0.04) == "consistent"
     assert classify_stability(0.005, 1.2, fusion_distance_A=1.5) == "atom_fusion"
 
 

@@ -34,8 +34,8 @@ FOUNDATION = {
     "prediction": {"n_frames": 12},
     "md": {"temperatures_K": TEMPERATURES_K, "repetitions": 1, "ramp": {"start_K": 100, "ramp_ps": 0.01},
            "production_ps": 0.05, "discard_ps": 0.01, "save_every_steps": 1},
-    # 25 frames of 12 atoms give noisy RDFs: the threshold is set above the reference's noise floor,
-    # so that stability is resolvable and the reference is stable.
+    # 25 frames of 12 atoms give noisy RDFs: the paper's threshold is set above the reference's noise
+    # floor, so that its verdict is resolvable and the reference is stable by it.
     "analysis": {"rdf": {"r_max_A": 5.0, "n_bins": 25, "pairs": [["Li", "S"]]}, "rdf_mae_threshold": 0.5},
 }
 LABELS = {"chgnet-zs": "chgnet zero-shot", "chgnet-ft": "chgnet fine-tuned", "sevennet-zs": "sevennet-0 zero-shot"}
@@ -84,11 +84,13 @@ def test_chgnet_zero_shot_comes_out_as_the_reference_does(campaign_dir):
     per_temperature = {(d["source"], d["temperature_K"]): d for d in _documents(campaign_dir, kind="temperature")}
     for temperature_K in TEMPERATURES_K:
         reference, model = per_temperature["reference", temperature_K], per_temperature["chgnet-zs", temperature_K]
-        # At the noise floor: the model's runs against the reference scatter as the reference's runs do.
-        assert model["rdf_mae_noise_floor"] == reference["rdf_mae_noise_floor"] > 0
-        assert model["rdf_mae_mean"] < 1.5 * reference["rdf_mae_noise_floor"], (temperature_K, model, reference)
-        assert reference["threshold_resolvable"] and reference["stable_fraction"] == 1.0
-        assert model["stable_fraction"] == reference["stable_fraction"]
+        # The control: the model's runs against the reference scatter as the reference's runs do, so both are
+        # consistent with it, within its noise at their length, and stable by the paper's threshold.
+        assert model["rdf_mae_noise_floor"] > 0 and model["rdf_mae_resolution"] > 0
+        assert model["rdf_mae_mean"] < model["rdf_mae_noise_floor"] + model["rdf_mae_resolution"], (model, reference)
+        assert reference["consistent_fraction"] == model["consistent_fraction"] == 1.0
+        assert reference["threshold_resolvable"] and reference["paper_stable_fraction"] == 1.0
+        assert model["paper_stable_fraction"] == reference["paper_stable_fraction"]
 
     summary = {row["model"]: row for row in _results(campaign_dir)}
     reference, model = summary["reference"], summary["chgnet-zs"]

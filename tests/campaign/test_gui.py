@@ -1,11 +1,15 @@
 """`campaign gui`: FireWorks' web GUI over HTTP, scoped to one campaign, live, read-only, with a login."""
 
 import base64
+import html
 import json
 import logging
+import os
 import re
+import select
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -25,7 +29,9 @@ from campaign.gui import (
     USERNAME_ENV,
     Credentials,
     GuiError,
+    QueryError,
     ReadOnlyError,
+    check_user_query,
     load_credentials,
     make_server,
     open_app,
@@ -284,6 +290,257 @@ def test_the_server_answers_a_request_while_another_is_still_running(store):
             waiting.join(60)
             server.shutdown()
             server.server_close()
+
+
+def _query_url(name: str, query: dict) -> str:
+    return f"/?{name}=" + urllib.parse.quote(json.dumps(query))
+
+
+def _text(response) -> str:
+    """The response's text with HTML entities decoded (Flask's error pages escape quotes)."""
+    return html.unescape(response.text)
+
+
+def _tracebacks(caplog) -> list[str]:
+    """Messages of the log records that carry a traceback (Flask logs one for every 500)."""
+    return [record.getMessage() for record in caplog.records if record.exc_info]
+
+
+CATASTROPHIC = {"$expr": {"$regexMatch": {"input": "$name", "regex": "^([\\s\\S]+)+!$"}}}  # backtracks on any name
+REFUSED_QUERIES = [
+    ("fw_query", CATASTROPHIC, "fw_query: the query operator $expr"),
+    ("fw_query", {"$where": "sleep(100000)"}, "fw_query: the query operator $where"),
+    ("fw_query", {"$and": [{"state": "READY"}, {"$expr": {"$regexFind": {"input": "$name", "regex": "(a+)+$"}}}]},
+     "fw_query.$and[1]: the query operator $expr"),
+    ("fw_query", {"name": {"$not": {"$function": {"body": "x", "args": [], "lang": "js"}}}},
+     "fw_query.name.$not: the query operator $function"),
+    ("fw_query", {"name": {"$eq": {"$regexMatch": 1}}}, "fw_query.name.$eq: the query operator $regexMatch"),
+    ("wf_query", {"metadata.campaign": {"$in": ["alpha", {"$where": "1"}]}},
+     "wf_query.metadata.campaign.$in[1]: the query operator $where"),
+    ("wf_query", {"$or": []}, "wf_query.$or: expected a non-empty list of queries"),
+    ("fw_query", {"fw_id": {"$in": 5}}, "fw_query.fw_id.$in: expected a list of values"),
+    ("fw_query", {"name": {"$regex": "md", "$options": "(?s)"}}, "fw_query.name.$options: expected some of"),
+]
+
+
+@pytest.mark.parametrize("name, query, reason", REFUSED_QUERIES, ids=[r for _, _, r in REFUSED_QUERIES])
+def test_a_query_operator_that_evaluates_a_users_pattern_or_code_is_refused_with_400(store, caplog, name, query,
+                                                                                     reason):
+    with open_app("alpha", store) as app:
+        started = time.monotonic()
+        response = app.test_client().get(_query_url(name, query))
+        elapsed_s = time.monotonic() - started
+    assert response.status_code == 400 and reason in _text(response)
+    assert elapsed_s < 2 and not _tracebacks(caplog)
+    with pytest.raises(QueryError, match=re.escape(reason)):
+        check_user_query(query, name)
+
+
+def test_the_whitelisted_operators_still_filter(store):
+    alpha = _fw_ids(store, "alpha")
+    with store.read() as launchpad:
+        md = launchpad.fireworks.count_documents({"spec._campaign.name": "alpha", "name": {"$regex": "md/"}})
+    queries = {
+        json.dumps({"fw_id": {"$in": alpha[:2]}}): 2,
+        json.dumps({"fw_id": {"$gte": alpha[1], "$lte": alpha[3]}}): 3,
+        json.dumps({"$or": [{"fw_id": alpha[0]}, {"fw_id": {"$gt": alpha[-2]}}]}): 2,
+        json.dumps({"$nor": [{"fw_id": alpha[0]}], "fw_id": {"$nin": [alpha[1]], "$ne": alpha[2]}}): len(alpha) - 3,
+        json.dumps({"name": {"$regex": "MD/", "$options": "i"}}): md,
+        json.dumps({"name": {"$not": {"$regex": "md/"}}, "spec._campaign": {"$exists": True}}): len(alpha) - md,
+        json.dumps({"spec._campaign.name": "alpha"}): len(alpha),
+    }
+    assert 0 < md < len(alpha)
+    with open_app("alpha", store) as app:
+        client = app.test_client()
+        pages = {query: client.get("/?fw_query=" + urllib.parse.quote(query)) for query in queries}
+    assert {query: page.status_code for query, page in pages.items()} == dict.fromkeys(queries, 200)
+    assert {query: _total_fireworks(page.text) for query, page in pages.items()} == queries
+
+
+def test_a_refused_filter_left_in_the_session_cookie_is_dropped(store):
+    """A filter reaches every listing through the session (FireWorks keeps the last query there); one that
+    did not pass the whitelist (a cookie from before it, signed with a shared FWAPP_SECRET_KEY) is dropped."""
+    alpha = _fw_ids(store, "alpha")
+    with open_app("alpha", store) as app:
+        client = app.test_client()
+        with client.session_transaction() as cookie:
+            cookie["fw_filt"] = {"$where": "sleep(100000)"}
+            cookie["wf_filt"] = {"metadata.campaign": "alpha"}
+        listing = client.get("/fw/")
+        with client.session_transaction() as cookie:
+            kept = dict(cookie)
+    assert listing.status_code == 200
+    assert {int(fw_id) for fw_id in re.findall(r'<a href="/fw/(\d+)">', listing.text)} <= set(alpha)
+    assert "fw_filt" not in kept and kept["wf_filt"] == {"metadata.campaign": "alpha"}
+
+
+def _start_cli_gui(spec: Path) -> tuple[subprocess.Popen, str]:
+    """`campaign gui SPEC --port 0` in its own process (so that a request that holds its interpreter cannot
+    hold the test's); returns the process and the address it serves, read from what it prints."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in (USERNAME_ENV, PASSWORD_ENV, CREDENTIALS_ENV)}
+    server = subprocess.Popen([sys.executable, "-m", "campaign.cli", "gui", str(spec), "--port", "0"],
+                              cwd=spec.parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and server.poll() is None:
+        if select.select([server.stdout], [], [], 0.5)[0]:
+            found = re.search(r"(http://127\.0\.0\.1:\d+)/", server.stdout.readline())
+            if found:
+                return server, found.group(1)
+    server.kill()
+    raise AssertionError(f"`campaign gui` did not start: {server.communicate(timeout=30)}")
+
+
+def _get(url: str, timeout_s: float) -> tuple[int | str, float]:
+    """The status of GET ``url`` (or the error's name when there is none) and the seconds it took."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except OSError as err:
+        status = type(err).__name__
+    return status, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_a_catastrophic_pattern_and_a_concurrent_page_both_answer_within_2_s(store, tmp_path):
+    """The issue's probe against `campaign gui` on loopback: the $regexMatch query froze the whole GUI."""
+    spec = tmp_path / "alpha.yaml"
+    spec.write_text(yaml.safe_dump(_spec_data("alpha")))
+    server, base = _start_cli_gui(spec)
+    try:
+        results: dict[str, tuple[int | str, float]] = {}
+        urls = {"pattern": base + _query_url("fw_query", CATASTROPHIC), "page": f"{base}/fw/"}
+        clients = [threading.Thread(target=lambda key=key: results.update({key: _get(urls[key], 2)}))
+                   for key in urls]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(10)
+        assert results["pattern"][0] == 400 and results["page"][0] == 200, results
+        assert max(elapsed_s for _, elapsed_s in results.values()) < 2, results
+    finally:
+        server.kill()
+        _, stderr = server.communicate(timeout=30)
+    assert "Traceback" not in stderr
+
+
+def test_a_request_past_its_time_budget_is_answered_504_and_stops_working(store, caplog):
+    reads, stopped = [], threading.Event()
+
+    def endless(*_args, **_kwargs):
+        try:
+            while True:  # a view that never finishes, reading the store as FireWorks' views do
+                reads.append(fireworks_app.lp.fireworks.count_documents({}))
+                time.sleep(0.01)
+        finally:
+            stopped.set()
+
+    with open_app("alpha", store, request_budget_s=0.5) as app:
+        fireworks_app = app
+        app.view_functions["simple"] = endless  # the report chart's route (open_app sets it anew)
+        client = app.test_client()
+        started = time.monotonic()
+        over = client.get("/reports/fireworks/days/1/fig.png")
+        elapsed_s = time.monotonic() - started
+        assert stopped.wait(5)
+        n_reads = len(reads)
+        time.sleep(0.2)
+        after = client.get("/fw/")
+    assert over.status_code == 504 and "budget of 0.5 s per request" in over.text
+    assert 0.5 <= elapsed_s < 2
+    assert len(reads) == n_reads > 0  # it stopped at a read of the store, and read nothing since
+    assert after.status_code == 200 and not _tracebacks(caplog)
+
+
+MALFORMED = [
+    ("/fw/total/fw_id/SIDEWAYS/", "the sort order 'SIDEWAYS' is neither ASCENDING nor DESCENDING"),
+    ("/wf/total/_id/up/", "the sort order 'up' is neither ASCENDING nor DESCENDING"),
+    ("/fw/total/$where/ASCENDING/", "the sort key '$where' is not a field name"),
+    ("/wf/READY/name..x/ASCENDING/", "the sort key 'name..x' is not a field name"),
+    ("/fw/?page=abc", "page must be a whole number from 1 to"),
+    ("/fw/READY/?page=0", "page must be a whole number from 1 to"),
+    ("/wf/?page=-3", "page must be a whole number from 1 to"),
+    ("/wf/total/_id/ASCENDING/?page=1e3", "page must be a whole number from 1 to"),
+    ("/fw/?page=99999999999999999999999", "page must be a whole number from 1 to"),
+    ("/wf/metadata/campaign/alpha/?page=two", "page must be a whole number from 1 to"),
+    ("/wf/metadata/$where/1/", "the metadata key '$where' is not a field name"),
+    ("/wf/metadata/campaign/99999999999999999999/", "the metadata value 99999999999999999999 is beyond"),
+    ("/report/weeks/", "the report interval 'weeks' is not one of years, months, days, hours, minutes"),
+    ("/report/days/abc/", "the number of intervals must be a whole number from 1 to 1000, not 'abc'"),
+    ("/report/days/-1/", "the number of intervals must be a whole number from 1 to 1000, not '-1'"),
+    ("/report/years/100000/", "the number of intervals must be a whole number from 1 to 1000, not '100000'"),
+    ("/reports/fireworks/days/%C2%B2/fig.png", "the number of intervals must be a whole number from 1 to 1000"),
+    ("/reports/workflows/years/99999/fig.png", "the number of intervals must be a whole number from 1 to 1000"),
+    ("/reports/fireworks/fortnights/2/fig.png", "the report interval 'fortnights' is not one of"),
+    ("/reports/launches/days/3/fig.png", "the report collection 'launches' is neither fireworks nor workflows"),
+]
+
+
+@pytest.mark.parametrize("url, reason", MALFORMED, ids=[url for url, _ in MALFORMED])
+def test_a_malformed_value_in_the_url_is_a_400_saying_why(store, caplog, url, reason):
+    with open_app("alpha", store) as app:
+        response = app.test_client().get(url)
+    assert response.status_code == 400 and reason in _text(response)
+    assert not _tracebacks(caplog)
+
+
+def test_values_a_view_can_take_give_its_normal_page(store, caplog):
+    """Text that is not a JSON object is FireWorks' to report (on the page); an id past 64 bits is no
+    firework (a real MongoDB raises OverflowError on it)."""
+    huge = "9" * 25
+    with open_app("alpha", store) as app:
+        client = app.test_client()
+        flashed = [client.get(f"/?fw_query={text}") for text in ("notjson", "[1]", "%7B%7B")]
+        missing = [client.get(url).status_code for url in (f"/fw/{huge}", f"/fw/{huge}/details", f"/wf/{huge}",
+                                                            f"/wf/{huge}/json")]
+        first = client.get("/fw/total/fw_id/ASCENDING/?page=1")
+    assert [page.status_code for page in flashed] == [200] * 3
+    assert all("is not a valid JSON object" in _text(page) for page in flashed)
+    assert missing == [404] * 4 and first.status_code == 200
+    assert not _tracebacks(caplog)
+
+
+def test_an_unreadable_store_is_a_503_naming_it_until_it_is_readable_again(store, caplog):
+    fw_id = _fw_ids(store, "alpha")[0]
+    content = store.path.read_bytes()
+    urls = ["/", "/fw/", "/wf/", f"/fw/{fw_id}", f"/wf/{fw_id}/json", "/report/", "/reports/fireworks/days/7/fig.png"]
+    with open_app("alpha", store) as app:
+        client = app.test_client()
+        before = client.get("/").status_code
+        store.path.write_bytes(b"\x00\x01 not a store {")  # overwritten while the GUI runs
+        broken = [client.get(url) for url in urls]
+        store.path.write_bytes(content)
+        after = [client.get(url).status_code for url in urls]
+    assert before == 200
+    assert [page.status_code for page in broken] == [503] * len(urls)
+    assert all(f"the campaign store is unreadable: {store.path}: cannot read" in page.text for page in broken)
+    assert after == [200] * len(urls)
+    assert not _tracebacks(caplog)
+
+
+@pytest.mark.parametrize("port", ["70000", "65536", "-1"])
+def test_a_port_outside_0_to_65535_is_a_usage_error_naming_port(tmp_path, monkeypatch, port):
+    spec = tmp_path / "alpha.yaml"
+    spec.write_text(yaml.safe_dump(_spec_data("alpha")))
+    EmbeddedStore(tmp_path / "store.json").path.write_text("{}")
+    served = []
+    monkeypatch.setattr("campaign.gui.serve", lambda app, host, port, echo: served.append(port))
+    refused = CliRunner().invoke(main, ["gui", str(spec), "--port", port])
+    assert refused.exit_code == 2 and "--port" in refused.output and port in refused.output
+    assert "Traceback" not in refused.output and served == []
+    chosen = CliRunner().invoke(main, ["gui", str(spec), "--port", "0"])  # 0: any free port
+    assert chosen.exit_code == 0 and served == [0]
+
+
+def test_make_server_refuses_a_port_outside_0_to_65535(store):
+    with open_app("alpha", store) as app:
+        for port in (70000, -1):
+            with pytest.raises(GuiError, match=f"--port {port}: a port is a number from 1 to 65535"):
+                make_server(app, "127.0.0.1", port)
+
 
 
 @pytest.mark.browser

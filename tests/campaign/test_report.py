@@ -2,13 +2,12 @@
 
 import mongomock
 import numpy as np
-from click.testing import CliRunner
 
 from campaign.report import table_1, write_report
 from campaign.tables import TABLES, ResultFilter, run_table
 from mlff.trajectory import TrajectoryWriter
 from workflows.inputs import AnalyzeInputs
-from workflows.stages import analyze
+from workflows.stages.analyze import analyze
 
 CELL_A = np.diag([6.0, 6.0, 6.0])
 NUMBERS = np.array([3, 3, 3, 3, 16, 16, 16, 16])
@@ -108,10 +107,3 @@ def test_report_without_rdf_files_says_what_is_missing(tmp_path):
     page = write_report("toy", docs, _tables(docs), tmp_path / "report").read_text()
     assert "Not drawn" in page and "RDFs of toyLiS" in page.split("Not drawn")[1]
     assert not (tmp_path / "report" / "rdf_toyLiS.png").exists()
-
-
-def test_cli_report_command_is_registered():
-    from campaign.cli import main
-
-    result = CliRunner().invoke(main, ["report", "--help"])
-    assert result.exit_code == 0 and "--out" in result.output

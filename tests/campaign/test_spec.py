@@ -83,7 +83,8 @@ BAD_SPECS = [
     ("md.discard_ps", 5.0, "md", "shorter than production_ps"),
     ("md.engine", "gromacs", "md.engine", "'ase'"),
     ("md.ramp.ramp_fs", 5, "md.ramp.ramp_fs", "unknown key"),
-    ("analysis.diffusing_specie", "Xx", "analysis", "unknown element symbols ['Xx']"),
+    ("analysis.diffusing_specie", "Xx", "analysis.diffusing_specie", "unknown element symbols ['Xx']"),
+    ("analysis.rdf.pairs", [["Li", "Xx"]], "analysis.rdf.pairs", "unknown element symbols ['Xx']"),
     ("analysis.rdf.pairs", [["Li"]], "analysis.rdf.pairs[0][1]", "required"),
     ("prediction.n_frames", 0, "prediction.n_frames", "greater than or equal to 1"),
 ]
@@ -141,9 +142,9 @@ def test_validate_prints_counts_and_writes_nothing(tmp_path):
     path.write_text(spec)
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 0, result.output
-    # 2 materials x 2 T x 1 run of reference; 2 models; 2 models x 2 materials; x 2 T x 2 repetitions.
+    # 2 materials x 2 T x 2 runs of reference; 2 models; 2 models x 2 materials; x 2 T x 2 repetitions.
     counts = dict(line.split() for line in result.output.splitlines()[1:])
-    assert counts == {"reference": "4", "train": "2", "predict": "4", "md": "16", "analyze": "6", "total": "32"}
+    assert counts == {"reference": "8", "train": "2", "predict": "4", "md": "16", "analyze": "6", "total": "36"}
     assert list(tmp_path.iterdir()) == [path]
 
 
@@ -170,4 +171,4 @@ def test_pretrained_entries_are_planned_beside_the_zoo(tmp_path):
     # Trained: the 2 zoo models and chgnet-ft. MD: the zoo in batches of 2 repetitions (2 models x 2 materials
     # x 2 T), the 4 pretrained ones in lone ASE runs (4 x 2 materials x 2 T x 2 repetitions).
     counts = dict(line.split() for line in result.output.splitlines()[1:])
-    assert counts == {"reference": "4", "train": "3", "predict": "12", "md": "40", "analyze": "14", "total": "73"}
+    assert counts == {"reference": "8", "train": "3", "predict": "12", "md": "40", "analyze": "14", "total": "77"}

@@ -108,30 +108,21 @@ def test_one_local_launcher_per_campaign(tmp_path):
                          ids=["ctrl-c", "sigterm", "kill-9"])
 def test_an_interrupted_local_run_keeps_its_work_and_the_next_run_finishes(tmp_path, signum, exit_code):
     """Ctrl-C or SIGTERM during MD: the launcher checkpoints, puts the firework back to READY and exits
-    within seconds. kill -9: status says the work is interrupted and how to resume it. Either way the
-    next `campaign run` finishes the campaign, with nothing FIZZLED and every result stored once."""
+    within 5 s, saying in one line what was kept and how to go on, with no traceback. kill -9: status says
+    the work is interrupted and how to resume it. Either way the next `campaign run` finishes the campaign,
+    with nothing FIZZLED and every result stored once."""
     spec = write_cu_campaign(tmp_path, cu_spec("interrupted", md_production_ps=2.0, repetitions=1))
     assert CliRunner().invoke(main, ["submit", "--no-run", str(spec)]).exit_code == 0
-    launcher = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(spec)], cwd=tmp_path,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 240
-        while not list((tmp_path / "runs" / "md").rglob("md-checkpoint.npz")):  # MD has run its first 100 steps
-            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[0]
-            time.sleep(0.2)
-        os.kill(launcher.pid, signum)
-        stopped_s = time.monotonic()
-        output, _ = launcher.communicate(timeout=30)
-        assert time.monotonic() - stopped_s < 10 and launcher.returncode == exit_code, output
-    finally:
-        launcher.kill()
+    output = _interrupt_when(spec, tmp_path / "runs" / "md", signum, exit_code)
     status = CliRunner().invoke(main, ["status", str(spec)])
     assert "FIZZLED" not in status.output
     md = "md/schnet/Cu/300K/rep0"
     if signum == signal.SIGKILL:
         assert f"INTERRUPTED {md}" in status.output and f"campaign run {spec}" in status.output
     else:
-        assert "back to READY" in output and "INTERRUPTED" not in status.output
+        (checkpoint,) = (tmp_path / "runs" / md).rglob("md-checkpoint.npz")
+        assert f"{md} is back to READY and resumes from {checkpoint}; continue with `campaign run {spec}`" in output
+        assert "Traceback" not in output and "INTERRUPTED" not in status.output
         assert _states(spec)[md] == "READY"
 
     finished = CliRunner().invoke(main, ["run", str(spec)])
@@ -140,8 +131,47 @@ def test_an_interrupted_local_run_keeps_its_work_and_the_next_run_finishes(tmp_p
     with EmbeddedStore(spec.parent / "store.json").read() as launchpad:
         ids = [doc["_id"] for doc in results_collection(launchpad).find({"campaign": "interrupted"}, {"_id": 1})]
     assert len(ids) == len(set(ids)) == 1 + 1 + 2 * 3  # training, prediction, and the reference's and schnet's run, T, material
-    (summary_file,) = (tmp_path / "runs" / md).rglob("trajectory.json")
+    (summary_file,) = (tmp_path / "runs" / md).rglob("trajectory.summary.json")
     assert json.loads(summary_file.read_text())["resumed_from_step"] >= 100  # continued, not started over
+
+
+def _interrupt_when(spec, checkpoints, signum: int, exit_code: int) -> str:
+    """Run `campaign run SPEC` in its own process, send it ``signum`` once a checkpoint is under
+    ``checkpoints`` (its stage has run its first 100 steps) and wait for it to exit with ``exit_code``
+    within 5 s; returns what it printed."""
+    launcher = subprocess.Popen([sys.executable, "-m", "campaign.cli", "run", str(spec)], cwd=spec.parent,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(checkpoints.rglob("md-checkpoint.npz")):
+            assert launcher.poll() is None and time.monotonic() < deadline, launcher.communicate()[0]
+            time.sleep(0.2)
+        os.kill(launcher.pid, signum)
+        stopped_s = time.monotonic()
+        output, _ = launcher.communicate(timeout=30)
+        assert time.monotonic() - stopped_s < 5 and launcher.returncode == exit_code, output
+    finally:
+        launcher.kill()
+    return output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupt_during_reference_generation_exits_within_5_s_in_one_line(tmp_path, signum, exit_code):
+    """The first stage a run starts: the progress bar it leaves open keeps tqdm's monitor thread, which
+    wakes every 10 s, alive; the launcher no longer waits for it."""
+    spec = cu_spec("interrupted", repetitions=1)
+    spec["materials"]["Cu"]["generate"]["production_ps"] = 5.0
+    spec_path = write_cu_campaign(tmp_path, spec)
+    assert CliRunner().invoke(main, ["submit", "--no-run", str(spec_path)]).exit_code == 0
+    output = _interrupt_when(spec_path, tmp_path / "runs" / "reference", signum, exit_code)
+    reference = "reference/Cu/300K/run0"
+    (checkpoint,) = (tmp_path / "runs" / reference).rglob("md-checkpoint.npz")
+    lines = [line for line in output.splitlines() if line.startswith("interrupted")]
+    assert lines == [f"interrupted ({signal.Signals(signum).name}): 0 firework(s) finished in this run and are kept; "
+                     f"{reference} is back to READY and resumes from {checkpoint}; continue with "
+                     f"`campaign run {spec_path}`"]
+    assert "Traceback" not in output and _states(spec_path)[reference] == "READY"
 
 
 def _states(spec_path) -> dict[str, str]:

@@ -35,11 +35,11 @@ from launchers.slurm import (
     render_template,
     script_values,
 )
-from mlff.md.checkpoint import read_checkpoint
+from mlff.md.checkpoint import read_md_checkpoint
 from mlff.trajectory import read_trajectory
 from records.store import EmbeddedStore
 from repo_paths import EXAMPLES, ROOT
-from workflows.stages import MD_CHECKPOINT
+from workflows.stages.md import MD_CHECKPOINT
 
 # ---------------------------------------------------------------- templates (no Slurm needed)
 
@@ -350,12 +350,12 @@ def test_scancel_of_a_running_md_task_resumes_from_its_checkpoint(slurm_cluster,
     subprocess.run(["scancel", task], check=True)
     _wait_for(lambda: task not in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
                                                    text=True).stdout.split(), 60, "the cancelled task to end")
-    stopped_at = read_checkpoint(checkpoint).step
+    stopped_at = read_md_checkpoint(checkpoint).step
     status = _campaign("status", str(spec_path))  # folds: the preempted MD goes back to READY
     assert "READY" in status
     _finish(spec_path)
     trajectory, _ = _md_files(spec_path)
-    summary = json.loads(trajectory.with_suffix(".json").read_text())
+    summary = json.loads(trajectory.with_suffix(".summary.json").read_text())
     assert summary["resumed_from_step"] == stopped_at > 0
     _assert_continuous(trajectory, 8.0)
 
@@ -363,18 +363,18 @@ def test_scancel_of_a_running_md_task_resumes_from_its_checkpoint(slurm_cluster,
 @pytest.mark.slurm
 def test_kill_9_of_a_rocket_is_detected_as_lost_and_rerun_from_its_checkpoint(slurm_cluster, tmp_path):
     spec_path, task, checkpoint = _run_to_md(tmp_path, "killed", md_production_ps=8.0)
-    _wait_for(lambda: read_checkpoint(checkpoint).step >= 200, 120, "a second checkpoint")
+    _wait_for(lambda: read_md_checkpoint(checkpoint).step >= 200, 120, "a second checkpoint")
     job_id = subprocess.run(["squeue", "-h", "-j", task, "-o", "%A"], capture_output=True, text=True, check=True).stdout
     listed = subprocess.run(["scontrol", "listpids", job_id.strip()], capture_output=True, text=True, check=True).stdout
     rocket = next(int(line.split()[0]) for line in listed.splitlines()[1:] if "batch" in line)
     os.kill(rocket, signal.SIGKILL)
     _wait_for(lambda: task not in subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True,
                                                    text=True).stdout.split(), 60, "the killed task to end")
-    killed_at = read_checkpoint(checkpoint).step
+    killed_at = read_md_checkpoint(checkpoint).step
     assert "LOST" in _campaign("sync", str(spec_path))
     _finish(spec_path)
     trajectory, _ = _md_files(spec_path)
-    assert json.loads(trajectory.with_suffix(".json").read_text())["resumed_from_step"] == killed_at
+    assert json.loads(trajectory.with_suffix(".summary.json").read_text())["resumed_from_step"] == killed_at
     _assert_continuous(trajectory, 8.0)
 
 
@@ -392,7 +392,7 @@ def test_a_task_overrunning_its_time_limit_is_checkpointed_and_requeued(slurm_cl
     md_name = md["name"]
     assert report.folded[md_name] == "READY" and md["state"] == "READY"
     assert archived["action"]["stored_data"]["_exception"]["_details"]["preempted"] is True
-    assert read_checkpoint(checkpoint).step > 0
+    assert read_md_checkpoint(checkpoint).step > 0
 
 
 # ---------------------------------------------------------------- online rockets

@@ -9,7 +9,7 @@ from ase.build import bulk
 
 from mlff import load_calculator
 from mlff.calculator import MLFFCalculator
-from mlff.checkpoint import CheckpointError, load_model, save_checkpoint
+from mlff.checkpoint import CheckpointError, load_model, save_model_checkpoint
 from mlff.models import MODELS, build_model, energy_and_forces
 from model_sizes import SMALL_HPARAMS
 
@@ -33,7 +33,7 @@ def test_checkpoint_round_trip_gives_identical_outputs(name, dtype, tmp_path):
     reference_eV[29] = -3.5
     model.set_atomic_energies(reference_eV)
     path = tmp_path / "model.pt"
-    save_checkpoint(path, model, dataset_hash="abc123", extra={"epoch": 7})
+    save_model_checkpoint(path, model, dataset_hash="abc123", extra={"epoch": 7})
     loaded, metadata = load_model(path, device="cpu")
     assert not loaded.training
     assert metadata["model_name"] == name and metadata["hparams"] == model.hparams
@@ -60,7 +60,7 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(CheckpointError, match="foreign.pt"):
         load_model(foreign)
     truncated = tmp_path / "truncated.pt"
-    save_checkpoint(truncated, build_model("schnet", **SMALL_HPARAMS["schnet"]), dataset_hash="x")
+    save_model_checkpoint(truncated, build_model("schnet", **SMALL_HPARAMS["schnet"]), dataset_hash="x")
     truncated.write_bytes(truncated.read_bytes()[:-200])
     with pytest.raises(CheckpointError, match="truncated.pt"):
         load_model(truncated)
@@ -94,7 +94,7 @@ def test_load_calculator_by_name_is_seeded(name):
 def test_load_calculator_by_path_and_errors(tmp_path):
     fresh = load_calculator("schnet", seed=2, device="cpu", **SMALL_HPARAMS["schnet"])
     path = tmp_path / "schnet.pt"
-    save_checkpoint(path, fresh.model, dataset_hash="h")
+    save_model_checkpoint(path, fresh.model, dataset_hash="h")
     loaded = load_calculator(str(path), device="cpu")
     assert isinstance(loaded, MLFFCalculator)
     atoms = rattled_copper()

@@ -1,6 +1,6 @@
 """Every registered model through the campaign's stages: reference -> train -> md -> analyze.
 
-The stage functions are the ones the firetasks call (workflows/stages.py). The reference is a short
+The stage functions are the ones the firetasks call (workflows/stages/). The reference is a short
 Lennard-Jones MD of the 12-atom Li2S cell; every model is tiny (tests/model_sizes.py), trains two
 epochs and runs ten MD steps, so this checks the wiring of each model into the campaign, not physics.
 """
@@ -20,13 +20,16 @@ from mlff.trajectory import read_trajectory
 from model_sizes import SMALL_HPARAMS
 from records.results import MaterialResult, RunResult, TemperatureResult, TrainingResult
 from repo_paths import EXAMPLES
-from workflows import stages
 from workflows.inputs import (
     AnalyzeInputs,
     GenerateReferenceInputs,
     MDRunInputs,
     TrainInputs,
 )
+from workflows.stages.analyze import RDF_FILE, analyze
+from workflows.stages.md import md
+from workflows.stages.reference import generate_reference
+from workflows.stages.training import train
 
 TEMPERATURE_K = 1000.0
 TIMESTEP_FS = 2.0
@@ -46,7 +49,7 @@ def protocol(ramp_ps: float, production_ps: float) -> dict:
 def references(tmp_path_factory) -> list[dict]:
     """One 16-frame reference run of Li2S at 1000 K, as the analyze and train stages receive it."""
     out_path = tmp_path_factory.mktemp("reference") / "run0.frames"
-    outcome = stages.generate_reference(GenerateReferenceInputs(
+    outcome = generate_reference(GenerateReferenceInputs(
         mode="generate", material="Li2S", out_path=str(out_path), structure="Li2S",
         calculator="ase.calculators.lj:LennardJones", protocol=protocol(ramp_ps=0.004, production_ps=0.032), seed=11,
         device="cpu",
@@ -57,7 +60,7 @@ def references(tmp_path_factory) -> list[dict]:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_model_trains_runs_md_and_is_analysed(name, references, tmp_path):
-    trained = stages.train(TrainInputs(
+    trained = train(TrainInputs(
         model=name, hparams=SMALL_HPARAMS[name], references=references, n_train_per_run=8, n_validation_per_run=4,
         split_seed=0, out_dir=str(tmp_path / "train"), seed=5, device="cpu", energy_weight=1.0, force_weight=1000.0,
         learning_rate=1e-3, batch_size=4, max_epochs=2, max_wall_s=None,
@@ -71,7 +74,7 @@ def test_model_trains_runs_md_and_is_analysed(name, references, tmp_path):
     checkpoint = trained["summary"]["checkpoint"]
 
     trajectory_path = tmp_path / "md" / "rep0.frames"
-    ran = stages.md(MDRunInputs(
+    ran = md(MDRunInputs(
         model=name, material="Li2S", checkpoint=checkpoint, structure="Li2S", engine="ase", tabulate_filters=True,
         fusion_distance_A=0.5, device="cpu", protocol=protocol(ramp_ps=0.004, production_ps=MD_PRODUCTION_PS), seed=3,
         out_path=str(trajectory_path),
@@ -82,7 +85,7 @@ def test_model_trains_runs_md_and_is_analysed(name, references, tmp_path):
     np.testing.assert_allclose(np.diff(trajectory.time_fs), TIMESTEP_FS)
     assert np.isfinite(trajectory.positions_A).all()
 
-    analysed = stages.analyze(AnalyzeInputs(
+    analysed = analyze(AnalyzeInputs(
         source=name, material="Li2S",
         runs=[{"path": str(trajectory_path), "temperature_K": TEMPERATURE_K, "repetition": 0, "seed": 3}],
         references=references, discard_ps=0.0, rdf=RDF, rdf_mae_threshold=0.02, fusion_distance_A=0.5,
@@ -96,7 +99,7 @@ def test_model_trains_runs_md_and_is_analysed(name, references, tmp_path):
     assert run_doc["provenance"]["engine"] == "ase"
     saved = json.loads((tmp_path / "analysis" / "results.json").read_text())["results"]
     assert [doc["kind"] for doc in saved] == ["run", "temperature", "material"]
-    assert (tmp_path / "analysis" / stages.RDF_FILE).exists()
+    assert (tmp_path / "analysis" / RDF_FILE).exists()
 
 
 def test_the_paper_example_is_the_papers_whole_benchmark():

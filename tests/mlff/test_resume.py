@@ -14,8 +14,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from md_runs import ase_md
 from mlff import preemption
-from mlff.checkpoint import read_checkpoint
-from mlff.md.checkpoint import read_checkpoint as read_md_checkpoint
+from mlff.checkpoint import read_model_checkpoint
+from mlff.md.checkpoint import read_md_checkpoint
 from mlff.md.protocol import MDProtocol
 from mlff.training import train
 from mlff.trajectory import read_trajectory
@@ -131,13 +131,13 @@ def test_training_stopped_mid_epoch_resumes_to_the_same_model(tmp_path, stop_sig
             _train(tmp_path / "stopped", train_runs, validation_runs)
     finally:
         hook.remove()
-    assert read_checkpoint(tmp_path / "stopped" / "last.pt")["extra"]["epoch"] == 1
+    assert read_model_checkpoint(tmp_path / "stopped" / "last.pt")["extra"]["epoch"] == 1
     preemption.clear()
     resumed = _train(tmp_path / "stopped", train_runs, validation_runs)
-    assert resumed["epochs_run"] == straight["epochs_run"] == 3
-    assert resumed["best_epoch"] == straight["best_epoch"]
-    assert resumed["best_validation_force_mae_eV_A"] == pytest.approx(straight["best_validation_force_mae_eV_A"], rel=1e-6)
-    final, expected = read_checkpoint(tmp_path / "stopped" / "last.pt"), read_checkpoint(tmp_path / "straight" / "last.pt")
+    assert resumed.epochs_run == straight.epochs_run == 3
+    assert resumed.best_epoch == straight.best_epoch
+    assert resumed.best_validation_force_mae_eV_A == pytest.approx(straight.best_validation_force_mae_eV_A, rel=1e-6)
+    final, expected = read_model_checkpoint(tmp_path / "stopped" / "last.pt"), read_model_checkpoint(tmp_path / "straight" / "last.pt")
     for name, tensor in expected["state_dict"].items():
         torch.testing.assert_close(final["state_dict"][name], tensor, rtol=1e-6, atol=1e-8)
 
@@ -145,8 +145,8 @@ def test_training_stopped_mid_epoch_resumes_to_the_same_model(tmp_path, stop_sig
 def test_training_resumes_with_a_lowered_learning_rate(tmp_path):
     train_runs, validation_runs = [emt_run(6, seed=0)], [emt_run(3, seed=1)]
     _train(tmp_path, train_runs, validation_runs, max_epochs=1)
-    saved_lr = read_checkpoint(tmp_path / "last.pt")["extra"]["optimizer"]["param_groups"][0]["lr"]
+    saved_lr = read_model_checkpoint(tmp_path / "last.pt")["extra"]["optimizer"]["param_groups"][0]["lr"]
     _train(tmp_path, train_runs, validation_runs, max_epochs=2, learning_rate=1.5e-3)
-    resumed = read_checkpoint(tmp_path / "last.pt")["extra"]
+    resumed = read_model_checkpoint(tmp_path / "last.pt")["extra"]
     assert resumed["epoch"] == 2 and resumed["learning_rate"] == 1.5e-3
     assert resumed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(saved_lr * 0.5)

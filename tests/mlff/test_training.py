@@ -11,9 +11,9 @@ import torch
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from mlff.checkpoint import load_model, read_checkpoint
+from mlff.checkpoint import load_model, read_model_checkpoint
 from mlff.data import FrameSplit, dataset_hash, split_frames
-from mlff.models import build_model, energy_and_forces
+from mlff.models import MODELS, build_model, energy_and_forces
 from mlff.prediction import predict
 from mlff.training import (
     NonFiniteLossError,
@@ -133,13 +133,12 @@ def test_predict_matches_single_frames_for_any_batch_size(runs):
 # ---------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "schnet", "dimenet++", "forcenet", "gns-tat", "leftnet", "cgcnn", "dimenet", "deeper-gatgnn", "escn", "scn",
-        "equiformer",
-    ],
-)
+def test_every_registered_model_has_training_sizes():
+    """A model added to the registry trains below only with small sizes in tests/model_sizes.py."""
+    assert set(SMALL_HPARAMS) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_training_lowers_the_force_error_and_writes_checkpoints(name, runs, tmp_path):
     split = split_frames(runs, n_train_per_run=6, n_validation_per_run=2, seed=0)
     train_runs, validation_runs = split.select(runs, "train"), split.select(runs, "validation")
@@ -149,21 +148,21 @@ def test_training_lowers_the_force_error_and_writes_checkpoints(name, runs, tmp_
     )
     torch.manual_seed(0)
     untrained = build_model(name, **SMALL_HPARAMS[name])
-    trained, metadata = load_model(summary["checkpoint"], device="cpu")
+    trained, metadata = load_model(summary.checkpoint, device="cpu")
     before = validation_errors(untrained, train_runs, batch_size=4)["force_mae_eV_A"]
     after = validation_errors(trained, train_runs, batch_size=4)["force_mae_eV_A"]
     assert after < 0.95 * before
-    assert summary["epochs_run"] == 4 and summary["stopped_by"] == "max_epochs"
-    assert summary["dataset_hash"] == metadata["dataset_hash"] == dataset_hash(runs)
-    assert summary["n_parameters"] == sum(p.numel() for p in trained.parameters())
-    assert summary["conservative"] is type(trained).conservative
+    assert summary.epochs_run == 4 and summary.stopped_by == "max_epochs"
+    assert summary.dataset_hash == metadata["dataset_hash"] == dataset_hash(runs)
+    assert summary.n_parameters == sum(p.numel() for p in trained.parameters())
+    assert summary.conservative is type(trained).conservative
     curve = json.loads((tmp_path / "learning_curve.json").read_text())
     assert [row["epoch"] for row in curve] == [1, 2, 3, 4]
     best_row = min(curve, key=lambda row: row["validation_score"])
-    assert summary["best_epoch"] == best_row["epoch"] == metadata["extra"]["epoch"]
-    assert summary["best_validation_force_mae_eV_A"] == pytest.approx(best_row["validation_force_mae_eV_A"])
-    last = read_checkpoint(tmp_path / "last.pt")
-    assert last["extra"]["epoch"] == 4 and last["extra"]["best_epoch"] == summary["best_epoch"]
+    assert summary.best_epoch == best_row["epoch"] == metadata["extra"]["epoch"]
+    assert summary.best_validation_force_mae_eV_A == pytest.approx(best_row["validation_force_mae_eV_A"])
+    last = read_model_checkpoint(tmp_path / "last.pt")
+    assert last["extra"]["epoch"] == 4 and last["extra"]["best_epoch"] == summary.best_epoch
     assert last["extra"]["optimizer"]["state"] and "best" in last["extra"]["scheduler"]
 
 
@@ -172,7 +171,7 @@ def test_training_stops_at_the_wall_time_budget(runs, tmp_path):
         "schnet", SMALL_HPARAMS["schnet"], runs[:1], runs[1:], tmp_path, learning_rate=1e-3, batch_size=6,
         max_epochs=50, max_wall_s=0.0, seed=0, device="cpu", dataset_hash="h", progress=False,
     )
-    assert summary["epochs_run"] == 1 and summary["stopped_by"] == "max_wall_s"
+    assert summary.epochs_run == 1 and summary.stopped_by == "max_wall_s"
     assert (tmp_path / "best.pt").is_file()
 
 

@@ -6,7 +6,7 @@ import pytest
 from mlff.trajectory import TrajectoryWriter
 from records.units import A2_PER_FS_TO_CM2_PER_S, FS_PER_PS
 from workflows.inputs import AnalyzeInputs
-from workflows.stages import analyze
+from workflows.stages.analyze import analyze
 
 CELL_A = np.diag([80.0, 80.0, 80.0])  # dilute: few close pairs keep the stability check cheap
 FRAME_FS = 10.0
@@ -54,6 +54,10 @@ def test_analyze_records_the_diffusive_window_and_recovers_d(tmp_path):
     assert run["msd_loglog_slope"] == pytest.approx(1.0, abs=0.1)
     # 400 independent walkers over 150 velocity memory times: D's relative scatter is ~4 % between seeds.
     assert run["diffusivity_cm2_s"] == pytest.approx(d_true_cm2_s, rel=0.12)
+    # D's 95 % interval (the GLS fit) holds the truth and is a few per cent wide, as 400 walkers allow.
+    assert run["diffusivity_cm2_s_low"] < d_true_cm2_s < run["diffusivity_cm2_s_high"]
+    assert run["diffusivity_cm2_s_high"] / run["diffusivity_cm2_s_low"] < 1.3
+    assert run["conductivity_mS_cm_low"] < run["conductivity_mS_cm"] < run["conductivity_mS_cm_high"]
 
 
 def test_analyze_leaves_d_out_when_there_is_no_diffusive_window(tmp_path):

@@ -30,7 +30,7 @@ def test_tasks_come_parents_first_with_unique_keys(quickstart):
         assert task.key not in seen
         assert all(parent in seen for parent in task.parents), task.key
         seen.add(task.key)
-    assert count_by_stage(tasks) == {"reference": 4, "train": 2, "predict": 4, "md": 16, "analyze": 6}
+    assert count_by_stage(tasks) == {"reference": 8, "train": 2, "predict": 4, "md": 16, "analyze": 6}
 
 
 def test_md_runs_have_distinct_recorded_seeds_and_their_own_files(quickstart):

@@ -11,16 +11,17 @@ import yaml
 from campaign.spec import SpecError, parse_spec
 from campaign.submission import add_tasks
 from campaign.tasks import _md_run_entries, expand
-from mlff.checkpoint import save_checkpoint
+from mlff.checkpoint import save_model_checkpoint
 from mlff.md.protocol import MDProtocol
 from mlff.models import build_model
 from mlff.trajectory import read_trajectory
 from model_sizes import SMALL_HPARAMS
 from records.store import EmbeddedStore
+from records.summaries import summary_path
 from repo_paths import EXAMPLES
-from workflows import stages
 from workflows.firetasks import FIRETASKS
 from workflows.inputs import MDBatchInputs
+from workflows.stages.md import md
 
 
 @pytest.fixture(scope="module")
@@ -96,12 +97,12 @@ def test_md_stage_of_a_batch_writes_one_trajectory_and_summary_per_replica(quick
     task = next(t for t in _tasks(data, tmp_path) if t.stage == "md" and t.labels["model"] == "schnet")
     torch.manual_seed(0)
     checkpoint = tmp_path / "best.pt"
-    save_checkpoint(checkpoint, build_model("schnet", **SMALL_HPARAMS["schnet"]), dataset_hash="test")
+    save_model_checkpoint(checkpoint, build_model("schnet", **SMALL_HPARAMS["schnet"]), dataset_hash="test")
     inputs = {**task.inputs, "checkpoint": str(checkpoint), "structure": "Li2S", "device": "cpu"}
 
     parsed = FIRETASKS["md"].parse(inputs, str(tmp_path))  # as the firetask does: paths under the campaign's folder
     assert isinstance(parsed, MDBatchInputs)
-    outcome = stages.md(parsed)
+    outcome = md(parsed)
 
     replicas, paths = inputs["replicas"], parsed.out_paths
     assert all(path.startswith(str(tmp_path)) for path in paths)
@@ -112,6 +113,6 @@ def test_md_stage_of_a_batch_writes_one_trajectory_and_summary_per_replica(quick
         assert trajectory.metadata["seed"] == replica["seed"]
         assert trajectory.metadata["target_temperature_K"] == replica["temperature_K"]
         assert trajectory.n_frames == summary["n_frames_written"] == MDProtocol(**replica["protocol"]).n_production_steps
-        assert stages.md_summary_path(path).is_file()
+        assert summary_path(path).is_file()
     first_frames = [read_trajectory(path).positions_A[0] for path in paths]
     assert not np.allclose(first_frames[0], first_frames[1])  # own seeds, own trajectories

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mlff.md.autobatch import PROBE_REPLICAS, CallMemory, LiveBytes
+from mlff.md.neighbours import NeighbourList
 from mlff.md.protocol import MDProtocol
-from mlff.md.torch_engine import NeighbourList, TorchEngine
+from mlff.md.torch_engine import TorchEngine
 from mlff.models import build_model
 from mlff.structures import load_structure
 

@@ -17,7 +17,7 @@ from mlff import preemption
 from mlff.calculator import MLFFCalculator
 from mlff.graph import edge_vectors_A
 from mlff.md.ase_engine import velocity_verlet_step
-from mlff.md.checkpoint import read_checkpoint
+from mlff.md.checkpoint import read_md_checkpoint
 from mlff.md.lammps_engine import LammpsSystem, lammps_cell
 from mlff.md.protocol import MDProtocol, set_maxwell_boltzmann_velocities
 from mlff.models import ForceField, build_model
@@ -244,7 +244,7 @@ def test_run_stopped_by_a_signal_resumes_to_the_same_trajectory(tmp_path, stop_s
     straight = _md(tmp_path, "straight", BornMayer())
     with pytest.raises(preemption.Preempted):
         _md(tmp_path, "stopped", SignalAt(stop_call))
-    saved_step = read_checkpoint(tmp_path / "stopped.checkpoint.npz").step
+    saved_step = read_md_checkpoint(tmp_path / "stopped.checkpoint.npz").step
     assert 0 < saved_step < PROTOCOL.n_ramp_steps + PROTOCOL.n_production_steps
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("stopped")) == [
         "stopped.checkpoint.npz", "stopped.frames"]  # LAMMPS' restart file is inside the checkpoint

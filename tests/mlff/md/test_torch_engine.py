@@ -21,7 +21,7 @@ from md_runs import ase_md, torch_md
 from mlff import preemption
 from mlff.calculator import MLFFCalculator
 from mlff.graph import AtomGraph, edge_vectors_A
-from mlff.md.checkpoint import read_checkpoint
+from mlff.md.checkpoint import read_md_checkpoint
 from mlff.md.driver import run_md
 from mlff.md.protocol import MDProtocol
 from mlff.md.torch_engine import TorchEngine
@@ -62,13 +62,7 @@ class PairForceField(ForceField):
         return per_atom.index_add_(0, graph.edge_index[1], 0.5 * pair_eV * switch)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These graphs are tiny: one torch thread is faster, and kinder to a shared two-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def argon() -> object:
@@ -397,7 +391,7 @@ def test_sigterm_checkpoint_and_bitwise_resume(tmp_path, sync_free, stop_signals
         torch_md(model, atoms, protocols, [1, 2, 3], resumed, checkpoint_path=checkpoint,
                        checkpoint_every_steps=20, **options)
     assert checkpoint.exists()
-    step = read_checkpoint(checkpoint).step
+    step = read_md_checkpoint(checkpoint).step
     assert 20 < step < 100
     preemption.clear()
     summaries = torch_md(model, atoms, protocols, [1, 2, 3], resumed, checkpoint_path=checkpoint,
