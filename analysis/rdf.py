@@ -31,11 +31,11 @@ frames in chunks and normalise once at the end. :func:`rdf` is the one-shot wrap
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import erf
 
 __all__ = [
     "RDF",
@@ -279,7 +279,7 @@ def _kernel_matrix(r_max_A: float, n_bins: int, kernel_width_A: float, n_sub: in
     # With e_k = k n_sub step and c_j = (j + 1/2) step, (e_k - c_j) and (e_k + c_j) are (m - 1/2) step for
     # the integers m = k n_sub - j and k n_sub + j + 1: Phi is needed on that one grid only.
     m = np.arange(-n_fine - n_sub, n_bins * n_sub + n_fine + 2)
-    phi = 0.5 * (1.0 + _erf((m - 0.5) * step / (kernel_width_A * np.sqrt(2.0))))
+    phi = 0.5 * (1.0 + erf((m - 0.5) * step / (kernel_width_A * np.sqrt(2.0))))
     j = np.arange(n_fine)[:, None]
     k = np.arange(n_bins + 1)[None, :]  # edges e_0 .. e_n
     upper = phi[k * n_sub - j - m[0]] + phi[k * n_sub + j + 1 - m[0]]  # [n_fine, n_bins + 1], Phi(e-c) + Phi(e+c)
@@ -290,11 +290,6 @@ def _kernel_matrix(r_max_A: float, n_bins: int, kernel_width_A: float, n_sub: in
     shell = 4.0 / 3.0 * np.pi * (edges[1:] ** 3 - edges[:-1] ** 3)  # [max(n_bins, n_coarse)]
     own = shell[np.arange(n_fine) // n_sub]  # [n_fine]
     return mass * shell[None, :n_bins] / own[:, None]
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    """The error function, elementwise (math.erf; numpy has none)."""
-    return np.frompyfunc(math.erf, 1, 1)(x).astype(float)
 
 
 def normalise_pair_counts(

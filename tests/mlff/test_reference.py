@@ -8,7 +8,6 @@ import warnings
 import ase.io
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
@@ -178,15 +177,6 @@ def test_generate_reference_with_emt_records_energies_and_forces(tmp_path):
     check.calc = EMT()
     assert check.get_potential_energy() == pytest.approx(trajectory.energy_eV[3], abs=1e-8)
     np.testing.assert_allclose(check.get_forces(), trajectory.forces_eV_A[3], atol=1e-8)
-
-
-@pytest.fixture
-def one_torch_thread():
-    """CHGNet on a 12-atom cell gains nothing from threads, which thrash on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.slow
